@@ -1,0 +1,1 @@
+"""training: offline training and evaluation of FusionOcc on nuScenes + Occ3D."""

@@ -1,0 +1,596 @@
+"""ROS 2 message <-> numpy conversions for the occupancy node (a small, tested stand-in for cv_bridge and
+sensor_msgs_py, which have no wheels).
+
+Every decoder reads the message's own layout description (`step`, `point_step`, `row_step`, field offsets
+and datatypes, `is_bigendian`) with vectorised numpy views; nothing loops over pixels or points in Python.
+Decoders only read attributes, so they accept rclpy messages and rosbags' message objects alike. Every failure
+raises
+`ConversionError` (a `ValueError`) whose message names the problem.
+
+Output layouts (all in the ego frame, Occ3D grid from `fusionocc_core.occ3d`: x, y in [-40, 40) m,
+z in [-1, 5.4) m, voxel 0.4 m, labels indexed [x, y, z]):
+
+- Occupied voxels: `sensor_msgs/PointCloud2`, one point per non-free voxel at the voxel centre, fields
+  `x`, `y`, `z` (FLOAT32, offsets 0, 4, 8), `rgb` (FLOAT32 at 12 holding the packed 0x00RRGGBB class colour as
+  RViz expects) and `label` (UINT8 at 16, Occ3D class id 0..16); point_step 20, little endian, height 1.
+- Dense grid: `sensor_msgs/Image`, height 200 (x index), width 200 (y index), encoding `8UC16` (16 uint8
+  channels = the z column), step 3200, data = the (200, 200, 16) uint8 label array in C order, so
+  `np.frombuffer(msg.data, np.uint8).reshape(200, 200, 16)` gives `labels[x, y, z]` back. Voxel (i, j, k)
+  has its centre at (-40 + 0.4 (i + 0.5), -40 + 0.4 (j + 0.5), -1 + 0.4 (k + 0.5)) m in `header.frame_id`.
+  An Image (not `std_msgs/UInt8MultiArray`) because it carries a header: the lidar stamp and the frame.
+- Bird's-eye obstacles: `nav_msgs/OccupancyGrid`, 200 x 200 cells of 0.4 m, origin (-40, -40, 0) with
+  identity orientation, cell (column x, row y) = `data[y * 200 + x]`: 100 where the voxel column holds any
+  class that is neither free nor ground (driveable_surface, other_flat, sidewalk, terrain), 0 otherwise,
+  -1 where unknown.
+"""
+
+from __future__ import annotations
+
+import array
+import io
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from fusionocc_core.occ3d import (
+    CLASS_COLORS,
+    CLASS_NAMES,
+    FREE_LABEL,
+    GRID_SHAPE,
+    POINT_CLOUD_RANGE,
+    VOXEL_SIZE,
+)
+
+GROUND_LABELS: tuple[int, ...] = (11, 12, 13, 14)  # driveable_surface, other_flat, sidewalk, terrain
+DENSE_GRID_ENCODING = f"8UC{GRID_SHAPE[2]}"
+
+# sensor_msgs/PointField datatype constants -> numpy base type.
+_POINTFIELD_DTYPES: dict[int, str] = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
+_POINTFIELD_FLOAT32 = 7
+_POINTFIELD_UINT8 = 2
+
+# Image encodings -> (channels, bytes per channel, order of R, G, B in the channels; None = mono).
+_IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
+    "rgb8": (3, 1, (0, 1, 2)),
+    "bgr8": (3, 1, (2, 1, 0)),
+    "rgba8": (4, 1, (0, 1, 2)),
+    "bgra8": (4, 1, (2, 1, 0)),
+    "mono8": (1, 1, None),
+    "8UC1": (1, 1, None),
+    "8UC3": (3, 1, (2, 1, 0)),  # OpenCV convention: BGR
+    "rgb16": (3, 2, (0, 1, 2)),
+    "bgr16": (3, 2, (2, 1, 0)),
+    "mono16": (1, 2, None),
+}
+SUPPORTED_IMAGE_ENCODINGS: tuple[str, ...] = tuple(_IMAGE_ENCODINGS)
+
+
+class ConversionError(ValueError):
+    """A message could not be converted; the message says which field is wrong and how."""
+
+
+def _as_uint8(data: Any) -> np.ndarray:
+    """Zero-copy uint8 view of a message's `data` (array.array, bytes, memoryview, list or ndarray)."""
+    if isinstance(data, np.ndarray):
+        return data.reshape(-1).view(np.uint8)
+    if isinstance(data, (bytes, bytearray, memoryview, array.array)):
+        return np.frombuffer(data, dtype=np.uint8)
+    return np.asarray(data, dtype=np.uint8)
+
+
+def _byte_array(buffer: bytes | np.ndarray, typecode: str = "B") -> array.array:
+    """array.array for a message field (the rclpy setter accepts it without a per-element check)."""
+    return array.array(typecode, buffer.tobytes() if isinstance(buffer, np.ndarray) else buffer)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------------
+
+
+def image_to_rgb(msg: Any) -> np.ndarray:
+    """Decodes a `sensor_msgs/Image` to an RGB array.
+
+    Args:
+        msg: the Image (encodings rgb8, bgr8, rgba8, bgra8, mono8, 8UC1, 8UC3, rgb16, bgr16, mono16); rows may
+            be padded (`step` > width * bytes per pixel); `is_bigendian` is honoured for 16-bit encodings.
+
+    Returns:
+        (height, width, 3) uint8 RGB array (16-bit keeps the 8 high bits, mono is
+            replicated).
+
+    Raises:
+        ConversionError: unsupported encoding, zero size, `step` too small, or data shorter than
+            height * step.
+    """
+    encoding = str(msg.encoding)
+    if encoding not in _IMAGE_ENCODINGS:
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_IMAGE_ENCODINGS)}"
+        )
+    channels, depth, order = _IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image has zero size ({width} x {height})")
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ConversionError(
+            f"image step {step} is smaller than width {width} x {channels * depth} bytes per "
+            f"pixel = {row_bytes} for {encoding}"
+        )
+    data = _as_uint8(msg.data)
+    if data.size < height * step:
+        raise ConversionError(
+            f"image data truncated: {data.size} bytes, expected height {height} x step {step} "
+            f"= {height * step}"
+        )
+    rows = data[: height * step].reshape(height, step)[:, :row_bytes]
+    if depth == 1:
+        pixels = rows.reshape(height, width, channels)
+    else:
+        big = bool(msg.is_bigendian)
+        wide = np.ascontiguousarray(rows).view(">u2" if big else "<u2").reshape(height, width, channels)
+        pixels = (wide >> 8).astype(np.uint8)
+    if order is None:
+        return np.ascontiguousarray(np.broadcast_to(pixels, (height, width, 3)))
+    if order == (0, 1, 2) and channels == 3:
+        return np.ascontiguousarray(pixels)
+    return np.ascontiguousarray(pixels[:, :, list(order)])
+
+
+def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+    """Decodes a `sensor_msgs/CompressedImage` (JPEG or PNG, any `format` string) to an RGB array.
+
+    Args:
+        msg: the CompressedImage.
+        min_size: optional (width, height): JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
+            size is still at least this (Pillow's `draft`), which is several times faster when the network
+            input is much smaller than the image. The caller must scale the intrinsics by the returned size.
+
+    Returns:
+        (height, width, 3) uint8 RGB array.
+
+    Raises:
+        ConversionError: empty data or bytes that are not a readable image.
+    """
+    from PIL import Image as PILImage
+
+    data = _as_uint8(msg.data)
+    if data.size == 0:
+        raise ConversionError(f"compressed image (format {str(msg.format)!r}) has no data")
+    try:
+        with PILImage.open(io.BytesIO(data.tobytes())) as image:
+            if min_size is not None and image.format == "JPEG":
+                image.draft("RGB", (int(min_size[0]), int(min_size[1])))
+            rgb = np.asarray(image.convert("RGB"))
+    except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for corrupt or truncated data
+        raise ConversionError(
+            f"cannot decode compressed image (format {str(msg.format)!r}, {data.size} bytes): {error}"
+        ) from None
+    return rgb
+
+
+def rgb_to_image(rgb: np.ndarray, *, header: Any = None, encoding: str = "rgb8") -> Any:
+    """Builds a `sensor_msgs/Image` from an (H, W, 3) uint8 RGB array (encoding rgb8 or bgr8, no padding)."""
+    from sensor_msgs.msg import Image
+
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ConversionError(f"expected an (H, W, 3) uint8 array, got {rgb.shape} {rgb.dtype}")
+    if encoding not in ("rgb8", "bgr8"):
+        raise ConversionError(f"rgb_to_image writes rgb8 or bgr8, not {encoding!r}")
+    pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding, msg.is_bigendian, msg.step = encoding, 0, int(rgb.shape[1]) * 3
+    msg.data = _byte_array(np.ascontiguousarray(pixels))
+    return msg
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Point clouds
+# ----------------------------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DecodedCloud:
+    """Lidar points decoded from a PointCloud2.
+
+    Attributes:
+        points: (N, 5) float32 [x, y, z, intensity, ring] of the finite points (ring 0 when the
+            cloud has none).
+        dropped_non_finite: number of points dropped because x, y, z or intensity was NaN or infinite.
+    """
+
+    points: np.ndarray
+    dropped_non_finite: int
+
+
+def _field_dtype(msg: Any) -> dict[str, tuple[np.dtype, int]]:
+    byte_order = ">" if bool(msg.is_bigendian) else "<"
+    point_step = int(msg.point_step)
+    fields: dict[str, tuple[np.dtype, int]] = {}
+    for field in msg.fields:
+        name, datatype, offset, count = (
+            str(field.name),
+            int(field.datatype),
+            int(field.offset),
+            int(field.count),
+        )
+        if datatype not in _POINTFIELD_DTYPES:
+            raise ConversionError(f"PointCloud2 field {name!r} has unknown datatype {datatype}")
+        dtype = np.dtype(byte_order + _POINTFIELD_DTYPES[datatype])
+        if offset < 0 or offset + dtype.itemsize * max(count, 1) > point_step:
+            raise ConversionError(
+                f"PointCloud2 field {name!r} (offset {offset}, {max(count, 1)} x "
+                f"{dtype.itemsize} bytes) does not fit in point_step {point_step}"
+            )
+        fields[name] = (dtype, offset)
+    return fields
+
+
+def pointcloud2_to_xyzir(
+    msg: Any, *, intensity_field: str = "intensity", ring_field: str = "ring"
+) -> DecodedCloud:
+    """Decodes a `sensor_msgs/PointCloud2` to [x, y, z, intensity, ring] float32 points.
+
+    Any field order, extra fields, padding inside a point (`point_step`), padding at the end of rows
+    (`row_step`), organised clouds (height > 1) and big-endian data are handled through one strided view.
+
+    Args:
+        msg: the PointCloud2; fields x, y, z and `intensity_field` are required, `ring_field` is optional.
+        intensity_field: name of the intensity field.
+        ring_field: name of the ring (laser index) field; 0 for every point when absent.
+
+    Returns:
+        The finite points and the count of dropped non-finite ones.
+
+    Raises:
+        ConversionError: a required field missing, a field outside point_step, row_step smaller than
+            width * point_step, or data shorter than height * row_step.
+    """
+    fields = _field_dtype(msg)
+    missing = [name for name in ("x", "y", "z", intensity_field) if name not in fields]
+    if missing:
+        raise ConversionError(
+            f"PointCloud2 lacks field(s) {', '.join(missing)}; it has {', '.join(fields) or 'no fields'}"
+        )
+    height, width = int(msg.height), int(msg.width)
+    point_step, row_step = int(msg.point_step), int(msg.row_step)
+    if height * width == 0:
+        return DecodedCloud(np.zeros((0, 5), np.float32), 0)
+    if point_step <= 0 or row_step < width * point_step:
+        raise ConversionError(
+            f"PointCloud2 row_step {row_step} is smaller than width {width} x point_step {point_step}"
+        )
+    data = _as_uint8(msg.data)
+    needed = (height - 1) * row_step + width * point_step
+    if data.size < needed:
+        raise ConversionError(
+            f"PointCloud2 data truncated: {data.size} bytes, expected {needed} "
+            f"(height {height}, row_step {row_step}, width {width}, point_step {point_step})"
+        )
+    wanted = ["x", "y", "z", intensity_field] + ([ring_field] if ring_field in fields else [])
+    record = np.dtype(
+        {
+            "names": wanted,
+            "formats": [fields[n][0] for n in wanted],
+            "offsets": [fields[n][1] for n in wanted],
+            "itemsize": point_step,
+        }
+    )
+    view = np.ndarray((height, width), dtype=record, buffer=data, offset=0, strides=(row_step, point_step))
+    view = view.reshape(-1) if height == 1 else view.ravel()  # ravel copies only for organised clouds
+    points = np.zeros((view.shape[0], 5), dtype=np.float32)
+    for column, name in enumerate(wanted):  # five columns, not points: each line is one vectorised copy
+        points[:, column] = view[name]
+    finite = np.isfinite(points[:, :4]).all(axis=1)
+    dropped = int(finite.size - np.count_nonzero(finite))
+    if dropped:
+        points = points[finite]
+    return DecodedCloud(points, dropped)
+
+
+def _pointcloud2(
+    fields: list[tuple[str, int, int]], payload: np.ndarray, *, header: Any, point_step: int
+) -> Any:
+    from sensor_msgs.msg import PointCloud2, PointField
+
+    msg = PointCloud2()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = 1, int(payload.shape[0])
+    msg.fields = [
+        PointField(name=name, offset=offset, datatype=datatype, count=1) for name, offset, datatype in fields
+    ]
+    msg.is_bigendian = False  # payload dtypes are explicitly little endian
+    msg.point_step, msg.row_step = point_step, point_step * int(payload.shape[0])
+    msg.is_dense = True
+    msg.data = _byte_array(payload)
+    return msg
+
+
+def xyzir_to_pointcloud2(points: np.ndarray, *, header: Any = None) -> Any:
+    """Builds a PointCloud2 with float32 x, y, z, intensity and uint16 ring from (N, 4 or 5) points."""
+    points = np.asarray(points)
+    if points.ndim != 2 or points.shape[1] not in (4, 5):
+        raise ConversionError(f"expected (N, 4) or (N, 5) points, got {points.shape}")
+    record = np.dtype(
+        {
+            "names": ["x", "y", "z", "intensity", "ring"],
+            "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
+            "offsets": [0, 4, 8, 12, 16],
+            "itemsize": 20,
+        }
+    )
+    payload = np.zeros(points.shape[0], dtype=record)
+    for column, name in enumerate(("x", "y", "z", "intensity")):
+        payload[name] = points[:, column]
+    if points.shape[1] == 5:
+        payload["ring"] = points[:, 4]
+    return _pointcloud2(
+        [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4)],
+        payload,
+        header=header,
+        point_step=20,
+    )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Occupancy outputs
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _check_labels(labels: np.ndarray) -> np.ndarray:
+    labels = np.asarray(labels)
+    if labels.shape != GRID_SHAPE:
+        raise ConversionError(f"occupancy labels must have shape {GRID_SHAPE}, got {labels.shape}")
+    if labels.dtype != np.uint8:
+        raise ConversionError(f"occupancy labels must be uint8, got {labels.dtype}")
+    if labels.size and int(labels.max()) > FREE_LABEL:
+        raise ConversionError(f"occupancy label {int(labels.max())} is not a class id 0..{FREE_LABEL}")
+    return labels
+
+
+def _voxel_centres(indices: np.ndarray) -> np.ndarray:
+    """(M, 3) voxel indices -> (M, 3) float32 voxel centres [m] in the ego frame."""
+    origin = np.asarray(POINT_CLOUD_RANGE[:3], dtype=np.float64)
+    return (origin + VOXEL_SIZE * (indices + 0.5)).astype(np.float32)
+
+
+def packed_rgb_floats(labels: np.ndarray) -> np.ndarray:
+    """Class colours packed as 0x00RRGGBB uint32, reinterpreted as float32 (the PointCloud2 `rgb` field)."""
+    colors = CLASS_COLORS[np.asarray(labels)].astype(np.uint32)
+    return ((colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]).view(np.float32)
+
+
+_OCC_CLOUD_RECORD = np.dtype(
+    {
+        "names": ["x", "y", "z", "rgb", "label"],
+        "formats": ["<f4", "<f4", "<f4", "<f4", "u1"],
+        "offsets": [0, 4, 8, 12, 16],
+        "itemsize": 20,
+    }
+)
+
+
+def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Any = None) -> Any:
+    """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
+    docstring), in [x, y, z] index order."""
+    labels = _check_labels(labels)
+    indices = np.argwhere(labels != FREE_LABEL)  # (M, 3), C order
+    values = labels[indices[:, 0], indices[:, 1], indices[:, 2]]
+    centres = _voxel_centres(indices)
+    payload = np.zeros(indices.shape[0], dtype=_OCC_CLOUD_RECORD)
+    payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
+    payload["rgb"] = packed_rgb_floats(values)
+    payload["label"] = values
+    return _pointcloud2(
+        [
+            ("x", 0, _POINTFIELD_FLOAT32),
+            ("y", 4, _POINTFIELD_FLOAT32),
+            ("z", 8, _POINTFIELD_FLOAT32),
+            ("rgb", 12, _POINTFIELD_FLOAT32),
+            ("label", 16, _POINTFIELD_UINT8),
+        ],
+        payload,
+        header=header,
+        point_step=20,
+    )
+
+
+def pointcloud2_to_occupancy(msg: Any) -> np.ndarray:
+    """Inverse of `occupancy_to_pointcloud2`: a (200, 200, 16) uint8 grid, free where the cloud has no point.
+
+    Raises:
+        ConversionError: no x, y, z or label field, or a point outside the grid.
+    """
+    fields = _field_dtype(msg)
+    missing = [name for name in ("x", "y", "z", "label") if name not in fields]
+    if missing:
+        raise ConversionError(f"occupancy PointCloud2 lacks field(s) {', '.join(missing)}")
+    record = np.dtype(
+        {
+            "names": ["x", "y", "z", "label"],
+            "formats": [fields[n][0] for n in ("x", "y", "z", "label")],
+            "offsets": [fields[n][1] for n in ("x", "y", "z", "label")],
+            "itemsize": int(msg.point_step),
+        }
+    )
+    count = int(msg.width) * int(msg.height)
+    data = _as_uint8(msg.data)
+    if data.size < count * int(msg.point_step):
+        raise ConversionError(f"occupancy PointCloud2 data truncated: {data.size} bytes for {count} points")
+    view = np.frombuffer(data, dtype=record, count=count)
+    xyz = np.stack([view["x"], view["y"], view["z"]], axis=1).astype(np.float64)
+    indices = np.floor((xyz - np.asarray(POINT_CLOUD_RANGE[:3])) / VOXEL_SIZE).astype(np.int64)
+    if ((indices < 0) | (indices >= np.asarray(GRID_SHAPE))).any():
+        raise ConversionError("occupancy PointCloud2 has points outside the Occ3D grid")
+    labels = np.full(GRID_SHAPE, FREE_LABEL, dtype=np.uint8)
+    labels[indices[:, 0], indices[:, 1], indices[:, 2]] = view["label"].astype(np.uint8)
+    return labels
+
+
+def dense_grid_to_image(labels: np.ndarray, *, header: Any = None) -> Any:
+    """The full (200, 200, 16) label grid as a lossless `sensor_msgs/Image`, encoding 8UC16 (module doc)."""
+    from sensor_msgs.msg import Image
+
+    labels = _check_labels(labels)
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = GRID_SHAPE[0], GRID_SHAPE[1]
+    msg.encoding, msg.is_bigendian, msg.step = DENSE_GRID_ENCODING, 0, GRID_SHAPE[1] * GRID_SHAPE[2]
+    msg.data = _byte_array(np.ascontiguousarray(labels))
+    return msg
+
+
+def image_to_dense_grid(msg: Any) -> np.ndarray:
+    """Inverse of `dense_grid_to_image`: the (200, 200, 16) uint8 labels indexed [x, y, z].
+
+    Raises:
+        ConversionError: wrong encoding, shape or step, or truncated data.
+    """
+    expected = (GRID_SHAPE[0], GRID_SHAPE[1], GRID_SHAPE[1] * GRID_SHAPE[2], DENSE_GRID_ENCODING)
+    got = (int(msg.height), int(msg.width), int(msg.step), str(msg.encoding))
+    if got != expected:
+        raise ConversionError(
+            f"dense grid image must be (height, width, step, encoding) = {expected}, got {got}"
+        )
+    data = _as_uint8(msg.data)
+    if data.size != int(np.prod(GRID_SHAPE)):
+        raise ConversionError(
+            f"dense grid image holds {data.size} bytes, expected {int(np.prod(GRID_SHAPE))}"
+        )
+    return data.reshape(GRID_SHAPE).copy()
+
+
+def bev_obstacles(labels: np.ndarray, *, known: np.ndarray | None = None) -> np.ndarray:
+    """(200, 200) int8 bird's-eye obstacle grid indexed [x, y]: 100 where the column holds a class that is
+    neither free nor ground, 0 otherwise, -1 where `known` (an optional (200, 200) bool mask) is False."""
+    labels = _check_labels(labels)
+    obstacle_class = np.ones(FREE_LABEL + 1, dtype=bool)
+    obstacle_class[[FREE_LABEL, *GROUND_LABELS]] = False
+    grid = np.where(obstacle_class[labels].any(axis=2), 100, 0).astype(np.int8)
+    if known is not None:
+        known = np.asarray(known, dtype=bool)
+        if known.shape != GRID_SHAPE[:2]:
+            raise ConversionError(f"known mask must have shape {GRID_SHAPE[:2]}, got {known.shape}")
+        grid[~known] = -1
+    return grid
+
+
+def occupancy_to_occupancy_grid(
+    labels: np.ndarray, *, header: Any = None, known: np.ndarray | None = None
+) -> Any:
+    """The bird's-eye obstacle grid (`bev_obstacles`) as a `nav_msgs/OccupancyGrid` (row = y, column = x)."""
+    from nav_msgs.msg import OccupancyGrid
+
+    grid = bev_obstacles(labels, known=known)
+    msg = OccupancyGrid()
+    if header is not None:
+        msg.header = header
+        msg.info.map_load_time = header.stamp
+    msg.info.resolution = float(VOXEL_SIZE)
+    msg.info.width, msg.info.height = GRID_SHAPE[0], GRID_SHAPE[1]
+    msg.info.origin.position.x = float(POINT_CLOUD_RANGE[0])
+    msg.info.origin.position.y = float(POINT_CLOUD_RANGE[1])
+    msg.info.origin.position.z = 0.0
+    msg.info.origin.orientation.w = 1.0
+    msg.data = _byte_array(np.ascontiguousarray(grid.T), "b")  # OccupancyGrid is row-major in y
+    return msg
+
+
+def occupancy_grid_to_bev(msg: Any) -> np.ndarray:
+    """Inverse of `occupancy_to_occupancy_grid`: the (200, 200) int8 grid indexed [x, y]."""
+    width, height = int(msg.info.width), int(msg.info.height)
+    data = (
+        np.frombuffer(msg.data, dtype=np.int8)
+        if not isinstance(msg.data, list)
+        else np.asarray(msg.data, np.int8)
+    )
+    if data.size != width * height:
+        raise ConversionError(f"OccupancyGrid data holds {data.size} cells, info says {width} x {height}")
+    return data.reshape(height, width).T.copy()
+
+
+@dataclass(frozen=True)
+class MarkerStats:
+    """What `occupancy_to_marker_array` drew: cubes drawn and cubes left out by the cap."""
+
+    cubes: int
+    capped: int
+
+
+def occupancy_to_marker_array(
+    labels: np.ndarray,
+    *,
+    header: Any = None,
+    max_cubes: int = 40_000,
+    alpha: float = 1.0,
+    namespace: str = "occupancy",
+    cube_scale: float = 1.0,
+) -> tuple[Any, MarkerStats]:
+    """RViz markers: a DELETEALL, then one CUBE_LIST per present class (id = class id,
+    ns = `namespace/<name>`), voxel-sized cubes in class colours, free omitted.
+
+    When more than `max_cubes` voxels are occupied, the ones nearest to the ego origin (in x, y) are kept,
+    because large CUBE_LISTs stall RViz. The cube points are the only Python-level list here (the message type
+    needs one `geometry_msgs/Point` per cube); the cap bounds that cost (about 1 us per cube).
+
+    Args:
+        labels: (200, 200, 16) uint8 labels.
+        header: header for every marker.
+        max_cubes: cap on the total number of cubes (>= 0).
+        alpha: cube opacity in [0, 1].
+        namespace: marker namespace prefix.
+        cube_scale: cube edge as a fraction of the voxel size (0, 1].
+
+    Returns:
+        The MarkerArray and the counts of cubes drawn and left out.
+    """
+    from geometry_msgs.msg import Point
+    from visualization_msgs.msg import Marker, MarkerArray
+
+    labels = _check_labels(labels)
+    if max_cubes < 0:
+        raise ConversionError(f"max_cubes must be >= 0, got {max_cubes}")
+    if not 0.0 <= alpha <= 1.0 or not 0.0 < cube_scale <= 1.0:
+        raise ConversionError(f"alpha must be in [0, 1] and cube_scale in (0, 1], got {alpha}, {cube_scale}")
+    indices = np.argwhere(labels != FREE_LABEL)
+    capped = max(0, indices.shape[0] - max_cubes)
+    if capped:
+        ring = np.abs(indices[:, :2] - (GRID_SHAPE[0] - 1) / 2.0).max(
+            axis=1
+        )  # Chebyshev distance from centre
+        indices = indices[np.sort(np.argsort(ring, kind="stable")[:max_cubes])]
+    values = labels[indices[:, 0], indices[:, 1], indices[:, 2]]
+    centres = _voxel_centres(indices).astype(np.float64)
+
+    array_msg = MarkerArray()
+    clear = Marker()
+    if header is not None:
+        clear.header = header
+    clear.ns, clear.action = namespace, Marker.DELETEALL
+    array_msg.markers.append(clear)
+    order = np.argsort(values, kind="stable")
+    values, centres = values[order], centres[order]
+    classes, starts = np.unique(values, return_index=True)
+    ends = [*starts[1:].tolist(), int(values.size)]
+    for label, start, end in zip(classes.tolist(), starts.tolist(), ends, strict=True):
+        marker = Marker()
+        if header is not None:
+            marker.header = header
+        marker.ns, marker.id = f"{namespace}/{CLASS_NAMES[label]}", int(label)
+        marker.type, marker.action = Marker.CUBE_LIST, Marker.ADD
+        marker.pose.orientation.w = 1.0
+        edge = float(VOXEL_SIZE * cube_scale)
+        marker.scale.x = marker.scale.y = marker.scale.z = edge
+        red, green, blue = (CLASS_COLORS[label] / 255.0).tolist()
+        marker.color.r, marker.color.g, marker.color.b, marker.color.a = red, green, blue, float(alpha)
+        marker.points = [Point(x=x, y=y, z=z) for x, y, z in centres[start:end].tolist()]
+        array_msg.markers.append(marker)
+    return array_msg, MarkerStats(cubes=int(values.size), capped=capped)

@@ -1,0 +1,240 @@
+"""Benchmarks: where the milliseconds go, as ratios against straightforward baselines measured in the same run.
+
+Each suite prints a table (median, p95, ratio against its baseline) and the whole run is written as JSON.
+`--quick` shrinks repeats and sizes so every suite finishes in seconds (CI); the README's figures come from a
+full run. Suites whose part of the project is missing, or that need CUDA without it, report themselves skipped.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import struct
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@dataclass
+class Row:
+    """One measured case of a suite."""
+
+    case: str
+    median_ms: float
+    p95_ms: float
+    baseline_ms: float | None = None  # the baseline's median for the same case, when the suite has one
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def speedup(self) -> float | None:
+        return None if self.baseline_ms is None else self.baseline_ms / self.median_ms
+
+
+@dataclass
+class SuiteResult:
+    name: str
+    rows: list[Row] = field(default_factory=list)
+    skipped: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class SuiteSkipped(Exception):
+    """Raised by a suite that cannot run here (missing part, no CUDA)."""
+
+
+def time_call(fn: Callable[[], Any], *, repeats: int, warmup: int = 1) -> tuple[float, float, list[float]]:
+    """Median and p95 wall time [ms] of `fn()` over `repeats` calls after `warmup` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        times.append((time.perf_counter() - start) * 1e3)
+    return statistics.median(times), float(np.percentile(times, 95)), times
+
+
+# ------------------------------------------------------------------------------------------------------------
+# scatter: the scatter-mean of dynamic voxelization with torch's own reductions (and torch-scatter if present)
+# ------------------------------------------------------------------------------------------------------------
+
+
+def suite_scatter(quick: bool) -> SuiteResult:
+    import torch
+
+    result = SuiteResult("scatter")
+    points, voxels, channels = (60_000, 12_000, 5) if quick else (300_000, 60_000, 5)
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(points, channels, generator=generator)
+    ids = torch.randint(0, voxels, (points,), generator=generator)
+
+    def index_add_mean() -> torch.Tensor:
+        sums = torch.zeros(voxels, channels).index_add_(0, ids, features)
+        counts = torch.zeros(voxels).index_add_(0, ids, torch.ones(points))
+        return sums / counts.clamp(min=1)[:, None]
+
+    def scatter_reduce_mean() -> torch.Tensor:
+        index = ids[:, None].expand(-1, channels)
+        return torch.zeros(voxels, channels).scatter_reduce_(0, index, features, "mean", include_self=False)
+
+    cases: dict[str, Callable[[], torch.Tensor]] = {
+        "torch index_add_ sum/count": index_add_mean,
+        "torch scatter_reduce_ mean": scatter_reduce_mean,
+    }
+    try:
+        import torch_scatter  # noqa: PLC0415 - optional, only for the comparison
+
+        cases["torch_scatter.scatter_mean"] = lambda: torch_scatter.scatter_mean(features, ids, 0, dim_size=voxels)
+    except ImportError:
+        result.notes.append("torch-scatter not installed: its row is missing (README has a same-run figure)")
+    reference = index_add_mean()
+    baseline = None
+    for name, fn in cases.items():
+        torch.testing.assert_close(fn(), reference, rtol=1e-5, atol=1e-5)
+        median, p95, _ = time_call(fn, repeats=5 if quick else 30)
+        baseline = baseline if baseline is not None else median
+        result.rows.append(Row(f"{name} ({points // 1000}k pts -> {voxels // 1000}k voxels)", median, p95,
+                               baseline_ms=baseline))
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# outputs: PointCloud2 and MarkerArray building against a per-voxel Python loop
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _random_occupancy(occupied: int, seed: int) -> np.ndarray:
+    from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE
+
+    rng = np.random.default_rng(seed)
+    labels = np.full(GRID_SHAPE, FREE_LABEL, dtype=np.uint8)
+    flat = rng.choice(labels.size, size=occupied, replace=False)
+    labels.reshape(-1)[flat] = rng.integers(0, FREE_LABEL, size=occupied, dtype=np.uint8)
+    return labels
+
+
+def loop_occupancy_to_pointcloud2(labels: np.ndarray) -> bytes:
+    """The straightforward baseline: one Python iteration and one struct.pack per occupied voxel."""
+    from fusionocc_core.occ3d import CLASS_COLORS, FREE_LABEL, POINT_CLOUD_RANGE, VOXEL_SIZE
+
+    data = bytearray()
+    for i, j, k in np.argwhere(labels != FREE_LABEL).tolist():  # only the occupied voxels: a fair baseline
+        label = int(labels[i, j, k])
+        r, g, b = (int(c) for c in CLASS_COLORS[label])
+        rgb = struct.unpack("<f", struct.pack("<I", (r << 16) | (g << 8) | b))[0]
+        x = POINT_CLOUD_RANGE[0] + VOXEL_SIZE * (i + 0.5)
+        y = POINT_CLOUD_RANGE[1] + VOXEL_SIZE * (j + 0.5)
+        z = POINT_CLOUD_RANGE[2] + VOXEL_SIZE * (k + 0.5)
+        data += struct.pack("<ffffBxxx", x, y, z, rgb, label)
+    return bytes(data)
+
+
+def loop_occupancy_to_marker_points(labels: np.ndarray) -> dict[int, list[Any]]:
+    """Baseline for the MarkerArray: per occupied voxel, a geometry_msgs/Point appended to its class's list."""
+    from geometry_msgs.msg import Point
+
+    from fusionocc_core.occ3d import FREE_LABEL, POINT_CLOUD_RANGE, VOXEL_SIZE
+
+    per_class: dict[int, list[Any]] = {}
+    for i, j, k in np.argwhere(labels != FREE_LABEL).tolist():
+        per_class.setdefault(int(labels[i, j, k]), []).append(Point(
+            x=POINT_CLOUD_RANGE[0] + VOXEL_SIZE * (i + 0.5),
+            y=POINT_CLOUD_RANGE[1] + VOXEL_SIZE * (j + 0.5),
+            z=POINT_CLOUD_RANGE[2] + VOXEL_SIZE * (k + 0.5)))
+    return per_class
+
+
+def suite_outputs(quick: bool) -> SuiteResult:
+    try:
+        from fusionocc_ros.conversions import occupancy_to_marker_array, occupancy_to_pointcloud2
+    except ImportError as error:
+        raise SuiteSkipped(f"needs the ROS message wheels: {error}") from error
+    result = SuiteResult("outputs")
+    sizes = (10_000, 50_000) if quick else (10_000, 50_000, 200_000)
+    repeats = 3 if quick else 10
+    baseline_repeats = 1 if quick else 3
+    for occupied in sizes:
+        labels = _random_occupancy(occupied, seed=occupied)
+        cloud = occupancy_to_pointcloud2(labels)
+        payload = np.frombuffer(bytes(cloud.data), np.uint8).reshape(-1, 20)[:, :17]
+        baseline_payload = np.frombuffer(loop_occupancy_to_pointcloud2(labels), np.uint8).reshape(-1, 20)[:, :17]
+        if not np.array_equal(payload, baseline_payload):
+            raise AssertionError("vectorised PointCloud2 differs from the per-voxel baseline")
+        base, _, _ = time_call(lambda: loop_occupancy_to_pointcloud2(labels), repeats=baseline_repeats, warmup=0)
+        median, p95, _ = time_call(lambda: occupancy_to_pointcloud2(labels), repeats=repeats)
+        result.rows.append(Row(f"PointCloud2 {occupied // 1000}k voxels", median, p95, baseline_ms=base))
+        base, _, _ = time_call(lambda: loop_occupancy_to_marker_points(labels), repeats=baseline_repeats, warmup=0)
+        median, p95, _ = time_call(
+            lambda: occupancy_to_marker_array(labels, max_cubes=labels.size), repeats=repeats)
+        result.rows.append(Row(f"MarkerArray {occupied // 1000}k voxels (no cap)", median, p95, baseline_ms=base))
+    result.notes.append("targets: >= 20x faster than the per-voxel loop; PointCloud2 <= 5 ms at 50k voxels")
+    return result
+
+
+SUITES: dict[str, Callable[[bool], SuiteResult]] = {
+    "scatter": suite_scatter,
+    "outputs": suite_outputs,
+}
+
+
+def format_table(result: SuiteResult) -> str:
+    if result.skipped:
+        return f"== {result.name}: skipped ({result.skipped})"
+    lines = [f"== {result.name}", f"{'case':58s} {'median ms':>10s} {'p95 ms':>9s} {'baseline ms':>12s} {'ratio':>7s}"]
+    for row in result.rows:
+        base = f"{row.baseline_ms:12.2f}" if row.baseline_ms is not None else f"{'-':>12s}"
+        ratio = f"{row.speedup:6.1f}x" if row.speedup is not None else f"{'-':>7s}"
+        lines.append(f"{row.case:58s} {row.median_ms:10.2f} {row.p95_ms:9.2f} {base} {ratio}")
+    lines.extend(f"   note: {note}" for note in result.notes)
+    return "\n".join(lines)
+
+
+def machine_description() -> dict[str, Any]:
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu": platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(),
+        "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+    }
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--suite", action="append", choices=sorted(SUITES), default=None,
+                        help="suite to run (repeatable); default: all")
+    parser.add_argument("--quick", action="store_true", help="small sizes and few repeats (CI, under 2 minutes)")
+    parser.add_argument("--json", type=Path, default=Path("outputs/bench.json"),
+                        help="where to write the results as JSON (default: outputs/bench.json)")
+
+
+def run(args: argparse.Namespace) -> int:
+    names = args.suite or list(SUITES)
+    results = []
+    for name in names:
+        try:
+            result = SUITES[name](args.quick)
+        except SuiteSkipped as skipped:
+            result = SuiteResult(name, skipped=str(skipped))
+        print(format_table(result), flush=True)
+        results.append(result)
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    report = {"machine": machine_description(), "quick": args.quick,
+              "suites": [asdict(r) | {"rows": [asdict(row) | {"speedup": row.speedup} for row in r.rows]}
+                         for r in results]}
+    args.json.write_text(json.dumps(report, indent=1))
+    print(f"results written to {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    add_arguments(parser)
+    sys.exit(run(parser.parse_args()))

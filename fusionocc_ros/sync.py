@@ -213,8 +213,13 @@ class LidarAnchoredSync:
         position = 0
         while position < len(self._lidar.stamps):
             anchor = self._lidar.stamps[position]
-            choices = [self._choose(camera, anchor) for camera in range(len(self.camera_names))]
-            if not all(decided for _, decided in choices):
+            choices = []
+            for camera in range(len(self.camera_names)):
+                choice = self._choose(camera, anchor)
+                if not choice[1]:
+                    break  # one undecided camera keeps the sweep waiting: no need to look at the others
+                choices.append(choice)
+            if len(choices) < len(self.camera_names):
                 position += 1
                 continue
             payload = self._lidar.payloads[position]

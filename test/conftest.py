@@ -28,3 +28,9 @@ def synth_dataroot() -> Path:
     from fusionocc_core.synth import ensure_dataset
 
     return ensure_dataset(SYNTH_CACHE, progress=False, **SYNTH_TEST_OPTIONS)
+
+
+@pytest.fixture(scope="session")
+def synth_options() -> dict:
+    """The options `synth_dataroot` was generated with (seed, scene count, keyframes, image size)."""
+    return dict(SYNTH_TEST_OPTIONS)

@@ -37,7 +37,7 @@ from fusionocc_core.synth.sensors import (
 )
 from fusionocc_core.synth.tables import Tables, make_token
 from fusionocc_core.synth.transforms import matrix_to_quat, rot_z, yaw_to_quat
-from fusionocc_core.synth.world import World
+from fusionocc_core.synth.world import World, count_points_in_boxes
 
 COMPLETE_MARKER = "SYNTH_COMPLETE"  # written last: a dataroot without it is unfinished
 _BASE_TIMESTAMP = 1_700_000_000_000_000  # [us]
@@ -170,6 +170,12 @@ def _generate(root: Path, config: SynthConfig, *, progress: bool) -> Path:
     return root
 
 
+def scene_world(*, seed: int, scene_index: int, keyframes_per_scene: int) -> World:
+    """The world of scene `scene_index` (0-based) of a dataset generated with `seed` (the generator's truth)."""
+    duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD + 0.1
+    return build_world(np.random.default_rng([seed, scene_index, 0]), duration=duration)
+
+
 def _frames(config: SynthConfig) -> list[_Frame]:
     """All sample_data of one scene in time order."""
     k = config.keyframes_per_scene
@@ -204,8 +210,8 @@ class _SceneWriter:
         self.root, self.tables, self.config, self.index = root, tables, config, index
         self.progress = progress
         self.rng_seed = (config.seed, index)
-        duration = (config.keyframes_per_scene - 1) * KEYFRAME_PERIOD + 0.1
-        self.world: World = build_world(np.random.default_rng([config.seed, index, 0]), duration=duration)
+        self.world: World = scene_world(seed=config.seed, scene_index=index,
+                                        keyframes_per_scene=config.keyframes_per_scene)
         self.name = f"scene-{index + 1:04d}"
         self.log_name = f"synth-{config.seed}-{index + 1:04d}"
         self.t0 = _BASE_TIMESTAMP + config.seed * 10_000_000_000 + index * 100_000_000
@@ -412,7 +418,10 @@ class _SceneWriter:
         near = np.nonzero(np.hypot(*(centres[:, :2] - position[:2]).T) <= self.config.annotation_radius)[0]
         if len(near) == 0:
             return
-        points = np.bincount(sweep.instance[sweep.instance >= 0], minlength=len(agents))
+        lidar_rotation = rot_z(yaw) @ LIDAR.rotation
+        xyz = sweep.points[:, :3] @ lidar_rotation.T + position + rot_z(yaw) @ np.array(LIDAR.translation)
+        points = np.zeros(len(agents), dtype=np.int64)
+        points[near] = count_points_in_boxes(xyz, centres[near], agents.size[near], yaws[near])
         fraction = self._visible_fraction(
             scene, position, yaw, centres[near], yaws[near], agents.size[near], near
         )

@@ -649,7 +649,7 @@ def _parking(
             s = _construction_zone(agents, street, rng, side, zone)
             continue
         kind = rng.random()
-        if kind < 0.2:
+        if kind < 0.3:
             s += rng.uniform(3.0, 9.0)
             continue
         if kind < 0.72:

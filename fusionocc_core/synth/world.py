@@ -196,3 +196,18 @@ class World:
         """Ego (base_link) position (3,) on the ground and yaw at time t [s]; it drives along its lane."""
         xy, heading = self.road.frame(np.array([self.ego_s0 + self.ego_speed * t]), np.array([self.ego_d]))
         return np.array([xy[0, 0], xy[0, 1], 0.0]), float(heading[0])
+
+
+def count_points_in_boxes(points: np.ndarray, centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarray:
+    """Number of points (N, 3) inside each box (centres (B, 3), sizes (B, 3) as length, width, height, yaws (B,)).
+
+    Boxes are tested one at a time (vectorised over points) after a cheap bounding-circle pre-filter.
+    """
+    counts = np.zeros(len(centres), dtype=np.int64)
+    for b in range(len(centres)):
+        d = points - centres[b]
+        near = np.nonzero(np.einsum("ij,ij->i", d[:, :2], d[:, :2]) <= np.sum(sizes[b, :2] ** 2) / 4)[0]
+        c, s = np.cos(yaws[b]), np.sin(yaws[b])
+        local = np.stack([c * d[near, 0] + s * d[near, 1], -s * d[near, 0] + c * d[near, 1], d[near, 2]], -1)
+        counts[b] = int(np.all(np.abs(local) <= sizes[b] / 2, axis=1).sum())
+    return counts

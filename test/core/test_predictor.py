@@ -1,0 +1,241 @@
+"""Predictor preprocessing and temporal history, on a stub model (the real-model equality test is below)."""
+
+from __future__ import annotations
+
+import logging
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+
+from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
+from fusionocc_core.predictor import (
+    IMAGE_MEAN,
+    PredictionResult,
+    Predictor,
+    PredictorError,
+    SensorFrame,
+    resize_crop_params,
+)
+
+INPUT = (64, 176)  # (H, W): 1600x900 scaled by 0.11 -> 176x99, bottom 64 rows kept
+W0, H0 = 400, 225  # small test images with the nuScenes aspect ratio
+
+
+class StubModel(torch.nn.Module):
+    """Records its inputs; labels depend on them so a mix-up would show."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(camera=SimpleNamespace(input_size=INPUT))
+        self.weight = torch.nn.Parameter(torch.ones(()))
+        self.calls: list[dict[str, torch.Tensor]] = []
+
+    def forward(self, **inputs: torch.Tensor) -> torch.Tensor:
+        self.calls.append(inputs)
+        level = (inputs["images"].mean() * 10 + inputs["points"].shape[0]).floor() % 18
+        return torch.nn.functional.one_hot(level.long().expand(1, *GRID_SHAPE), 18).float() * self.weight
+
+    def predict(self, **inputs: torch.Tensor) -> torch.Tensor:
+        return self.forward(**inputs).argmax(-1).to(torch.uint8)
+
+
+def zero_depth(points, intrinsics, cam_to_ego, post_rots, post_trans, height, width, **_):
+    return torch.zeros((intrinsics.shape[0], height, width))
+
+
+def _rotation_about_z(yaw: float) -> np.ndarray:
+    c, s = np.cos(yaw), np.sin(yaw)
+    return np.array([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+
+
+def _rig():
+    """Six cameras around the ego (x right, y down, z forward), intrinsics for W0 x H0."""
+    cam_to_ego = np.tile(np.eye(4), (6, 1, 1))
+    forward = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # camera axes in ego
+    for i, yaw in enumerate(np.deg2rad([55, 0, -55, 110, 180, -110])):
+        cam_to_ego[i, :3, :3] = _rotation_about_z(yaw) @ forward
+        cam_to_ego[i, :3, 3] = [1.5 * np.cos(yaw), 0.5 * np.sin(yaw), 1.5]
+    k = np.array([[320.0, 0.0, W0 / 2], [0.0, 320.0, H0 / 2], [0.0, 0.0, 1.0]])
+    return np.tile(k, (6, 1, 1)), cam_to_ego
+
+
+LIDAR_TO_EGO = np.eye(4)
+LIDAR_TO_EGO[:3, :3], LIDAR_TO_EGO[:3, 3] = _rotation_about_z(-np.pi / 2), [0.9, 0.0, 1.8]
+WORLD = np.random.default_rng(0).uniform([-30, -30, 0], [60, 30, 3], size=(500, 3))  # static points, global
+
+
+def _pose(x: float, yaw: float = 0.0) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3], pose[:3, 3] = _rotation_about_z(yaw), [100.0 + x, 50.0, 0.0]
+    return pose
+
+
+def _frame(stamp: float, pose: np.ndarray, *, images=None, count: int = 6) -> SensorFrame:
+    intrinsics, cam_to_ego = _rig()
+    to_lidar = np.linalg.inv(pose @ LIDAR_TO_EGO)
+    points = np.concatenate(
+        [WORLD @ to_lidar[:3, :3].T + to_lidar[:3, 3], np.full((500, 1), 7.0), np.zeros((500, 1))], 1
+    )
+    if images is None:
+        images = np.full((count, H0, W0, 3), 90, np.uint8)
+    return SensorFrame(
+        images=images,
+        intrinsics=intrinsics[:count],
+        cam_to_ego=cam_to_ego[:count],
+        lidar_points=points,
+        lidar_to_ego=LIDAR_TO_EGO,
+        ego_to_global=pose,
+        stamp_s=stamp,
+    )
+
+
+def _predictor(**options) -> Predictor:
+    options.setdefault("device", "cpu")
+    return Predictor(StubModel(), sparse_depth_fn=zero_depth, **options)
+
+
+def test_resize_crop_params_match_bevdet_test_time_augmentation():
+    assert resize_crop_params((1600, 900), (256, 704)) == (0.44, (704, 396), (0, 140))
+    scale, resized, crop = resize_crop_params((800, 450), (256, 704))
+    assert scale == pytest.approx(0.88) and resized == (704, 396) and crop == (0, 140)
+    assert resize_crop_params((1600, 400), (256, 704))[2] == (0, 176 - 256)  # too short: zero padding on top
+
+
+def test_a_projected_point_lands_where_post_rot_and_post_trans_say():
+    intrinsics, cam_to_ego = _rig()
+    target_ego = np.array([12.0, 1.0, 0.5])  # ahead, seen by CAM_FRONT (index 1)
+    to_cam = np.linalg.inv(cam_to_ego[1])
+    xyz = to_cam[:3, :3] @ target_ego + to_cam[:3, 3]
+    u, v = (intrinsics[1] @ (xyz / xyz[2]))[:2]
+    images = np.zeros((6, H0, W0, 3), np.uint8)
+    images[1, int(v) - 3 : int(v) + 4, int(u) - 3 : int(u) + 4] = 255
+    predictor = _predictor()
+    inputs, _ = predictor.prepare(_frame(0.0, _pose(0.0), images=images))
+    image = inputs.images[0, 0, 1, 0]  # current frame, CAM_FRONT, red channel
+    row, col = np.unravel_index(int(image.argmax()), image.shape)
+    expected = inputs.post_rots[0, 0, 1].numpy() @ np.array([u, v, 1.0]) + inputs.post_trans[0, 0, 1].numpy()
+    assert abs(col - expected[0]) <= 1.0 and abs(row - expected[1]) <= 1.0
+    np.testing.assert_allclose(inputs.intrinsics[0, 0].numpy(), intrinsics, rtol=1e-6)
+
+
+def test_images_are_normalised_with_the_mmlab_imagenet_mean_and_std():
+    images = np.broadcast_to(np.round(IMAGE_MEAN).astype(np.uint8), (6, H0, W0, 3)).copy()
+    inputs, _ = _predictor().prepare(_frame(0.0, _pose(0.0), images=images))
+    assert inputs.images.shape == (1, 2, 6, 3, *INPUT)
+    assert inputs.images.abs().max() < 0.01
+    assert inputs.post_rots[0, 0, 0, 0, 0] == pytest.approx(INPUT[1] / W0)
+    assert inputs.post_trans[0, 0, 0, 1] == pytest.approx(-(int(H0 * INPUT[1] / W0) - INPUT[0]))
+
+
+def test_temporal_history_moves_past_sweeps_and_camera_into_the_current_ego_frame():
+    predictor = _predictor()
+    speed, rate = 8.0, 20.0
+    for j in range(81):  # 4 s at 20 Hz, ego driving and turning slowly
+        stamp = 1000.0 + j / rate
+        pose = _pose(speed * j / rate, yaw=0.05 * j / rate)
+        inputs, info = predictor.prepare(_frame(stamp, pose))
+    assert info["lidar_sweeps"] == 8 and not info["reset"]
+    points = inputs.points.numpy()
+    lags = np.unique(points[:, 5].round(3))
+    np.testing.assert_allclose(lags, 0.5 * np.arange(8), atol=0.051)
+    # Every sweep saw the same static world: moved into the current ego frame they coincide.
+    to_ego = np.linalg.inv(pose)
+    expected = WORLD @ to_ego[:3, :3].T + to_ego[:3, 3]
+    for lag in lags:
+        np.testing.assert_allclose(points[points[:, 5].round(3) == lag, 1:4], expected, atol=1e-3)
+    assert (points[:, 0] == 0).all() and (points[:, 4] == 7.0).all()
+    assert info["prev_lag"] == pytest.approx(0.5, abs=0.051)
+    _, cam_to_ego = _rig()
+    previous_pose = _pose(
+        speed * (80 - round(info["prev_lag"] * rate)) / rate,
+        yaw=0.05 * (80 - round(info["prev_lag"] * rate)) / rate,
+    )
+    np.testing.assert_allclose(
+        inputs.cam_to_key_ego[0, 1].numpy(), np.linalg.inv(pose) @ previous_pose @ cam_to_ego, atol=1e-4
+    )
+    np.testing.assert_allclose(inputs.cam_to_key_ego[0, 0].numpy(), cam_to_ego, atol=1e-5)
+
+
+def test_first_frame_repeats_itself_and_non_temporal_mode_uses_only_the_current_data():
+    inputs, info = _predictor().prepare(_frame(5.0, _pose(0.0)))
+    assert info["lidar_sweeps"] == 1 and info["prev_lag"] == 0.0
+    torch.testing.assert_close(inputs.images[0, 0], inputs.images[0, 1])
+    predictor = _predictor(temporal=False)
+    for j in range(20):
+        inputs, info = predictor.prepare(_frame(5.0 + j * 0.1, _pose(j * 0.5)))
+    assert info["lidar_sweeps"] == 1 and info["prev_lag"] == 0.0
+
+
+@pytest.mark.parametrize(
+    "stamp,x,reason",
+    [(4.2, 4.4, "time_backwards"), (9.0, 4.8, "time_gap"), (4.6, 50.0, "pose_jump"), (4.6, 4.8, None)],
+)
+def test_history_resets_on_time_backwards_gaps_and_pose_jumps(stamp, x, reason):
+    predictor = _predictor()
+    for j in range(12):
+        predictor.prepare(_frame(4.0 + j * 0.05, _pose(j * 0.4)))  # last frame at 4.55 s, x = 4.4 m
+    _, info = predictor.prepare(_frame(stamp, _pose(x)))
+    assert info["reset"] == (reason is not None)
+    assert info["lidar_sweeps"] == (1 if reason else 2)
+    assert sum(predictor.resets.values()) == (reason is not None)
+    if reason:
+        assert predictor.resets[reason] == 1
+
+
+def test_a_different_rig_is_warned_about_once(caplog):
+    predictor = _predictor()
+    with caplog.at_level(logging.WARNING, logger="fusionocc_core.predictor"):
+        for j in range(3):
+            predictor.prepare(_frame(j * 0.1, _pose(0.0), count=5))
+        wide = np.zeros((6, 200, 600, 3), np.uint8)
+        predictor.prepare(_frame(1.0, _pose(0.0), images=wide))
+        predictor.prepare(_frame(1.1, _pose(0.0), images=wide))
+        predictor.prepare(
+            SensorFrame(**{**_frame(1.2, _pose(0.0)).__dict__, "camera_names": tuple(reversed(CAMERA_NAMES))})
+        )
+    messages = [r.getMessage() for r in caplog.records]
+    assert sum("5 cameras" in m for m in messages) == 1
+    assert sum("aspect ratio" in m for m in messages) == 1
+    assert sum("camera order" in m for m in messages) == 1
+
+
+def test_predict_returns_labels_timings_and_calls_the_model_once():
+    predictor = _predictor()
+    result = predictor.predict(_frame(0.0, _pose(0.0)))
+    assert isinstance(result, PredictionResult)
+    assert result.labels.shape == GRID_SHAPE and result.labels.dtype == np.uint8
+    assert set(result.timings_ms) == {"images", "history", "depth", "inference", "total"}
+    assert result.timings_ms["total"] >= result.timings_ms["inference"] >= 0
+    assert len(predictor.model.calls) == 1
+    inputs = predictor.model.calls[0]
+    assert inputs["sparse_depth"].shape == (1, 6, *INPUT) and inputs["bda"].shape == (1, 3, 3)
+    assert inputs["points"].shape == (500, 6)
+
+
+def test_bf16_runs_on_cpu_and_bad_options_are_rejected():
+    result = _predictor(precision="bf16").predict(_frame(0.0, _pose(0.0)))
+    assert result.labels.shape == GRID_SHAPE
+    with pytest.raises(PredictorError, match="precision must be one of fp32, fp16, bf16"):
+        _predictor(precision="int8")
+    with pytest.raises(PredictorError, match="CUDA is not available"):
+        if torch.cuda.is_available():
+            raise PredictorError("CUDA is not available (skipped on a CUDA machine)")
+        _predictor(device="cuda")
+
+
+@pytest.mark.parametrize(
+    "change,match",
+    [
+        ({"intrinsics": np.zeros((5, 3, 3))}, r"intrinsics must have shape \(6, 3, 3\)"),
+        ({"images": np.zeros((6, H0, W0), np.uint8)}, r"images must be \(N, H, W, 3\) uint8"),
+        ({"lidar_points": np.full((3, 5), np.nan)}, "NaN"),
+        ({"lidar_points": np.zeros((3, 2))}, "lidar_points must be"),
+        ({"ego_to_global": np.eye(3)}, "ego_to_global must have shape"),
+    ],
+)
+def test_malformed_frames_are_rejected_naming_the_field(change, match):
+    frame = SensorFrame(**{**_frame(0.0, _pose(0.0)).__dict__, **change})
+    with pytest.raises(PredictorError, match=match):
+        _predictor().prepare(frame)

@@ -22,7 +22,6 @@ converter writes this file with `save_calibration`; `config/calibration.example.
 """
 from __future__ import annotations
 
-import math
 import pathlib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
@@ -30,6 +29,8 @@ from typing import Any
 
 import numpy as np
 import yaml
+
+from fusionocc_core.geometry import matrix_to_quat, quat_to_matrix
 
 FORMAT_VERSION = 1
 _QUATERNION_TOLERANCE = 1e-3
@@ -40,33 +41,13 @@ class CalibrationError(ValueError):
 
 
 def quaternion_to_matrix(quaternion: np.ndarray) -> np.ndarray:
-    """3x3 rotation matrix of a unit quaternion (w, x, y, z)."""
-    w, x, y, z = np.asarray(quaternion, dtype=np.float64) / np.linalg.norm(quaternion)
-    return np.array([
-        [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-        [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-        [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
-    ])
+    """3x3 rotation matrix of a quaternion (w, x, y, z) (shared `fusionocc_core.geometry` implementation)."""
+    return quat_to_matrix(quaternion)
 
 
 def matrix_to_quaternion(matrix: np.ndarray) -> np.ndarray:
     """Unit quaternion (w, x, y, z) with w >= 0 of a 3x3 rotation matrix."""
-    m = np.asarray(matrix, dtype=np.float64)
-    trace = float(np.trace(m))
-    if trace > 0:
-        s = 2.0 * math.sqrt(trace + 1.0)
-        q = np.array([0.25 * s, (m[2, 1] - m[1, 2]) / s, (m[0, 2] - m[2, 0]) / s, (m[1, 0] - m[0, 1]) / s])
-    else:
-        i = int(np.argmax(np.diag(m)))
-        j, k = (i + 1) % 3, (i + 2) % 3
-        s = 2.0 * math.sqrt(max(1.0 + m[i, i] - m[j, j] - m[k, k], 1e-12))
-        q = np.empty(4)
-        q[0] = (m[k, j] - m[j, k]) / s
-        q[1 + i] = 0.25 * s
-        q[1 + j] = (m[j, i] + m[i, j]) / s
-        q[1 + k] = (m[k, i] + m[i, k]) / s
-    q /= np.linalg.norm(q)
-    return q if q[0] >= 0 else -q
+    return matrix_to_quat(matrix)
 
 
 @dataclass(frozen=True)

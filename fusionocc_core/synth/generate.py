@@ -171,7 +171,7 @@ def _generate(root: Path, config: SynthConfig, *, progress: bool) -> Path:
 
 
 def scene_world(*, seed: int, scene_index: int, keyframes_per_scene: int) -> World:
-    """The world of scene `scene_index` (0-based) of a dataset generated with `seed` (the generator's truth)."""
+    """The world of scene `scene_index` (0-based) of a dataset made with `seed` (the generator's truth)."""
     duration = (keyframes_per_scene - 1) * KEYFRAME_PERIOD + 0.1
     return build_world(np.random.default_rng([seed, scene_index, 0]), duration=duration)
 
@@ -210,8 +210,9 @@ class _SceneWriter:
         self.root, self.tables, self.config, self.index = root, tables, config, index
         self.progress = progress
         self.rng_seed = (config.seed, index)
-        self.world: World = scene_world(seed=config.seed, scene_index=index,
-                                        keyframes_per_scene=config.keyframes_per_scene)
+        self.world: World = scene_world(
+            seed=config.seed, scene_index=index, keyframes_per_scene=config.keyframes_per_scene
+        )
         self.name = f"scene-{index + 1:04d}"
         self.log_name = f"synth-{config.seed}-{index + 1:04d}"
         self.t0 = _BASE_TIMESTAMP + config.seed * 10_000_000_000 + index * 100_000_000

@@ -18,6 +18,7 @@ from fusionocc_core.synth.world import AgentSet, BoxSet, Road, World
 
 GROUND_BOTTOM = -0.28  # bottom of every ground slab [m]; one voxel layer of ground in the Occ3D grid
 SEGMENT = 2.0  # length of the ground strip segments that follow the curve [m]
+ZONE_TAPER = 6.0  # length of the cone taper ahead of the construction zone [m]
 
 CAR_PAINTS = np.array(
     [
@@ -224,7 +225,7 @@ def _trailer(rng: np.random.Generator) -> tuple:
 
 
 def _construction(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(5.5, 7.0), rng.uniform(2.5, 2.8), rng.uniform(3.0, 3.5)
+    length, width, height = rng.uniform(4.5, 6.0), rng.uniform(2.1, 2.3), rng.uniform(2.8, 3.3)
     yellow = np.array([0.95, 0.7, 0.1])
     return (
         "vehicle.construction",
@@ -300,7 +301,7 @@ def _cone(rng: np.random.Generator) -> tuple:
 
 
 def _barrier(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(1.8, 2.6), rng.uniform(0.35, 0.5), rng.uniform(0.9, 1.1)
+    length, width, height = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.4), rng.uniform(0.9, 1.1)
     color = np.array([(0.9, 0.15, 0.1), (0.95, 0.45, 0.05), (0.8, 0.8, 0.78)])[rng.integers(3)]
     return (
         "movable_object.barrier",
@@ -358,8 +359,8 @@ def build_world(rng: np.random.Generator, *, duration: float) -> World:
     """
     street = _Street(
         lane=rng.uniform(3.2, 3.8),
-        parking=rng.uniform(2.3, 2.8),
-        sidewalk=rng.uniform(2.6, 4.0),
+        parking=rng.uniform(2.7, 3.0),
+        sidewalk=rng.uniform(3.4, 4.5),
         verge=rng.uniform(2.0, 7.0),
     )
     ego_speed = rng.uniform(4.5, 9.0)
@@ -373,7 +374,7 @@ def build_world(rng: np.random.Generator, *, duration: float) -> World:
         bend=bend,
         s_bend=rng.uniform(0.2, 0.8) * drive,
         bend_length=rng.uniform(30.0, 60.0),
-        s_min=s_min - 60.0,
+        s_min=s_min - 60.0 - oncoming_speed * duration,
         s_max=s_max + oncoming_speed * duration + 60.0,
     )
     static, agents = _Boxes(), _Agents()
@@ -626,7 +627,7 @@ def _sidewalk_furniture(
                     _bicycle(rng, rider=False),
                     attribute="cycle.without_rider",
                     s0=s - 0.9 + 1.8 * k,
-                    d0=d_out + side * 0.45,
+                    d0=d_out + side * 0.55,
                     yaw_rel=yaw_rel,
                 )
 
@@ -645,7 +646,7 @@ def _parking(
     yaw_rel = 0.0 if side < 0 else np.pi
     s = s_min + rng.uniform(0.0, 5.0)
     while s < s_max:
-        if zone is not None and zone[0] <= s < zone[1]:
+        if zone is not None and zone[0] - ZONE_TAPER - 1.0 <= s < zone[1]:
             s = _construction_zone(agents, street, rng, side, zone)
             continue
         kind = rng.random()
@@ -665,6 +666,9 @@ def _parking(
         else:
             template = _debris(rng) if rng.random() < 0.3 else _trash_bin(rng)
         length = template[1][0]
+        if zone is not None and s < zone[0] - ZONE_TAPER - 1.0 < s + length + 0.5:
+            s = zone[0] - ZONE_TAPER - 1.0  # keep the cone taper free
+            continue
         category = template[0]
         attribute = (
             "vehicle.parked"
@@ -686,25 +690,25 @@ def _parking(
 def _construction_zone(
     agents: _Agents, street: _Street, rng: np.random.Generator, side: float, zone: tuple[float, float]
 ) -> float:
-    """Barriers along the lane edge, cones, a construction vehicle in the parking strip; returns its end."""
-    edge = side * (street.lane + 0.3)
+    """Barriers along the lane edge behind a taper of cones, a construction vehicle and a worker in the
+    parking strip; returns the arc length where the zone ends."""
+    edge = side * (street.lane + 0.25)
     s = zone[0]
     while s < zone[1]:
         template = _barrier(rng)
         agents.add(template, attribute="", s0=s + template[1][0] / 2, d0=edge, yaw_rel=0.0)
         s += template[1][0] + 0.2
-    for s in np.arange(zone[0] - 6.0, zone[0], 1.5):  # taper of cones ahead of the zone
+    end = s
+    for s in np.arange(zone[0] - ZONE_TAPER, zone[0], 1.5):  # taper of cones ahead of the zone
         agents.add(
-            _cone(rng), attribute="", s0=float(s), d0=edge + side * (zone[0] - s) / 6.0 * 0.5, yaw_rel=0.0
+            _cone(rng), attribute="", s0=float(s), d0=edge + side * (zone[0] - s) / ZONE_TAPER, yaw_rel=0.0
         )
-    for s in np.arange(zone[0] + 2.0, zone[1], 4.0):
-        agents.add(_cone(rng), attribute="", s0=float(s), d0=edge - side * 0.5, yaw_rel=0.0)
     template = _construction(rng)
     agents.add(
         template,
         attribute="vehicle.parked",
-        s0=(zone[0] + zone[1]) / 2,
-        d0=side * (street.lane + street.parking / 2 + 0.3),
+        s0=(zone[0] + end) / 2 + 2.0,
+        d0=side * (street.lane + 0.55 + template[1][1] / 2),
         yaw_rel=0.0 if side < 0 else np.pi,
     )
     worker = _pedestrian(rng)
@@ -716,32 +720,38 @@ def _construction_zone(
     agents.add(
         worker,
         attribute="pedestrian.standing",
-        s0=zone[0] + 3.0,
-        d0=side * (street.lane + street.parking - 0.4),
+        s0=zone[0] + 2.0,
+        d0=side * (street.lane + street.parking - 0.5),
         yaw_rel=rng.uniform(-np.pi, np.pi),
     )
-    return zone[1] + 1.0
+    return end + 1.0
 
 
 def _pedestrians(
     agents: _Agents, street: _Street, rng: np.random.Generator, side: float, s_min: float, s_max: float
 ) -> None:
-    """People walking along (or standing on) the inner band of the sidewalk."""
-    for s in np.sort(rng.uniform(s_min, s_max, int((s_max - s_min) / rng.uniform(8.0, 16.0)))):
-        d = side * (street.half_road + rng.uniform(0.5, max(0.6, street.sidewalk - 1.4)))
-        if rng.random() < 0.2:
-            agents.add(
-                _pedestrian(rng),
-                attribute="pedestrian.standing",
-                s0=float(s),
-                d0=float(d),
-                yaw_rel=rng.uniform(-np.pi, np.pi),
-            )
-        else:
-            speed = rng.uniform(0.9, 1.7) * rng.choice([-1.0, 1.0])
-            agents.add(
-                _pedestrian(rng), attribute="pedestrian.moving", s0=float(s), vs=float(speed), d0=float(d)
-            )
+    """People on the sidewalk: two walking lanes (one per direction, one speed each so nobody walks through
+    anybody) next to the road, and people standing between them and the street furniture."""
+    lanes = (
+        (street.half_road + 0.55, rng.uniform(1.0, 1.5)),
+        (street.half_road + 1.3, -rng.uniform(1.0, 1.5)),
+        (street.half_road + street.sidewalk - 1.35, 0.0),
+    )
+    for d, speed in lanes:
+        s = s_min + np.cumsum(rng.uniform(3.0, 30.0, 64))
+        for s0 in s[s < s_max]:
+            if speed == 0.0:
+                agents.add(
+                    _pedestrian(rng),
+                    attribute="pedestrian.standing",
+                    s0=float(s0),
+                    d0=side * d,
+                    yaw_rel=side * np.pi / 2 + rng.normal(0.0, 0.2),
+                )
+            else:
+                agents.add(
+                    _pedestrian(rng), attribute="pedestrian.moving", s0=float(s0), vs=speed, d0=side * d
+                )
 
 
 def _traffic(

@@ -3,6 +3,7 @@
 A dataset written with some seed can be re-derived exactly: `SceneTruth(seed=..., scene_index=...,
 keyframes_per_scene=...)` rebuilds the same world, and times are seconds since the scene's first sample.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,8 +20,9 @@ class SceneTruth:
     """Ground truth of one generated scene."""
 
     def __init__(self, *, seed: int, scene_index: int, keyframes_per_scene: int) -> None:
-        self.world: World = scene_world(seed=seed, scene_index=scene_index,
-                                        keyframes_per_scene=keyframes_per_scene)
+        self.world: World = scene_world(
+            seed=seed, scene_index=scene_index, keyframes_per_scene=keyframes_per_scene
+        )
 
     def ego_pose(self, time: float) -> np.ndarray:
         """4x4 ego -> global transform at `time` [s]."""
@@ -39,6 +41,13 @@ class SceneTruth:
         camera: CameraSpec = next(c for c in CAMERAS if c.name == camera_name)
         pose = self.ego_pose(time)
         scene = BoxScene(self.boxes(time), anchor=pose[:3, 3])
-        return render_camera(scene, origin=pose[:3, :3] @ np.array(camera.translation) + pose[:3, 3],
-                             rotation=pose[:3, :3] @ camera.rotation, rays_cam=camera.pixel_rays(width, height),
-                             width=width, height=height, sun=self.world.sun, rng=np.random.default_rng(0))
+        return render_camera(
+            scene,
+            origin=pose[:3, :3] @ np.array(camera.translation) + pose[:3, 3],
+            rotation=pose[:3, :3] @ camera.rotation,
+            rays_cam=camera.pixel_rays(width, height),
+            width=width,
+            height=height,
+            sun=self.world.sun,
+            rng=np.random.default_rng(0),
+        )

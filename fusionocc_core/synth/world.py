@@ -198,8 +198,11 @@ class World:
         return np.array([xy[0, 0], xy[0, 1], 0.0]), float(heading[0])
 
 
-def count_points_in_boxes(points: np.ndarray, centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray) -> np.ndarray:
-    """Number of points (N, 3) inside each box (centres (B, 3), sizes (B, 3) as length, width, height, yaws (B,)).
+def count_points_in_boxes(
+    points: np.ndarray, centres: np.ndarray, sizes: np.ndarray, yaws: np.ndarray
+) -> np.ndarray:
+    """Number of points (N, 3) inside each box (centres (B, 3), sizes (B, 3) as length, width, height,
+    yaws (B,)).
 
     Boxes are tested one at a time (vectorised over points) after a cheap bounding-circle pre-filter.
     """

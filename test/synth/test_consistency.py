@@ -2,6 +2,7 @@
 
 These fail if a calibration, an ego pose, a timestamp or a label is inconsistent with the others.
 """
+
 import numpy as np
 import pytest
 from nuscenes.nuscenes import NuScenes
@@ -40,12 +41,16 @@ def _lidar_global(nusc, root, sd_token) -> tuple[np.ndarray, np.ndarray]:
 
 def test_lidar_points_project_onto_pixels_of_their_class(nusc, synth_dataroot, synth_options):
     scene = nusc.scene[0]
-    truth = SceneTruth(seed=synth_options["seed"], scene_index=0, keyframes_per_scene=synth_options["keyframes_per_scene"])
+    truth = SceneTruth(
+        seed=synth_options["seed"], scene_index=0, keyframes_per_scene=synth_options["keyframes_per_scene"]
+    )
     t0 = nusc.get("sample", scene["first_sample_token"])["timestamp"]
     sample = nusc.get("sample", nusc.get("sample", scene["first_sample_token"])["next"])
     lidar_token = sample["data"][LIDAR_NAME]
     points, _ = _lidar_global(nusc, synth_dataroot, lidar_token)
-    labels = CATEGORY_TO_OCC[np.fromfile(synth_dataroot / nusc.get("lidarseg", lidar_token)["filename"], np.uint8)]
+    labels = CATEGORY_TO_OCC[
+        np.fromfile(synth_dataroot / nusc.get("lidarseg", lidar_token)["filename"], np.uint8)
+    ]
     agree = seen_agree = seen_total = total = 0
     for channel in CAMERA_NAMES:
         sd = nusc.get("sample_data", sample["data"][channel])
@@ -103,8 +108,9 @@ def test_occupied_car_voxels_lie_inside_annotated_car_boxes(nusc, synth_dataroot
 
 
 def test_static_geometry_stays_put_in_the_global_frame(nusc, synth_dataroot):
-    """Two lidar sweeps 0.2 s apart: above-ground points (mostly static: buildings, trees, parked cars) coincide
-    in the global frame with each sweep's own ego pose, and clearly less so with the other sweep's pose."""
+    """Two lidar sweeps 0.2 s apart: above-ground points (mostly static: buildings, trees, parked cars)
+    coincide in the global frame with each sweep's own ego pose, and clearly less so with the other
+    sweep's pose."""
     for scene in nusc.scene:
         first = nusc.get("sample_data", nusc.get("sample", scene["first_sample_token"])["data"][LIDAR_NAME])
         later = first
@@ -112,7 +118,9 @@ def test_static_geometry_stays_put_in_the_global_frame(nusc, synth_dataroot):
             later = nusc.get("sample_data", later["next"])
         reference, local = _lidar_global(nusc, synth_dataroot, first["token"])
         tree = cKDTree(reference[local[:, 2] > -1.5])  # above the ground (lidar is 1.84 m up)
-        points = np.fromfile(synth_dataroot / later["filename"], np.float32).reshape(-1, 5)[:, :3].astype(float)
+        points = (
+            np.fromfile(synth_dataroot / later["filename"], np.float32).reshape(-1, 5)[:, :3].astype(float)
+        )
         points = points[(points[:, 2] > -1.5) & (np.linalg.norm(points, axis=1) < 30)]
         matched = {}
         for name, pose_of in (("own", later), ("wrong", first)):
@@ -129,7 +137,9 @@ def test_num_lidar_pts_counts_the_points_in_each_box(nusc, synth_dataroot):
     sample = nusc.sample[2]
     token = sample["data"][LIDAR_NAME]
     _, boxes, _ = nusc.get_sample_data(token)
-    points = np.fromfile(synth_dataroot / nusc.get("sample_data", token)["filename"], np.float32).reshape(-1, 5)
+    points = np.fromfile(synth_dataroot / nusc.get("sample_data", token)["filename"], np.float32).reshape(
+        -1, 5
+    )
     close = 0
     for box in boxes:
         expected = nusc.get("sample_annotation", box.token)["num_lidar_pts"]

@@ -1,4 +1,6 @@
-"""The synthetic dataset through the OFFICIAL nuScenes devkit: tables, links, timing, poses, renders, lidarseg."""
+"""The synthetic dataset through the OFFICIAL nuScenes devkit: tables, links, timing, poses, renders,
+lidarseg, Occ3D files."""
+
 from collections import Counter
 
 import matplotlib
@@ -66,7 +68,9 @@ def test_prev_next_chains_and_rates(nusc, synth_options):
             assert sum(r["is_key_frame"] for r in chain) == synth_options["keyframes_per_scene"]
             for record in chain:
                 assert nusc.get("ego_pose", record["ego_pose_token"])["timestamp"] == record["timestamp"]
-                assert (root := nusc.dataroot) and (record["filename"].startswith("samples/") == record["is_key_frame"])
+                assert (root := nusc.dataroot) and (
+                    record["filename"].startswith("samples/") == record["is_key_frame"]
+                )
                 assert __import__("os").path.exists(f"{root}/{record['filename']}")
 
 
@@ -82,8 +86,11 @@ def test_camera_stamps_are_staggered_after_the_lidar(nusc):
 def test_poses_and_calibration_match_the_generator(nusc, synth_options):
     width, height = synth_options["image_width"], synth_options["image_height"]
     for index, scene in enumerate(nusc.scene):
-        truth = SceneTruth(seed=synth_options["seed"], scene_index=index,
-                           keyframes_per_scene=synth_options["keyframes_per_scene"])
+        truth = SceneTruth(
+            seed=synth_options["seed"],
+            scene_index=index,
+            keyframes_per_scene=synth_options["keyframes_per_scene"],
+        )
         t0 = nusc.get("sample", scene["first_sample_token"])["timestamp"]
         sample = nusc.get("sample", scene["last_sample_token"])
         for channel, token in sample["data"].items():
@@ -91,11 +98,15 @@ def test_poses_and_calibration_match_the_generator(nusc, synth_options):
             pose = nusc.get("ego_pose", sd["ego_pose_token"])
             expected = truth.ego_pose((sd["timestamp"] - t0) / 1e6)
             np.testing.assert_allclose(pose["translation"], expected[:3, 3], atol=1e-6)
-            np.testing.assert_allclose(Quaternion(pose["rotation"]).rotation_matrix, expected[:3, :3], atol=1e-7)
+            np.testing.assert_allclose(
+                Quaternion(pose["rotation"]).rotation_matrix, expected[:3, :3], atol=1e-7
+            )
             calib = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
             spec = LIDAR if channel == LIDAR_NAME else next(c for c in CAMERAS if c.name == channel)
             np.testing.assert_allclose(calib["translation"], spec.translation)
-            np.testing.assert_allclose(Quaternion(calib["rotation"]).rotation_matrix, spec.rotation, atol=1e-7)
+            np.testing.assert_allclose(
+                Quaternion(calib["rotation"]).rotation_matrix, spec.rotation, atol=1e-7
+            )
             if channel != LIDAR_NAME:
                 np.testing.assert_allclose(calib["camera_intrinsic"], spec.intrinsics(width, height))
                 assert (sd["width"], sd["height"]) == (width, height)
@@ -124,7 +135,10 @@ def test_annotations_instances_and_motion(nusc):
         chain = [nusc.get("sample_annotation", instance["first_annotation_token"])]
         while chain[-1]["next"]:
             chain.append(nusc.get("sample_annotation", chain[-1]["next"]))
-        assert len(chain) == instance["nbr_annotations"] and chain[-1]["token"] == instance["last_annotation_token"]
+        assert (
+            len(chain) == instance["nbr_annotations"]
+            and chain[-1]["token"] == instance["last_annotation_token"]
+        )
         attributes = {nusc.get("attribute", a)["name"] for a in chain[0]["attribute_tokens"]}
         if "vehicle.moving" in attributes and len(chain) > 1:
             moving += np.linalg.norm(np.subtract(chain[-1]["translation"], chain[0]["translation"])) > 1.0
@@ -153,8 +167,9 @@ def test_devkit_renders_lidar_camera_and_lidarseg(nusc, tmp_path):
     sample = nusc.sample[1]
     nusc.render_sample_data(sample["data"][LIDAR_NAME], out_path=str(tmp_path / "lidar.png"), verbose=False)
     nusc.render_sample_data(sample["data"]["CAM_FRONT"], out_path=str(tmp_path / "cam.png"), verbose=False)
-    nusc.render_sample_data(sample["data"][LIDAR_NAME], show_lidarseg=True, out_path=str(tmp_path / "seg.png"),
-                            verbose=False)
+    nusc.render_sample_data(
+        sample["data"][LIDAR_NAME], show_lidarseg=True, out_path=str(tmp_path / "seg.png"), verbose=False
+    )
     for name in ("lidar.png", "cam.png", "seg.png"):
         assert (tmp_path / name).stat().st_size > 10_000
     matplotlib.pyplot.close("all")

@@ -1,4 +1,5 @@
 """Occ3D ground truth from boxes: semantics, lidar ray marching and camera visibility on tiny scenes."""
+
 import numpy as np
 
 from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE
@@ -10,9 +11,17 @@ from fusionocc_core.synth.world import BoxSet
 
 def _boxes(centers, sizes, classes) -> BoxSet:
     n = len(centers)
-    return BoxSet(np.asarray(centers, float), np.asarray(sizes, float), np.zeros(n), np.asarray(classes, np.uint8),
-                  np.zeros(n, np.uint8), np.zeros(n, np.uint8), np.zeros((n, 3), np.float32),
-                  np.full(n, -1, np.int32), np.zeros((n, 2), np.float32))
+    return BoxSet(
+        np.asarray(centers, float),
+        np.asarray(sizes, float),
+        np.zeros(n),
+        np.asarray(classes, np.uint8),
+        np.zeros(n, np.uint8),
+        np.zeros(n, np.uint8),
+        np.zeros((n, 3), np.float32),
+        np.full(n, -1, np.int32),
+        np.zeros((n, 2), np.float32),
+    )
 
 
 def _cell(x, y, z):
@@ -52,8 +61,11 @@ def test_mask_lidar_marks_traversed_and_hit_voxels_only():
 def test_mask_camera_sees_in_front_of_a_wall_not_behind_it():
     wall = _boxes([[15.0, 0.0, 3.0]], [[1.0, 60.0, 6.0]], [15])
     scene = BoxScene(wall)
-    cams = [(c.rotation, np.array(c.translation), c.intrinsics(1600, 900), 1600, 900) for c in CAMERAS
-            if c.name == "CAM_FRONT"]
+    cams = [
+        (c.rotation, np.array(c.translation), c.intrinsics(1600, 900), 1600, 900)
+        for c in CAMERAS
+        if c.name == "CAM_FRONT"
+    ]
     mask = mask_camera(scene, ego_rotation=np.eye(3), ego_translation=np.zeros(3), cameras=cams)
     assert mask[_cell(8.0, 0.1, 1.0)] == 1
     assert mask[_cell(14.6, 0.1, 1.0)] == 1  # the wall's own front voxels are seen

@@ -1,4 +1,5 @@
 """Ray casting against boxes: distances, normals, misses, distance limits, box corners."""
+
 import numpy as np
 import pytest
 
@@ -8,9 +9,17 @@ from fusionocc_core.synth.world import BoxSet
 
 def _boxes(centers, sizes, yaws) -> BoxSet:
     n = len(centers)
-    return BoxSet(np.asarray(centers, float), np.asarray(sizes, float), np.asarray(yaws, float),
-                  np.arange(n, dtype=np.uint8), np.zeros(n, np.uint8), np.zeros(n, np.uint8),
-                  np.zeros((n, 3), np.float32), np.full(n, -1, np.int32), np.zeros((n, 2), np.float32))
+    return BoxSet(
+        np.asarray(centers, float),
+        np.asarray(sizes, float),
+        np.asarray(yaws, float),
+        np.arange(n, dtype=np.uint8),
+        np.zeros(n, np.uint8),
+        np.zeros(n, np.uint8),
+        np.zeros((n, 3), np.float32),
+        np.full(n, -1, np.int32),
+        np.zeros((n, 2), np.float32),
+    )
 
 
 def test_first_hit_distance_normal_and_primitive():

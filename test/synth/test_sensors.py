@@ -1,4 +1,5 @@
 """The sensor rig: intrinsics scaling, camera directions and timing, lidar beam pattern, quaternions."""
+
 import numpy as np
 import pytest
 
@@ -9,8 +10,14 @@ from fusionocc_core.synth.transforms import matrix_to_quat, quat_to_matrix, rot_
 
 def test_cameras_follow_occ3d_names_and_nuscenes_yaws():
     assert tuple(c.name for c in CAMERAS) == CAMERA_NAMES
-    expected = {"CAM_FRONT": 0, "CAM_FRONT_LEFT": 55, "CAM_FRONT_RIGHT": -55, "CAM_BACK_LEFT": 110,
-                "CAM_BACK_RIGHT": -110, "CAM_BACK": 180}
+    expected = {
+        "CAM_FRONT": 0,
+        "CAM_FRONT_LEFT": 55,
+        "CAM_FRONT_RIGHT": -55,
+        "CAM_BACK_LEFT": 110,
+        "CAM_BACK_RIGHT": -110,
+        "CAM_BACK": 180,
+    }
     for camera in CAMERAS:
         axis = camera.rotation @ np.array([0.0, 0.0, 1.0])  # optical axis in the ego frame
         yaw = np.rad2deg(np.arctan2(axis[1], axis[0]))

@@ -67,7 +67,16 @@ SUPPORTED_IMAGE_ENCODINGS: tuple[str, ...] = tuple(_IMAGE_ENCODINGS)
 
 
 class ConversionError(ValueError):
-    """A message could not be converted; the message says which field is wrong and how."""
+    """A message could not be converted; the message says which field is wrong and how.
+
+    Attributes:
+        reason: short machine-readable category for counters ("encoding", "layout", "truncated", "fields",
+            "decode", "empty", "labels", "invalid").
+    """
+
+    def __init__(self, message: str, *, reason: str = "invalid") -> None:
+        super().__init__(message)
+        self.reason = reason
 
 
 def _as_uint8(data: Any) -> np.ndarray:
@@ -89,6 +98,42 @@ def _byte_array(buffer: bytes | np.ndarray, typecode: str = "B") -> array.array:
 # ----------------------------------------------------------------------------------------------------------
 
 
+def check_image(msg: Any) -> tuple[int, int, int]:
+    """Checks a `sensor_msgs/Image`'s layout without decoding it (cheap enough for a subscription callback).
+
+    Returns:
+        (channels, bytes per channel, bytes per row without padding).
+
+    Raises:
+        ConversionError: unsupported encoding (reason "encoding"), zero size or `step` too small ("layout"),
+            data shorter than height * step ("truncated").
+    """
+    encoding = str(msg.encoding)
+    if encoding not in _IMAGE_ENCODINGS:
+        raise ConversionError(
+            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_IMAGE_ENCODINGS)}",
+            reason="encoding",
+        )
+    channels, depth, _ = _IMAGE_ENCODINGS[encoding]
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    if height <= 0 or width <= 0:
+        raise ConversionError(f"image has zero size ({width} x {height})", reason="layout")
+    row_bytes = width * channels * depth
+    if step < row_bytes:
+        raise ConversionError(
+            f"image step {step} is smaller than width {width} x {channels * depth} bytes per "
+            f"pixel = {row_bytes} for {encoding}",
+            reason="layout",
+        )
+    size = len(msg.data)
+    if size < height * step:
+        raise ConversionError(
+            f"image data truncated: {size} bytes, expected height {height} x step {step} = {height * step}",
+            reason="truncated",
+        )
+    return channels, depth, row_bytes
+
+
 def image_to_rgb(msg: Any) -> np.ndarray:
     """Decodes a `sensor_msgs/Image` to an RGB array.
 
@@ -97,34 +142,15 @@ def image_to_rgb(msg: Any) -> np.ndarray:
             be padded (`step` > width * bytes per pixel); `is_bigendian` is honoured for 16-bit encodings.
 
     Returns:
-        (height, width, 3) uint8 RGB array (16-bit keeps the 8 high bits, mono is
-            replicated).
+        (height, width, 3) uint8 RGB array (16-bit keeps the 8 high bits, mono is replicated).
 
     Raises:
-        ConversionError: unsupported encoding, zero size, `step` too small, or data shorter than
-            height * step.
+        ConversionError: as `check_image`.
     """
-    encoding = str(msg.encoding)
-    if encoding not in _IMAGE_ENCODINGS:
-        raise ConversionError(
-            f"unsupported image encoding {encoding!r}; supported: {', '.join(SUPPORTED_IMAGE_ENCODINGS)}"
-        )
-    channels, depth, order = _IMAGE_ENCODINGS[encoding]
+    channels, depth, row_bytes = check_image(msg)
+    order = _IMAGE_ENCODINGS[str(msg.encoding)][2]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    if height <= 0 or width <= 0:
-        raise ConversionError(f"image has zero size ({width} x {height})")
-    row_bytes = width * channels * depth
-    if step < row_bytes:
-        raise ConversionError(
-            f"image step {step} is smaller than width {width} x {channels * depth} bytes per "
-            f"pixel = {row_bytes} for {encoding}"
-        )
     data = _as_uint8(msg.data)
-    if data.size < height * step:
-        raise ConversionError(
-            f"image data truncated: {data.size} bytes, expected height {height} x step {step} "
-            f"= {height * step}"
-        )
     rows = data[: height * step].reshape(height, step)[:, :row_bytes]
     if depth == 1:
         pixels = rows.reshape(height, width, channels)
@@ -158,7 +184,7 @@ def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None
 
     data = _as_uint8(msg.data)
     if data.size == 0:
-        raise ConversionError(f"compressed image (format {str(msg.format)!r}) has no data")
+        raise ConversionError(f"compressed image (format {str(msg.format)!r}) has no data", reason="empty")
     try:
         with PILImage.open(io.BytesIO(data.tobytes())) as image:
             if min_size is not None and image.format == "JPEG":
@@ -166,7 +192,8 @@ def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None
             rgb = np.asarray(image.convert("RGB"))
     except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for corrupt or truncated data
         raise ConversionError(
-            f"cannot decode compressed image (format {str(msg.format)!r}, {data.size} bytes): {error}"
+            f"cannot decode compressed image (format {str(msg.format)!r}, {data.size} bytes): {error}",
+            reason="decode",
         ) from None
     return rgb
 
@@ -221,12 +248,15 @@ def _field_dtype(msg: Any) -> dict[str, tuple[np.dtype, int]]:
             int(field.count),
         )
         if datatype not in _POINTFIELD_DTYPES:
-            raise ConversionError(f"PointCloud2 field {name!r} has unknown datatype {datatype}")
+            raise ConversionError(
+                f"PointCloud2 field {name!r} has unknown datatype {datatype}", reason="fields"
+            )
         dtype = np.dtype(byte_order + _POINTFIELD_DTYPES[datatype])
         if offset < 0 or offset + dtype.itemsize * max(count, 1) > point_step:
             raise ConversionError(
                 f"PointCloud2 field {name!r} (offset {offset}, {max(count, 1)} x "
-                f"{dtype.itemsize} bytes) does not fit in point_step {point_step}"
+                f"{dtype.itemsize} bytes) does not fit in point_step {point_step}",
+                reason="layout",
             )
         fields[name] = (dtype, offset)
     return fields
@@ -256,7 +286,8 @@ def pointcloud2_to_xyzir(
     missing = [name for name in ("x", "y", "z", intensity_field) if name not in fields]
     if missing:
         raise ConversionError(
-            f"PointCloud2 lacks field(s) {', '.join(missing)}; it has {', '.join(fields) or 'no fields'}"
+            f"PointCloud2 lacks field(s) {', '.join(missing)}; it has {', '.join(fields) or 'no fields'}",
+            reason="fields",
         )
     height, width = int(msg.height), int(msg.width)
     point_step, row_step = int(msg.point_step), int(msg.row_step)
@@ -264,14 +295,16 @@ def pointcloud2_to_xyzir(
         return DecodedCloud(np.zeros((0, 5), np.float32), 0)
     if point_step <= 0 or row_step < width * point_step:
         raise ConversionError(
-            f"PointCloud2 row_step {row_step} is smaller than width {width} x point_step {point_step}"
+            f"PointCloud2 row_step {row_step} is smaller than width {width} x point_step {point_step}",
+            reason="layout",
         )
     data = _as_uint8(msg.data)
     needed = (height - 1) * row_step + width * point_step
     if data.size < needed:
         raise ConversionError(
             f"PointCloud2 data truncated: {data.size} bytes, expected {needed} "
-            f"(height {height}, row_step {row_step}, width {width}, point_step {point_step})"
+            f"(height {height}, row_step {row_step}, width {width}, point_step {point_step})",
+            reason="truncated",
         )
     wanted = ["x", "y", "z", intensity_field] + ([ring_field] if ring_field in fields else [])
     record = np.dtype(

@@ -76,9 +76,12 @@ def test_rgb_to_image_round_trip_and_bgr():
 def test_bad_images_raise_conversion_error(mutate, match):
     msg = conv.rgb_to_image(RGB)
     mutate(msg)
-    with pytest.raises(ConversionError, match=match):
+    with pytest.raises(ConversionError, match=match) as error:
         conv.image_to_rgb(msg)
     assert issubclass(ConversionError, ValueError)
+    assert error.value.reason in ("encoding", "layout", "truncated")
+    with pytest.raises(ConversionError, match=match):
+        conv.check_image(msg)
 
 
 def _encoded(fmt: str, pixels: np.ndarray, **kwargs) -> CompressedImage:

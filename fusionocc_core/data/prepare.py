@@ -1,0 +1,71 @@
+"""Write the per-sample info index and the imgseg maps that training and evaluation read.
+
+Reads DATAROOT with the official nuscenes-devkit (tables, lidarseg, Occ3D gts/ paths) and writes
+OUT/fusionocc_infos.pkl plus OUT/imgseg/<scene>/<sample_token>.npy (OUT defaults to DATAROOT). Existing imgseg
+maps are kept, so an interrupted run resumes; --overwrite redoes them.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from fusionocc_core.data.infos import DEFAULT_INFO_NAME, InfoBuildConfig, build_infos, save_infos
+
+
+def detect_version(dataroot: Path) -> str:
+    """The single `v1.0-*` table folder of a dataroot.
+
+    Raises:
+        FileNotFoundError: none or several candidates (the message lists them and says to pass --version).
+    """
+    found = sorted(p.name for p in dataroot.glob("v1.0-*") if (p / "scene.json").is_file())
+    if len(found) == 1:
+        return found[0]
+    if not found:
+        raise FileNotFoundError(f"no v1.0-*/scene.json table folder in {dataroot}; run "
+                                f"`fusionocc check-data {dataroot}` to see what is missing")
+    raise FileNotFoundError(f"several table folders in {dataroot} ({', '.join(found)}); pass --version")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("dataroot", type=Path, help="nuScenes-format dataroot (v1.0-*/, samples/, lidarseg/, gts/)")
+    parser.add_argument("--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)")
+    parser.add_argument("--out", type=Path, default=None, help="output folder (default: DATAROOT)")
+    parser.add_argument("--val-fraction", type=float, default=0.2,
+                        help="share of scenes in val when scene names are not official nuScenes ones (default 0.2)")
+    parser.add_argument("--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)")
+    parser.add_argument("--overwrite", action="store_true", help="recompute existing imgseg maps")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def run(args: argparse.Namespace) -> int:
+    from nuscenes.nuscenes import NuScenes
+
+    from fusionocc_core.data.imgseg import write_imgseg
+
+    dataroot: Path = args.dataroot.resolve()
+    out: Path = (args.out or dataroot).resolve()
+    try:
+        version = args.version or detect_version(dataroot)
+    except FileNotFoundError as error:
+        print(f"fusionocc prepare: {error}", file=sys.stderr)
+        return 2
+    nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=not args.quiet)
+    config = InfoBuildConfig(version=version, val_fraction=args.val_fraction,
+                             imgseg_root=None if args.no_imgseg else "imgseg")
+    index = build_infos(nusc, config=config, progress=not args.quiet)
+    del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
+    if not args.no_imgseg:
+        missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
+        if missing:
+            print(f"fusionocc prepare: {missing} keyframes have no lidarseg; install nuScenes-lidarseg into "
+                  f"{dataroot} or pass --no-imgseg", file=sys.stderr)
+            return 2
+        written = write_imgseg(index, out / "imgseg", overwrite=args.overwrite, progress=not args.quiet)
+        print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
+    path = save_infos(index, out / DEFAULT_INFO_NAME)
+    counts = {split: sum(i["split"] == split for i in index["samples"]) for split in ("train", "val", "test")}
+    print(f"info index: {path} ({len(index['samples'])} keyframes; "
+          + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f"; split by {index['split_source']})")
+    return 0

@@ -1,0 +1,104 @@
+"""Image and BEV augmentation: the warped image, post_rot/post_tran and label maps agree pixel for pixel."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fusionocc_core.data.augment import (
+    BevAugConfig, ImageAug, ImageAugConfig, bda_matrix, flip_volume, image_aug_matrices, sample_bev_flips, sample_image_aug,
+    warp_image, warp_label_map,
+)
+from fusionocc_core.occ3d import GRID_SHAPE, POINT_CLOUD_RANGE, VOXEL_SIZE
+
+SRC_HW = (90, 160)
+CONFIG = ImageAugConfig(input_size=(48, 128))
+
+
+def _ramp_image(h: int, w: int) -> np.ndarray:
+    """float32 image whose channels hold the continuous (x, y) of each pixel centre."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32) + 0.5
+    return np.stack([xs, ys, np.ones_like(xs)], axis=-1)
+
+
+def _augs() -> list[ImageAug]:
+    rng = np.random.default_rng(0)
+    drawn = [sample_image_aug(SRC_HW, CONFIG, train=True, rng=rng) for _ in range(30)]
+    assert any(a.flip for a in drawn) and any(not a.flip for a in drawn)
+    return drawn + [sample_image_aug(SRC_HW, CONFIG, train=False, rng=rng)]
+
+
+def test_test_transform_is_resize_and_bottom_crop() -> None:
+    aug = sample_image_aug((900, 1600), ImageAugConfig(), train=False, rng=np.random.default_rng(0))
+    assert aug.resize == pytest.approx(0.88)
+    assert aug.crop == (0, 792 - 512, 1408, 792) and not aug.flip and aug.rotate_deg == 0.0
+    post_rot, post_tran = image_aug_matrices(aug)
+    np.testing.assert_allclose(post_rot, np.diag([0.88, 0.88, 1.0]))
+    np.testing.assert_allclose(post_tran, [0.0, -280.0, 0.0])
+
+
+@pytest.mark.parametrize("case", range(31))
+def test_warped_pixels_come_from_where_the_matrices_say(case: int) -> None:
+    aug = _augs()[case]
+    post_rot, post_tran = image_aug_matrices(aug)
+    out = warp_image(_ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size)
+    ys, xs = np.mgrid[0:CONFIG.input_size[0], 0:CONFIG.input_size[1]] + 0.5
+    dst = np.stack([xs.ravel(), ys.ravel()], axis=1)
+    src = (dst - post_tran[:2]) @ np.linalg.inv(post_rot[:2, :2]).T
+    # Interior only: bilinear interpolation of a ramp is exact away from the black border.
+    interior = np.all((src > 1.0) & (src < np.array(SRC_HW[::-1]) - 1.0), axis=1)
+    assert interior.mean() > 0.3
+    got = out.reshape(-1, 3)[interior]
+    # OpenCV interpolates at 1/32 px, so 0.025 px; a half-pixel convention slip would be >= 0.06 px.
+    np.testing.assert_allclose(got[:, :2], src[interior], atol=0.025)
+    # A projected point lands on its pixel: forward map of a source point hits the pixel that shows it.
+    point = np.array([70.3, 41.8])
+    pix = post_rot[:2, :2] @ point + post_tran[:2]
+    if np.all((pix >= 0) & (pix < np.array(CONFIG.input_size[::-1]))):
+        col, row = np.floor(pix).astype(int)
+        assert np.all(np.abs(out[row, col, :2] - point) < 1.0)
+
+
+def test_flip_mirrors_and_rotation_sense_matches_pil() -> None:
+    base = ImageAug(resize=1.0, crop=(0, 0, 160, 90), flip=False, rotate_deg=0.0)
+    img = (np.random.default_rng(1).random((90, 160, 3)) * 255).astype(np.uint8)
+    flipped = warp_image(img, *image_aug_matrices(ImageAug(**{**base.__dict__, "flip": True})), (90, 160))
+    np.testing.assert_array_equal(flipped, img[:, ::-1])
+    from PIL import Image
+
+    rot = ImageAug(**{**base.__dict__, "rotate_deg": 5.0})
+    ours = warp_image(img, *image_aug_matrices(rot), (90, 160)).astype(int)
+    pil = np.asarray(Image.fromarray(img).rotate(5.0, resample=Image.BILINEAR)).astype(int)
+    inner = (slice(10, -10), slice(10, -10))
+    assert np.abs(ours[inner] - pil[inner]).mean() < 3.0  # same direction of rotation (opposite would be ~80)
+
+
+def test_label_map_follows_image() -> None:
+    labels = np.arange(12 * 20, dtype=np.int32).reshape(12, 20)  # x8 map of a 96 x 160 image
+    for aug in _augs()[:8]:
+        post_rot, post_tran = image_aug_matrices(aug)
+        warped = warp_label_map(labels, source_stride=8, post_rot=post_rot, post_tran=post_tran,
+                                out_hw=CONFIG.input_size, out_stride=16, fill=-1)
+        assert warped.shape == (3, 8)
+        row, col = 1, 5
+        centre = np.array([(col + 0.5) * 16, (row + 0.5) * 16])
+        src = np.linalg.solve(post_rot[:2, :2], centre - post_tran[:2])
+        expected = labels[int(src[1] // 8), int(src[0] // 8)] if np.all(src >= 0) and src[1] < 96 and src[0] < 160 \
+            else -1
+        assert warped[row, col] == expected
+
+
+def test_bev_flip_moves_points_and_labels_together() -> None:
+    rng = np.random.default_rng(2)
+    volume = rng.integers(0, 18, size=GRID_SHAPE, dtype=np.uint8)
+    lo = np.array(POINT_CLOUD_RANGE[:3])
+    points = rng.uniform(lo, np.array(POINT_CLOUD_RANGE[3:]), size=(500, 3))
+    original = volume[tuple(np.floor((points - lo) / VOXEL_SIZE).astype(int).T)]
+    for flip_x in (False, True):
+        for flip_y in (False, True):
+            moved = points @ bda_matrix(flip_x, flip_y).T
+            idx = np.clip(np.floor((moved - lo) / VOXEL_SIZE).astype(int), 0, np.array(GRID_SHAPE) - 1)
+            flipped = flip_volume(volume, flip_x, flip_y)
+            np.testing.assert_array_equal(flipped[tuple(idx.T)], original)
+    assert sample_bev_flips(BevAugConfig(), train=False, rng=rng) == (False, False)
+    draws = [sample_bev_flips(BevAugConfig(), train=True, rng=rng) for _ in range(200)]
+    assert 60 < sum(fx for fx, _ in draws) < 140 and 60 < sum(fy for _, fy in draws) < 140

@@ -1,0 +1,105 @@
+"""Original FusionOcc checkpoint names -> `CameraBranch` state-dict names (camera branch only).
+
+Pure function; the full-model conversion calls it for the keys under `CAMERA_PREFIXES`. Rename rules are listed
+explicitly below, first match wins. No tensor needs a reshape: our Swin patch merging uses the original's
+nn.Unfold channel order. The original stores each Swin `relative_position_index` buffer; ours is derived from
+the window size (non-persistent), so the conversion checks the stored values and drops them.
+"""
+from __future__ import annotations
+
+import math
+import re
+
+import torch
+
+from fusionocc_core.model.swin import relative_position_index
+
+CAMERA_PREFIXES: tuple[str, ...] = ("img_backbone.", "img_neck.", "img_view_transformer.", "pre_process_net.")
+
+# (pattern on the original key, replacement) - first match wins.
+RENAME_RULES: tuple[tuple[str, str], ...] = (
+    (r"^img_backbone\.(.+)$", r"backbone.\1"),
+    (r"^img_neck\.(.+)$", r"neck.\1"),
+    (r"^img_view_transformer\.img_reduce_conv\.(.+)$", r"fusion.image_reduce.\1"),
+    (r"^img_view_transformer\.depth_encoder\.(.+)$", r"fusion.depth_encoder.\1"),
+    (r"^img_view_transformer\.cross_model_fusion\.channel_mlp_c\.(.+)$", r"fusion.channel_gate_image.\1"),
+    (r"^img_view_transformer\.cross_model_fusion\.channel_mlp_d\.(.+)$", r"fusion.channel_gate_depth.\1"),
+    (r"^img_view_transformer\.cross_model_fusion\.spatial_c\.(.+)$", r"fusion.spatial_gate_image.\1"),
+    (r"^img_view_transformer\.cross_model_fusion\.spatial_d\.(.+)$", r"fusion.spatial_gate_depth.\1"),
+    (r"^img_view_transformer\.cross_model_fusion\.fuse_conv\.(.+)$", r"fusion.fuse_conv.\1"),
+    (r"^img_view_transformer\.further_fuse\.(.+)$", r"fusion.out_block.\1"),
+    (r"^img_view_transformer\.depth_seg_net\.bn\.(.+)$", r"depth_net.camera_param_bn.\1"),
+    (r"^img_view_transformer\.depth_seg_net\.(.+)$", r"depth_net.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.conv1\.conv\.(.+)$", r"pre_process.conv1.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.conv1\.bn\.(.+)$", r"pre_process.bn1.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.conv2\.conv\.(.+)$", r"pre_process.conv2.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.conv2\.bn\.(.+)$", r"pre_process.bn2.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.downsample\.conv\.(.+)$", r"pre_process.downsample.0.\1"),
+    (r"^pre_process_net\.layers\.0\.0\.downsample\.bn\.(.+)$", r"pre_process.downsample.1.\1"),
+)
+
+_DROPPED_BUFFER = re.compile(r"^img_backbone\..*\.relative_position_index$")
+
+
+class CheckpointConversionError(ValueError):
+    """An original key has no rule, or a dropped buffer holds unexpected values."""
+
+
+def convert_camera_key(key: str) -> str | None:
+    """Our name for one original camera key; None when the key is a dropped derived buffer.
+
+    Raises:
+        CheckpointConversionError: the key matches no rule.
+    """
+    if _DROPPED_BUFFER.match(key):
+        return None
+    for pattern, replacement in RENAME_RULES:
+        new_key, count = re.subn(pattern, replacement, key)
+        if count:
+            return new_key
+    raise CheckpointConversionError(f"No camera-branch rename rule for '{key}'.")
+
+
+def convert_camera_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Convert the camera-branch part of an original FusionOcc state dict to `CameraBranch` names.
+
+    Keys outside `CAMERA_PREFIXES` (lidar branch, 3D encoder, head) are ignored: the full conversion owns them.
+    Load the result with `camera_branch.load_state_dict(converted, strict=True)`.
+
+    Args:
+        original: The original `state_dict` (already unwrapped from the checkpoint's 'state_dict' entry).
+
+    Returns:
+        New dict with our key names; tensors are the same objects (no copies).
+
+    Raises:
+        CheckpointConversionError: listing every camera key without a rule, or a relative_position_index
+            buffer that is not the standard one for its window size.
+    """
+    converted: dict[str, torch.Tensor] = {}
+    unmapped: list[str] = []
+    for key, value in original.items():
+        if not key.startswith(CAMERA_PREFIXES):
+            continue
+        if _DROPPED_BUFFER.match(key):
+            _check_relative_position_index(key, value)
+            continue
+        try:
+            new_key = convert_camera_key(key)
+        except CheckpointConversionError:
+            unmapped.append(key)
+            continue
+        assert new_key is not None
+        converted[new_key] = value
+    if unmapped:
+        raise CheckpointConversionError(
+            f"{len(unmapped)} camera-branch key(s) have no rename rule: " + ", ".join(sorted(unmapped)))
+    return converted
+
+
+def _check_relative_position_index(key: str, value: torch.Tensor) -> None:
+    window = math.isqrt(value.shape[0]) if value.ndim == 2 else 0
+    if window == 0 or value.shape != (window * window, window * window):
+        raise CheckpointConversionError(f"'{key}' has shape {tuple(value.shape)}, not (w*w, w*w).")
+    if value.device.type != "meta" and not torch.equal(value.long().cpu(), relative_position_index(window)):
+        raise CheckpointConversionError(f"'{key}' differs from the standard Swin index for window {window}.")

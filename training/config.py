@@ -1,0 +1,159 @@
+"""`TrainConfig`: every option of a training run in one dataclass, read from a YAML file plus CLI overrides.
+
+A YAML file holds a flat mapping of field names to values (see `training/configs/*.yaml`); unknown keys and
+values of the wrong type are errors naming the file and the key. The resolved config is stored inside every
+training checkpoint, so a resume needs nothing else.
+"""
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODALITIES = ("fusion", "camera", "lidar")
+AMP_MODES = ("none", "bf16", "fp16")
+
+
+class ConfigError(ValueError):
+    """A config file or override is invalid (message names the file/key and the problem)."""
+
+
+@dataclass
+class TrainConfig:
+    # -- data
+    info_path: str = ""  # info index written by `fusionocc prepare` (required)
+    dataroot: str = ""  # replaces the dataroot stored in the index ("" = keep it)
+    train_split: str = "train"
+    val_split: str = "val"
+    input_height: int = 512  # network input [px] (resize + bottom crop of the source images)
+    input_width: int = 1408
+    with_imgseg: bool = True  # image segmentation targets (the aux seg loss needs them)
+    num_workers: int = 4  # data loader processes per rank
+    # -- model
+    model: str = "official"  # preset of fusionocc_core.model.presets
+    modality: str = "fusion"  # fusion | camera | lidar (ablations: the other branch is switched off)
+    use_mask: bool = False  # weight the occupancy loss by the camera-visibility mask (the original: off)
+    # -- optimisation (the original FusionOcc schedule)
+    batch_size: int = 1  # per rank
+    epochs: int = 24
+    max_iters: int = 0  # total optimizer steps; 0 = epochs * steps per epoch
+    lr: float = 5e-5
+    weight_decay: float = 0.01
+    beta1: float = 0.9
+    beta2: float = 0.999
+    grad_clip: float = 5.0  # max global grad norm; 0 = no clipping
+    warmup_iters: int = 500  # linear warm-up from warmup_ratio * lr
+    warmup_ratio: float = 1.0 / 3.0
+    min_lr_ratio: float = 1e-3  # cosine ends at min_lr_ratio * lr
+    ema: bool = True  # keep an exponential moving average of the weights (evaluated and exported)
+    ema_decay: float = 0.999  # final EMA decay ...
+    ema_ramp: int = 2000  # ... reached as decay * (1 - exp(-updates / ramp)) (BEVDet's MEGVII EMA)
+    amp: str = "none"  # none | bf16 | fp16 autocast on CUDA (ignored on CPU)
+    seed: int = 0
+    # -- init
+    init_from: str = ""  # published FusionOcc .pth (whole model, original mmdet3d naming)
+    init_camera_from: str = ""  # BEVDet-Occ .pth: camera branch only, non-strict with a report
+    # -- bookkeeping
+    out_dir: str = ".cache/train_runs/run"  # checkpoints, TensorBoard events, config.yaml
+    log_interval: int = 10  # optimizer steps between TensorBoard scalars
+    eval_interval: int = 1000  # steps between validations; 0 = only at the end
+    max_val_samples: int = 0  # validate on the first N val samples; 0 = all
+    ckpt_interval: int = 1000  # steps between checkpoints; 0 = only at the end
+    keep_last: int = 3  # checkpoints kept in out_dir (older ones are deleted)
+    progress: bool = True  # tqdm bar on rank 0
+
+    def validate(self) -> None:
+        """Raises ConfigError naming the first invalid option."""
+        if self.modality not in MODALITIES:
+            raise ConfigError(f"modality must be one of {MODALITIES}, got '{self.modality}'")
+        if self.amp not in AMP_MODES:
+            raise ConfigError(f"amp must be one of {AMP_MODES}, got '{self.amp}'")
+        for name in ("input_height", "input_width", "batch_size", "epochs"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
+        for name in ("max_iters", "warmup_iters", "num_workers", "log_interval", "eval_interval",
+                     "ckpt_interval", "max_val_samples"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.keep_last < 1:
+            raise ConfigError(f"keep_last must be >= 1, got {self.keep_last}")
+        if self.lr <= 0 or not 0 < self.warmup_ratio <= 1 or not 0 <= self.min_lr_ratio <= 1:
+            raise ConfigError(f"need lr > 0, 0 < warmup_ratio <= 1, 0 <= min_lr_ratio <= 1; got lr={self.lr}, "
+                              f"warmup_ratio={self.warmup_ratio}, min_lr_ratio={self.min_lr_ratio}")
+        if not 0 <= self.ema_decay < 1:
+            raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
+        if self.init_from and self.init_camera_from:
+            raise ConfigError("init_from and init_camera_from exclude each other (init_from sets every weight)")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+_FIELD_TYPES = typing.get_type_hints(TrainConfig)
+
+
+def _coerce(key: str, value: Any, where: str) -> Any:
+    """Checks/converts one value to its field's type (int -> float allowed; YAML strings for CLI overrides)."""
+    if key not in _FIELD_TYPES:
+        close = [f for f in _FIELD_TYPES if f.startswith(key[:3])]
+        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        raise ConfigError(f"{where}: unknown option '{key}'{hint}")
+    kind = _FIELD_TYPES[key]
+    if isinstance(kind, types.UnionType):
+        kind = next(t for t in typing.get_args(kind) if t is not type(None))
+    if isinstance(value, str) and kind is not str:
+        value = yaml.safe_load(value)  # CLI overrides arrive as strings: "3", "1e-4", "true"
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if kind is str and value is None:
+        value = ""
+    if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+        raise ConfigError(f"{where}: option '{key}' must be {kind.__name__}, got {value!r}")
+    return value
+
+
+def apply_overrides(config: TrainConfig, values: dict[str, Any], where: str) -> TrainConfig:
+    """Returns a copy of `config` with `values` set (type-checked); `where` names their source in errors."""
+    changes = {key: _coerce(key, value, where) for key, value in values.items()}
+    return dataclasses.replace(config, **changes)
+
+
+def parse_set_options(items: list[str]) -> dict[str, str]:
+    """`["lr=1e-4", "epochs=2"]` -> {"lr": "1e-4", "epochs": "2"} (values are typed by `apply_overrides`)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got '{item}'")
+        out[key.strip().replace("-", "_")] = value
+    return out
+
+
+def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """Defaults, then the YAML file (if any), then `overrides`; validated.
+
+    Raises:
+        ConfigError: the file is missing/not a mapping, a key is unknown, a value has the wrong type or range.
+    """
+    config = TrainConfig()
+    if path:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"config file {path} does not exist")
+        data = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(data, dict):
+            raise ConfigError(f"{path}: expected a mapping of option: value, got {type(data).__name__}")
+        config = apply_overrides(config, data, str(path))
+    if overrides:
+        config = apply_overrides(config, overrides, "command line")
+    config.validate()
+    return config
+
+
+def save_config(config: TrainConfig, path: str | Path) -> None:
+    Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

@@ -4,7 +4,7 @@ Image augmentation (per sample, shared by the six cameras and both camera frames
 resize by input_width / source_width plus a random offset in `resize_lim`, crop to the input size (training: a
 bottom crop with a random horizontal offset; test: bottom crop, centred horizontally), optional horizontal flip,
 rotation about the crop centre. It is one 2D affine map source pixel -> input pixel, `p' = post_rot @ p +
-post_tran`, applied to the image with a single bilinear warp, so the image and the matrices cannot disagree.
+post_tran`, applied to the image with a single bicubic warp, so the image and the matrices cannot disagree.
 Pixel coordinates are continuous with pixel i covering [i, i + 1) (its centre at i + 0.5), the convention of
 OpenCV/PIL resizing and of the synthetic cameras; a flip therefore maps x -> W - x.
 
@@ -93,13 +93,18 @@ def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
 
 
 def warp_image(
-    image: np.ndarray, post_rot: np.ndarray, post_tran: np.ndarray, out_hw: tuple[int, int]
+    image: np.ndarray, post_rot: np.ndarray, post_tran: np.ndarray, out_hw: tuple[int, int], *,
+    interpolation: int = cv2.INTER_CUBIC,
 ) -> np.ndarray:
-    """Applies the affine map to an (H, W, C) uint8 image (bilinear, black outside the source)."""
+    """Applies the affine map to an (H, W, C) image, black outside the source.
+
+    Bicubic by default, as PIL's default resize and the streaming predictor; the geometry does not depend on
+    the interpolation (tests check it with the exact-for-ramps bilinear one).
+    """
     matrix = np.concatenate([post_rot[:2, :2], post_tran[:2, None]], axis=1)
     # OpenCV indexes pixel centres at integers: shift the continuous-coordinate map by half a pixel.
     matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    return cv2.warpAffine(image, matrix, (out_hw[1], out_hw[0]), flags=cv2.INTER_LINEAR,
+    return cv2.warpAffine(image, matrix, (out_hw[1], out_hw[0]), flags=interpolation,
                           borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 

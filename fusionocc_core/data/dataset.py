@@ -30,8 +30,9 @@ Decisions about the original's quirks (see the model spec):
 - Range filter: fixed half-open bounds [min, max) of `occ3d.POINT_CLOUD_RANGE` (the original nudges its bounds
   by +-0.001 on every call; ours do not move).
 - Sparse depth: from the whole current sweep (before thinning and range filter), nearest depth per input pixel
-  within [1, 45) m, projected through the augmented image matrices. The random depth-patch dropout belongs to
-  the model (training only).
+  within [1, 45) m, projected through the augmented image matrices by the model's own
+  `lidar_depth.sparse_depth_map` (a point lands on pixel round(u), round(v), as the original and the streaming
+  predictor do). The random depth-patch dropout belongs to the model (training only).
 
 Worker-safe: the index is read at construction, files are opened only inside `__getitem__`.
 """
@@ -52,6 +53,7 @@ from fusionocc_core.data.augment import (
 )
 from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_by_token
 from fusionocc_core.geometry import invert_transform
+from fusionocc_core.model.lidar_depth import sparse_depth_map
 from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, POINT_CLOUD_RANGE
 
 
@@ -74,29 +76,6 @@ class DatasetConfig:
     imgseg_stride: int = 16  # stride of the returned imgseg targets (the segmentation head's feature stride)
     with_labels: bool = True  # load gts (off for the test split / inference)
     with_imgseg: bool = True  # load imgseg targets when the index has an imgseg root
-
-
-def _sparse_depth(points_xyz: np.ndarray, intrinsics: np.ndarray, cam_to_ego: np.ndarray, post_rots: np.ndarray,
-                  post_trans: np.ndarray, height: int, width: int, min_depth: float, max_depth: float) -> np.ndarray:
-    """(N, H, W) nearest metric depth per input pixel of ego-frame points, 0 where none (numpy, vectorised)."""
-    out = np.zeros((len(intrinsics), height, width), dtype=np.float32)
-    ego_to_cam = invert_transform(cam_to_ego)  # (N, 4, 4)
-    pts = points_xyz.astype(np.float64)
-    for cam in range(len(intrinsics)):  # six cameras, vectorised over points
-        p = pts @ ego_to_cam[cam, :3, :3].T + ego_to_cam[cam, :3, 3]
-        depth = p[:, 2]
-        keep = (depth >= min_depth) & (depth < max_depth)
-        p, depth = p[keep], depth[keep]
-        uv = (p @ intrinsics[cam].T)[:, :2] / depth[:, None]
-        uv = uv @ post_rots[cam, :2, :2].T + post_trans[cam, :2]
-        col, row = np.floor(uv[:, 0]).astype(np.int64), np.floor(uv[:, 1]).astype(np.int64)
-        inside = (col >= 0) & (col < width) & (row >= 0) & (row < height)
-        lin, depth = row[inside] * width + col[inside], depth[inside]
-        order = np.lexsort((depth, lin))
-        lin, depth = lin[order], depth[order]
-        first = np.r_[True, lin[1:] != lin[:-1]] if len(lin) else np.zeros(0, dtype=bool)
-        out[cam].reshape(-1)[lin[first]] = depth[first]
-    return out
 
 
 class OccupancyDataset(Dataset):
@@ -224,8 +203,11 @@ class OccupancyDataset(Dataset):
         window, current_xyz = self._lidar_window(info, key_ego_inv)
         points = self._thin_and_crop(window, rng)
         points[:, :3] = points[:, :3] @ bda.T.astype(np.float32)
-        depth = _sparse_depth(current_xyz, intrinsics_arr[0], cam_to_key_arr[0], post_rots[0], post_trans[0], h, w,
-                              self.config.min_depth, self.config.max_depth)
+        depth = sparse_depth_map(
+            torch.from_numpy(current_xyz), torch.from_numpy(intrinsics_arr[0]), torch.from_numpy(cam_to_key_arr[0]),
+            torch.from_numpy(np.ascontiguousarray(post_rots[0])), torch.from_numpy(np.ascontiguousarray(post_trans[0])),
+            h, w, min_depth=self.config.min_depth, max_depth=self.config.max_depth,
+        )
 
         sample: dict[str, Any] = {
             "images": torch.from_numpy(np.stack(images).reshape(t, n, 3, h, w)),
@@ -235,7 +217,7 @@ class OccupancyDataset(Dataset):
             "post_trans": torch.from_numpy(post_trans.astype(np.float32)),
             "bda": torch.from_numpy(bda.astype(np.float32)),
             "points": torch.from_numpy(np.ascontiguousarray(points)),
-            "sparse_depth": torch.from_numpy(depth),
+            "sparse_depth": depth,
             "token": info["token"],
             "scene_name": info["scene_name"],
         }

@@ -1,6 +1,7 @@
 """Image and BEV augmentation: the warped image, post_rot/post_tran and label maps agree pixel for pixel."""
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
@@ -40,7 +41,7 @@ def test_test_transform_is_resize_and_bottom_crop() -> None:
 def test_warped_pixels_come_from_where_the_matrices_say(case: int) -> None:
     aug = _augs()[case]
     post_rot, post_tran = image_aug_matrices(aug)
-    out = warp_image(_ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size)
+    out = warp_image(_ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size, interpolation=cv2.INTER_LINEAR)
     ys, xs = np.mgrid[0:CONFIG.input_size[0], 0:CONFIG.input_size[1]] + 0.5
     dst = np.stack([xs.ravel(), ys.ravel()], axis=1)
     src = (dst - post_tran[:2]) @ np.linalg.inv(post_rot[:2, :2]).T
@@ -60,16 +61,20 @@ def test_warped_pixels_come_from_where_the_matrices_say(case: int) -> None:
 
 def test_flip_mirrors_and_rotation_sense_matches_pil() -> None:
     base = ImageAug(resize=1.0, crop=(0, 0, 160, 90), flip=False, rotate_deg=0.0)
-    img = (np.random.default_rng(1).random((90, 160, 3)) * 255).astype(np.uint8)
+    ys, xs = np.mgrid[0:90, 0:160]
+    smooth = 127 + 120 * np.sin(xs / 7.0) * np.cos(ys / 11.0)  # asymmetric under any rotation sense
+    img = np.stack([smooth, smooth[::-1], smooth[:, ::-1]], axis=-1).astype(np.uint8)
     flipped = warp_image(img, *image_aug_matrices(ImageAug(**{**base.__dict__, "flip": True})), (90, 160))
     np.testing.assert_array_equal(flipped, img[:, ::-1])
     from PIL import Image
 
     rot = ImageAug(**{**base.__dict__, "rotate_deg": 5.0})
     ours = warp_image(img, *image_aug_matrices(rot), (90, 160)).astype(int)
-    pil = np.asarray(Image.fromarray(img).rotate(5.0, resample=Image.BILINEAR)).astype(int)
+    pil = np.asarray(Image.fromarray(img).rotate(5.0, resample=Image.BICUBIC)).astype(int)
+    wrong = warp_image(img, *image_aug_matrices(ImageAug(**{**base.__dict__, "rotate_deg": -5.0})), (90, 160))
     inner = (slice(10, -10), slice(10, -10))
-    assert np.abs(ours[inner] - pil[inner]).mean() < 3.0  # same direction of rotation (opposite would be ~80)
+    assert np.abs(ours[inner] - pil[inner]).mean() < 2.0
+    assert np.abs(wrong.astype(int)[inner] - pil[inner]).mean() > 10.0  # the opposite sense is far off
 
 
 def test_label_map_follows_image() -> None:

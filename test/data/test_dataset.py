@@ -79,7 +79,7 @@ def test_points_land_on_their_pixels_and_labels_flip_with_them(infos: Path, flip
         z = pc[:, 2]
         uv = (pc @ s["intrinsics"][0, cam].double().T)[:, :2] / z[:, None].clamp(min=1e-6)
         uv = uv @ s["post_rots"][0, cam, :2, :2].double().T + s["post_trans"][0, cam, :2].double()
-        col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
+        col, row = uv[:, 0].round().long(), uv[:, 1].round().long()  # the original's depth-pixel rule
         ok = (z >= 1.0) & (z < 45.0) & (col >= 0) & (col < INPUT[1]) & (row >= 0) & (row < INPUT[0])
         depth_at = s["sparse_depth"][cam][row[ok], col[ok]].double()
         assert torch.all(depth_at > 0), "a projected point found no sparse depth at its pixel"

@@ -1,0 +1,297 @@
+"""Parameters of the occupancy node: one table (name, default, range, description) that the node declares,
+`config/fusionocc.param.yaml` mirrors (a test keeps them equal) and the README documents.
+
+Read-only parameters need a restart; the others can be changed at run time with `ros2 param set` and are
+validated the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    """One declared parameter.
+
+    Attributes:
+        name: dotted ROS parameter name.
+        default: default value (its type is the parameter's type).
+        description: what it does, with the unit in brackets.
+        read_only: True when a change needs a restart.
+        min_value: inclusive lower bound for numbers.
+        max_value: inclusive upper bound for numbers.
+        choices: allowed values for strings.
+    """
+
+    name: str
+    default: Any
+    description: str
+    read_only: bool = True
+    min_value: float | None = None
+    max_value: float | None = None
+    choices: tuple[str, ...] | None = None
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    # Model and device.
+    ParamSpec(
+        "checkpoint",
+        "",
+        "FusionOcc checkpoint (.pt) to load; empty = `preset` with random weights "
+        "(outputs are meaningless, for plumbing tests only)",
+    ),
+    ParamSpec(
+        "preset",
+        "official",
+        "model preset used when `checkpoint` is empty",
+        choices=("official", "fast", "tiny"),
+    ),
+    ParamSpec(
+        "seed",
+        0,
+        "random seed of the preset weights when no checkpoint is given",
+        min_value=0,
+        max_value=2**31 - 1,
+    ),
+    ParamSpec("device", "auto", "inference device: auto (CUDA when present), cpu, cuda, cuda:N"),
+    ParamSpec("precision", "fp32", "inference precision (autocast)", choices=("fp32", "fp16", "bf16")),
+    # Rig.
+    ParamSpec(
+        "calibration_file",
+        "",
+        "calibration YAML with sensor -> ego extrinsics (see config/calibration.example.yaml); required",
+    ),
+    ParamSpec(
+        "camera_names",
+        list(CAMERA_NAMES),
+        "camera names in the model's order; each has the topics "
+        "~/input/<name>/image (or image/compressed) and ~/input/<name>/camera_info",
+    ),
+    ParamSpec("lidar_name", LIDAR_NAME, "calibration entry of the lidar"),
+    ParamSpec(
+        "image_transport",
+        "compressed",
+        "camera message type: raw (sensor_msgs/Image on "
+        "~/input/<name>/image) or compressed (sensor_msgs/CompressedImage on "
+        "~/input/<name>/image/compressed)",
+        choices=("raw", "compressed"),
+    ),
+    ParamSpec(
+        "jpeg_draft",
+        True,
+        "decode JPEGs at the smallest DCT scale (1/2, 1/4, 1/8) that is still at "
+        "least the network input size (faster; intrinsics are scaled to match)",
+    ),
+    ParamSpec("ego_frame", "base_link", "frame of every output (the lidar stamp's ego frame)"),
+    ParamSpec(
+        "check_frame_ids",
+        True,
+        "reject sensor messages whose header.frame_id differs from the calibration's frame_id",
+    ),
+    ParamSpec(
+        "min_lidar_points",
+        100,
+        "sweeps with fewer finite points are rejected",
+        min_value=0,
+        max_value=10_000_000,
+    ),
+    # Synchronisation.
+    ParamSpec(
+        "sync.window_min_s",
+        -0.05,
+        "earliest camera stamp accepted, relative to the lidar stamp [s]",
+        min_value=-1.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "sync.window_max_s",
+        0.05,
+        "latest camera stamp accepted, relative to the lidar stamp [s]",
+        min_value=-1.0,
+        max_value=1.0,
+    ),
+    ParamSpec(
+        "sync.camera_queue_size",
+        8,
+        "images kept per camera while waiting for a sweep",
+        min_value=1,
+        max_value=1000,
+    ),
+    ParamSpec(
+        "sync.lidar_queue_size", 4, "sweeps kept waiting for their images", min_value=1, max_value=1000
+    ),
+    ParamSpec(
+        "sync.arrival_slack_s",
+        0.05,
+        "how much later than newer stamps of other topics a message may still arrive [s]",
+        min_value=0.0,
+        max_value=10.0,
+    ),
+    ParamSpec(
+        "sync.reset_jump_s",
+        1.0,
+        "a stamp this much older than its topic's newest one resets the "
+        "synchroniser and the temporal history [s]",
+        min_value=0.001,
+        max_value=3600.0,
+    ),
+    # Odometry and temporal fusion.
+    ParamSpec(
+        "odom.max_offset_s",
+        0.1,
+        "largest gap between the lidar stamp and the odometry used to interpolate the ego pose [s]",
+        min_value=0.0,
+        max_value=10.0,
+    ),
+    ParamSpec("odom.queue_size", 200, "odometry messages kept", min_value=2, max_value=100_000),
+    ParamSpec("temporal.enabled", True, "fuse the previous camera frame and previous lidar keyframes"),
+    ParamSpec(
+        "temporal.keyframe_interval_s",
+        0.5,
+        "spacing of the fused history frames [s]",
+        min_value=0.05,
+        max_value=5.0,
+    ),
+    ParamSpec(
+        "temporal.num_lidar_keyframes",
+        7,
+        "previous lidar keyframes fused with the current sweep",
+        min_value=0,
+        max_value=20,
+    ),
+    ParamSpec(
+        "temporal.max_gap_s",
+        2.0,
+        "a larger gap between frames clears the history [s]",
+        min_value=0.01,
+        max_value=3600.0,
+    ),
+    ParamSpec(
+        "temporal.max_pose_jump_m",
+        10.0,
+        "a larger ego displacement between frames clears the history [m]",
+        min_value=0.01,
+        max_value=10_000.0,
+    ),
+    # Outputs.
+    ParamSpec(
+        "markers.max_cubes",
+        40_000,
+        "cap on RViz cubes (nearest columns kept); markers are built only "
+        "while ~/output/markers has subscribers",
+        read_only=False,
+        min_value=0,
+        max_value=2_000_000,
+    ),
+    ParamSpec("markers.alpha", 1.0, "cube opacity", read_only=False, min_value=0.0, max_value=1.0),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", min_value=0.05, max_value=60.0),
+    ParamSpec("qos_depth", 5, "history depth of the sensor-data subscriptions", min_value=1, max_value=1000),
+)
+SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+class ParameterError(ValueError):
+    """An invalid parameter value or combination; the message names the parameter and the reason."""
+
+
+def check_value(spec: ParamSpec, value: Any) -> str | None:
+    """Reason `value` is invalid for `spec`, or None when it is fine."""
+    expected = type(spec.default)
+    if expected is float and isinstance(value, int) and not isinstance(value, bool):
+        value = float(value)
+    if expected is list:
+        if not isinstance(value, (list, tuple)) or not all(isinstance(v, str) for v in value):
+            return f"{spec.name} must be a list of strings, got {value!r}"
+        if not value or len(set(value)) != len(value):
+            return f"{spec.name} must be non-empty and without duplicates, got {list(value)}"
+        return None
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        return f"{spec.name} must be of type {expected.__name__}, got {value!r}"
+    if spec.min_value is not None and value < spec.min_value:
+        return f"{spec.name} must be >= {spec.min_value}, got {value}"
+    if spec.max_value is not None and value > spec.max_value:
+        return f"{spec.name} must be <= {spec.max_value}, got {value}"
+    if spec.choices is not None and value not in spec.choices:
+        return f"{spec.name} must be one of {', '.join(spec.choices)}, got {value!r}"
+    return None
+
+
+def check_combination(values: Mapping[str, Any]) -> str | None:
+    """Reason a combination of values is invalid, or None."""
+    if values["sync.window_min_s"] > values["sync.window_max_s"]:
+        return (
+            f"sync.window_min_s ({values['sync.window_min_s']}) must not exceed sync.window_max_s "
+            f"({values['sync.window_max_s']})"
+        )
+    if not values["calibration_file"]:
+        return "calibration_file is required (sensor -> ego extrinsics; see config/calibration.example.yaml)"
+    return None
+
+
+def validate(values: Mapping[str, Any]) -> dict[str, Any]:
+    """Checks every value and the combinations; returns a plain dict (lists for string arrays).
+
+    Raises:
+        ParameterError: naming the first invalid parameter and why.
+    """
+    result: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        value = values.get(spec.name, spec.default)
+        reason = check_value(spec, value)
+        if reason:
+            raise ParameterError(reason)
+        result[spec.name] = (
+            list(value)
+            if isinstance(value, (list, tuple))
+            else (float(value) if isinstance(spec.default, float) else value)
+        )
+    reason = check_combination(result)
+    if reason:
+        raise ParameterError(reason)
+    return result
+
+
+def descriptor(spec: ParamSpec) -> Any:
+    """rcl_interfaces ParameterDescriptor of a spec (description, ranges, read_only, choices in text)."""
+    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+
+    types = {
+        bool: ParameterType.PARAMETER_BOOL,
+        int: ParameterType.PARAMETER_INTEGER,
+        float: ParameterType.PARAMETER_DOUBLE,
+        str: ParameterType.PARAMETER_STRING,
+        list: ParameterType.PARAMETER_STRING_ARRAY,
+    }
+    text = spec.description + (f" (one of: {', '.join(spec.choices)})" if spec.choices else "")
+    result = ParameterDescriptor(
+        name=spec.name, type=types[type(spec.default)], description=text, read_only=spec.read_only
+    )
+    if spec.min_value is not None and spec.max_value is not None:
+        if isinstance(spec.default, float):
+            result.floating_point_range = [
+                FloatingPointRange(from_value=float(spec.min_value), to_value=float(spec.max_value), step=0.0)
+            ]
+        elif isinstance(spec.default, int) and not isinstance(spec.default, bool):
+            result.integer_range = [
+                IntegerRange(from_value=int(spec.min_value), to_value=int(spec.max_value), step=0)
+            ]
+    return result
+
+
+def nested_defaults(names: Sequence[str] | None = None) -> dict[str, Any]:
+    """Defaults as the nested mapping of a ROS parameter YAML (`a.b` -> {'a': {'b': ...}})."""
+    tree: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        if names is not None and spec.name not in names:
+            continue
+        node = tree
+        *parents, leaf = spec.name.split(".")
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[leaf] = spec.default
+    return tree

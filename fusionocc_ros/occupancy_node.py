@@ -1,0 +1,682 @@
+"""The ROS 2 occupancy node: six cameras + one lidar + odometry in, FusionOcc 3D semantic occupancy out.
+
+Inner workings: subscription callbacks only check messages (encoding, sizes, fields, frame ids; a bad
+message is rejected with a log line and a counter, never an exception) and hand them to a
+`LidarAnchoredSync`. The newest complete group goes to a single-slot mailbox read by one worker thread (an
+older group still waiting there is dropped and counted, so nothing queues up when inference is slower than
+the sensors). The worker decodes the images, looks up the ego pose from odometry, runs the `Predictor`
+(temporal history inside) and publishes every output stamped with the lidar sweep's stamp in the ego frame.
+
+Topics (all private, remap them): inputs `~/input/<camera>/image` (raw) or
+`~/input/<camera>/image/compressed`, `~/input/<camera>/camera_info`, `~/input/pointcloud`,
+`~/input/odometry`; outputs `~/output/occupied_voxels`, `~/output/markers`, `~/output/dense_grid`,
+`~/output/occupancy_grid`, `~/debug/processing_time_ms`, `~/debug/<stage>_ms`, and `/diagnostics`.
+Parameters: `fusionocc_ros.node_params`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import bisect
+import logging
+import pathlib
+import threading
+import time
+from collections import Counter, deque
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from rclpy.node import Node
+
+from fusionocc_core.geometry import quat_to_matrix
+from fusionocc_core.predictor import Predictor, PredictorError, SensorFrame
+from fusionocc_ros import conversions
+from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration
+from fusionocc_ros.conversions import ConversionError
+from fusionocc_ros.node_params import PARAMETERS, SPECS, ParameterError, check_value, descriptor, validate
+from fusionocc_ros.sync import LidarAnchoredSync, SyncGroup
+
+DEFAULT_PARAMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "fusionocc.param.yaml"
+DEBUG_STAGES = ("decode", "images", "history", "depth", "inference", "publish")
+_NS = 1_000_000_000
+
+
+class NodeSetupError(RuntimeError):
+    """The node cannot start (bad parameters, calibration or model); the message says what to fix."""
+
+
+@dataclass
+class _CameraModel:
+    """Latest intrinsics of one camera and the image size they refer to (0 = unknown)."""
+
+    intrinsics: np.ndarray
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class _Sweep:
+    """A checked, decoded lidar sweep waiting for its images."""
+
+    stamp: Any  # builtin_interfaces/Time of the lidar header
+    points: np.ndarray  # (N, 5) lidar frame
+
+
+class OdometryBuffer:
+    """Ego poses from odometry, interpolated at a stamp (linear translation, normalised-lerp rotation).
+
+    Args:
+        capacity: poses kept.
+        max_offset_ns: a stamp farther than this from every pose gets None [ns].
+    """
+
+    def __init__(self, *, capacity: int, max_offset_ns: int) -> None:
+        self._stamps: deque[int] = deque(maxlen=capacity)
+        self._poses: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=capacity)  # (translation, wxyz)
+        self._max_offset = max_offset_ns
+
+    def add(self, stamp_ns: int, translation: np.ndarray, quaternion_wxyz: np.ndarray) -> None:
+        """Adds a pose; a stamp older than the newest clears the buffer first (time went backwards)."""
+        if self._stamps and stamp_ns <= self._stamps[-1]:
+            if stamp_ns == self._stamps[-1]:
+                return
+            self._stamps.clear()
+            self._poses.clear()
+        self._stamps.append(stamp_ns)
+        self._poses.append((np.asarray(translation, np.float64), np.asarray(quaternion_wxyz, np.float64)))
+
+    def pose_at(self, stamp_ns: int) -> np.ndarray | None:
+        """(4, 4) ego -> odometry-frame pose at `stamp_ns`, or None when no pose is close enough."""
+        stamps = self._stamps
+        if not stamps:
+            return None
+        index = bisect.bisect_left(stamps, stamp_ns)
+        if index < len(stamps) and stamps[index] == stamp_ns:
+            return _pose_matrix(*self._poses[index])
+        if 0 < index < len(stamps):
+            before, after = stamps[index - 1], stamps[index]
+            if min(stamp_ns - before, after - stamp_ns) <= self._max_offset and after - before <= 4 * max(
+                self._max_offset, 1
+            ):
+                weight = (stamp_ns - before) / (after - before)
+                (t0, q0), (t1, q1) = self._poses[index - 1], self._poses[index]
+                q1 = q1 if float(np.dot(q0, q1)) >= 0 else -q1
+                return _pose_matrix(t0 + weight * (t1 - t0), q0 + weight * (q1 - q0))
+        nearest = min(
+            (i for i in (index - 1, index) if 0 <= i < len(stamps)), key=lambda i: abs(stamps[i] - stamp_ns)
+        )
+        if abs(stamps[nearest] - stamp_ns) <= self._max_offset:
+            return _pose_matrix(*self._poses[nearest])
+        return None
+
+
+def _pose_matrix(translation: np.ndarray, quaternion_wxyz: np.ndarray) -> np.ndarray:
+    pose = np.eye(4)
+    pose[:3, :3] = quat_to_matrix(quaternion_wxyz)
+    pose[:3, 3] = translation
+    return pose
+
+
+def _stamp_ns(stamp: Any) -> int:
+    return int(stamp.sec) * _NS + int(stamp.nanosec)
+
+
+class OccupancyNode(Node):
+    """The occupancy node (see the module docstring).
+
+    Args:
+        predictor: an already built Predictor (tests, embedding); built from the parameters when None.
+        node_name: ROS node name.
+        **node_options: passed to rclpy's Node (context, parameter_overrides, cli_args, namespace, ...).
+
+    Raises:
+        NodeSetupError: invalid parameters, an unreadable calibration or a model that cannot be loaded.
+    """
+
+    def __init__(
+        self, *, predictor: Predictor | None = None, node_name: str = "occupancy_node", **node_options: Any
+    ) -> None:
+        super().__init__(node_name, **node_options)
+        self._counters: Counter[str] = Counter()
+        self._lock = threading.Lock()
+        self._mailbox: SyncGroup | None = None
+        self._mailbox_cv = threading.Condition()
+        self._stopping = False
+        self._worker: threading.Thread | None = None
+        try:
+            self._params = self._declare_parameters()
+            self._calibration = self._load_calibration()
+            self._cameras = tuple(self._params["camera_names"])
+            self._predictor = predictor if predictor is not None else self._build_predictor()
+        except NodeSetupError:
+            super().destroy_node()
+            raise
+        self._input_size = self._predictor.input_size
+        self._camera_models: dict[str, _CameraModel] = {}
+        for name in self._cameras:
+            entry = self._calibration[name]
+            if entry.intrinsics is not None:
+                width, height = entry.image_size or (0, 0)
+                self._camera_models[name] = _CameraModel(entry.intrinsics, width, height)
+        p = self._params
+        self._sync = LidarAnchoredSync(
+            self._cameras,
+            window_min_s=p["sync.window_min_s"],
+            window_max_s=p["sync.window_max_s"],
+            camera_queue_size=p["sync.camera_queue_size"],
+            lidar_queue_size=p["sync.lidar_queue_size"],
+            arrival_slack_s=p["sync.arrival_slack_s"],
+            reset_jump_s=p["sync.reset_jump_s"],
+        )
+        self._odometry = OdometryBuffer(
+            capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS)
+        )
+        self._create_interfaces()
+        self._last_output_monotonic: float | None = None
+        self._last_processing_ms = float("nan")
+        self._reported_failures = 0
+        self._worker = threading.Thread(target=self._work, name="fusionocc-inference", daemon=True)
+        self._worker.start()
+        self.get_logger().info(
+            f"ready: {len(self._cameras)} cameras ({p['image_transport']}), model input {self._input_size}, "
+            f"device {self._predictor.device}, precision {self._predictor.precision}, "
+            f"outputs in {p['ego_frame']}"
+        )
+
+    # ---------------------------------------------------------------------------------------------- setup
+
+    def _declare_parameters(self) -> dict[str, Any]:
+        values = {}
+        for spec in PARAMETERS:
+            try:
+                values[spec.name] = self.declare_parameter(spec.name, spec.default, descriptor(spec)).value
+            except Exception as error:  # rclpy raises several types for out-of-range / wrong-type values
+                raise NodeSetupError(f"parameter {spec.name}: {error}") from None
+        try:
+            params = validate(values)
+        except ParameterError as error:
+            raise NodeSetupError(str(error)) from None
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+        return params
+
+    def _on_set_parameters(self, parameters: list[Any]) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
+        for parameter in parameters:
+            spec = SPECS.get(parameter.name)
+            if spec is None:
+                continue
+            reason = check_value(spec, parameter.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        for parameter in parameters:
+            if parameter.name in SPECS and hasattr(self, "_params"):
+                self._params[parameter.name] = parameter.value
+        return SetParametersResult(successful=True)
+
+    def _load_calibration(self) -> Calibration:
+        try:
+            calibration = load_calibration(self._params["calibration_file"])
+            calibration.require([*self._params["camera_names"], self._params["lidar_name"]])
+        except CalibrationError as error:
+            raise NodeSetupError(str(error)) from None
+        if calibration.ego_frame != self._params["ego_frame"]:
+            self.get_logger().warning(
+                f"calibration is relative to {calibration.ego_frame!r} but ego_frame is "
+                f"{self._params['ego_frame']!r}; outputs are labelled {self._params['ego_frame']!r}"
+            )
+        return calibration
+
+    def _build_predictor(self) -> Predictor:
+        p = self._params
+        options = {
+            "device": p["device"],
+            "precision": p["precision"],
+            "camera_names": tuple(p["camera_names"]),
+            "temporal": p["temporal.enabled"],
+            "keyframe_interval_s": p["temporal.keyframe_interval_s"],
+            "num_lidar_keyframes": p["temporal.num_lidar_keyframes"],
+            "max_gap_s": p["temporal.max_gap_s"],
+            "max_pose_jump_m": p["temporal.max_pose_jump_m"],
+        }
+        try:
+            if p["checkpoint"]:
+                return Predictor.from_checkpoint(p["checkpoint"], **options)
+            self.get_logger().warning(
+                f"no checkpoint given: preset {p['preset']!r} with RANDOM weights (seed {p['seed']}); the "
+                "occupancy is meaningless, set `checkpoint` for real output"
+            )
+            return Predictor.from_preset(p["preset"], seed=p["seed"], **options)
+        except (PredictorError, OSError, ValueError, ImportError) as error:
+            raise NodeSetupError(f"cannot build the model: {error}") from None
+
+    def _create_interfaces(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from nav_msgs.msg import OccupancyGrid, Odometry
+        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+        from std_msgs.msg import Float64
+        from visualization_msgs.msg import MarkerArray
+
+        p = self._params
+        sensor_qos = QoSProfile(
+            depth=p["qos_depth"],
+            reliability=qos_profile_sensor_data.reliability,
+            history=qos_profile_sensor_data.history,
+            durability=qos_profile_sensor_data.durability,
+        )
+        compressed = p["image_transport"] == "compressed"
+        for name in self._cameras:
+            topic = f"~/input/{name}/image" + ("/compressed" if compressed else "")
+            self.create_subscription(
+                CompressedImage if compressed else Image,
+                topic,
+                lambda msg, name=name: self._on_image(name, msg),
+                sensor_qos,
+            )
+            self.create_subscription(
+                CameraInfo,
+                f"~/input/{name}/camera_info",
+                lambda msg, name=name: self._on_camera_info(name, msg),
+                sensor_qos,
+            )
+        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_pointcloud, sensor_qos)
+        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, sensor_qos)
+
+        out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
+        self._pub_voxels = self.create_publisher(PointCloud2, "~/output/occupied_voxels", out_qos)
+        self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", out_qos)
+        self._pub_dense = self.create_publisher(Image, "~/output/dense_grid", out_qos)
+        self._pub_grid = self.create_publisher(OccupancyGrid, "~/output/occupancy_grid", out_qos)
+        self._pub_debug = {
+            stage: self.create_publisher(Float64, f"~/debug/{stage}_ms", out_qos) for stage in DEBUG_STAGES
+        }
+        self._pub_debug["processing_time"] = self.create_publisher(
+            Float64, "~/debug/processing_time_ms", out_qos
+        )
+        self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
+        self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+
+    # ------------------------------------------------------------------------------------------ callbacks
+
+    def _count(self, key: str, amount: int = 1) -> None:
+        with self._lock:
+            self._counters[key] += amount
+
+    def _reject(self, topic: str, reason: str, detail: str) -> None:
+        self._count(f"rejected:{topic}:{reason}")
+        self.get_logger().warning(f"rejected {topic} message ({reason}): {detail}", throttle_duration_sec=1.0)
+
+    def _frame_ok(self, topic: str, frame_id: str, expected: str) -> bool:
+        if self._params["check_frame_ids"] and frame_id != expected:
+            self._reject(topic, "frame_id", f"header.frame_id {frame_id!r}, calibration expects {expected!r}")
+            return False
+        return True
+
+    def _on_camera_info(self, name: str, msg: Any) -> None:
+        self._count(f"in:{name}/camera_info")
+        intrinsics = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
+        if not np.isfinite(intrinsics).all() or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
+            self._reject(f"{name}/camera_info", "intrinsics", f"K = {intrinsics.tolist()}")
+            return
+        with self._lock:
+            self._camera_models[name] = _CameraModel(intrinsics, int(msg.width), int(msg.height))
+
+    def _on_image(self, name: str, msg: Any) -> None:
+        self._count(f"in:{name}")
+        if not self._frame_ok(name, msg.header.frame_id, self._calibration[name].frame_id):
+            return
+        try:
+            if self._params["image_transport"] == "raw":
+                conversions.check_image(msg)
+                model = self._camera_models.get(name)
+                if (
+                    model is not None
+                    and model.width
+                    and (msg.width, msg.height) != (model.width, model.height)
+                ):
+                    raise ConversionError(
+                        f"image is {msg.width}x{msg.height}, camera_info says {model.width}x{model.height}",
+                        reason="size",
+                    )
+            elif len(msg.data) == 0:
+                raise ConversionError("compressed image has no data", reason="empty")
+        except ConversionError as error:
+            self._reject(name, error.reason, str(error))
+            return
+        self._offer(lambda: self._sync.add_camera(name, _stamp_ns(msg.header.stamp), msg))
+
+    def _on_pointcloud(self, msg: Any) -> None:
+        self._count("in:pointcloud")
+        if not self._frame_ok(
+            "pointcloud", msg.header.frame_id, self._calibration[self._params["lidar_name"]].frame_id
+        ):
+            return
+        try:
+            cloud = conversions.pointcloud2_to_xyzir(msg)
+        except ConversionError as error:
+            self._reject("pointcloud", error.reason, str(error))
+            return
+        if cloud.dropped_non_finite:
+            self._count("lidar_non_finite_points", cloud.dropped_non_finite)
+        if cloud.points.shape[0] < self._params["min_lidar_points"]:
+            self._reject(
+                "pointcloud",
+                "too_few_points",
+                f"{cloud.points.shape[0]} finite points ({cloud.dropped_non_finite} NaN/Inf dropped), "
+                f"need {self._params['min_lidar_points']}",
+            )
+            return
+        sweep = _Sweep(msg.header.stamp, cloud.points)
+        self._offer(lambda: self._sync.add_lidar(_stamp_ns(msg.header.stamp), sweep))
+
+    def _on_odometry(self, msg: Any) -> None:
+        self._count("in:odometry")
+        child = msg.child_frame_id
+        if self._params["check_frame_ids"] and child and child != self._params["ego_frame"]:
+            self._reject(
+                "odometry", "frame_id", f"child_frame_id {child!r}, expected {self._params['ego_frame']!r}"
+            )
+            return
+        position, orientation = msg.pose.pose.position, msg.pose.pose.orientation
+        quaternion = np.array([orientation.w, orientation.x, orientation.y, orientation.z])
+        translation = np.array([position.x, position.y, position.z])
+        norm = float(np.linalg.norm(quaternion))
+        if not np.isfinite(translation).all() or not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
+            self._reject("odometry", "pose", f"position {translation.tolist()}, quaternion norm {norm}")
+            return
+        with self._lock:
+            self._odometry.add(_stamp_ns(msg.header.stamp), translation, quaternion / norm)
+
+    def _offer(self, add: Any) -> None:
+        """Runs one synchroniser update and hands the newest complete group to the worker."""
+        with self._lock:
+            groups = add()
+            for key, value in self._sync.counters.items():
+                self._counters[f"sync:{key}"] = value
+        if not groups:
+            return
+        if len(groups) > 1:
+            self._count("dropped:worker_busy", len(groups) - 1)
+        with self._mailbox_cv:
+            if self._mailbox is not None:
+                self._count("dropped:worker_busy")
+            reset = any(g.reset for g in groups)
+            newest = groups[-1]
+            self._mailbox = (
+                newest
+                if not reset or newest.reset
+                else SyncGroup(
+                    newest.stamp_ns, newest.lidar, newest.camera_stamps_ns, newest.cameras, reset=True
+                )
+            )
+            self._mailbox_cv.notify()
+
+    # -------------------------------------------------------------------------------------------- worker
+
+    def _work(self) -> None:
+        while True:
+            with self._mailbox_cv:
+                while self._mailbox is None and not self._stopping:
+                    self._mailbox_cv.wait()
+                if self._stopping:
+                    return
+                group, self._mailbox = self._mailbox, None
+            try:
+                self._process(group)
+            except Exception as error:  # the node never dies on data: count, log, go on
+                self._count("inference_failures")
+                self.get_logger().error(
+                    f"processing the sweep at {group.stamp_ns / _NS:.3f} s failed: "
+                    f"{type(error).__name__}: {error}",
+                    throttle_duration_sec=1.0,
+                )
+
+    def _decode_images(self, group: SyncGroup) -> tuple[list[np.ndarray], np.ndarray]:
+        images, intrinsics = [], []
+        height, width = self._input_size
+        for name, msg in zip(self._cameras, group.cameras, strict=True):
+            with self._lock:
+                model = self._camera_models.get(name)
+            if model is None:
+                raise ConversionError(
+                    f"{name}: no camera_info received and no intrinsics in the calibration",
+                    reason="no_camera_info",
+                )
+            try:
+                if self._params["image_transport"] == "raw":
+                    rgb = conversions.image_to_rgb(msg)
+                else:
+                    min_size = (width, height) if self._params["jpeg_draft"] else None
+                    rgb = conversions.compressed_image_to_rgb(msg, min_size=min_size)
+            except ConversionError as error:
+                raise ConversionError(f"{name}: {error}", reason=error.reason) from None
+            scale = np.eye(3)
+            if model.width and model.height:
+                sx, sy = rgb.shape[1] / model.width, rgb.shape[0] / model.height
+                if abs(sx - sy) > 2.0 / min(rgb.shape[:2]):
+                    raise ConversionError(
+                        f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]}, camera_info says "
+                        f"{model.width}x{model.height}",
+                        reason="size",
+                    )
+                scale = np.diag([sx, sy, 1.0])
+            images.append(rgb)
+            intrinsics.append(scale @ model.intrinsics)
+        return images, np.stack(intrinsics)
+
+    def _process(self, group: SyncGroup) -> None:
+        start = time.perf_counter()
+        try:
+            images, intrinsics = self._decode_images(group)
+        except ConversionError as error:
+            topic = str(error).split(":", 1)[0]
+            self._reject(topic, error.reason, str(error))
+            return
+        decode_ms = (time.perf_counter() - start) * 1e3
+        sweep: _Sweep = group.lidar
+        with self._lock:
+            pose = self._odometry.pose_at(group.stamp_ns)
+        if group.reset:
+            self._predictor.reset("sync_time_reset")
+        if pose is None:
+            self._count("no_odometry")
+            self.get_logger().warning(
+                "no odometry near the sweep stamp: single-frame inference (no temporal fusion)",
+                throttle_duration_sec=5.0,
+            )
+            self._predictor.reset("no_odometry")
+            pose = np.eye(4)
+        lidar = self._calibration[self._params["lidar_name"]]
+        frame = SensorFrame(
+            images=images if len({im.shape for im in images}) > 1 else np.stack(images),
+            intrinsics=intrinsics,
+            cam_to_ego=np.stack([self._calibration[name].sensor_to_ego for name in self._cameras]),
+            lidar_points=sweep.points,
+            lidar_to_ego=lidar.sensor_to_ego,
+            ego_to_global=pose,
+            stamp_s=group.stamp_ns / _NS,
+            camera_names=self._cameras,
+        )
+        result = self._predictor.predict(frame)
+        publish_start = time.perf_counter()
+        self._publish(result.labels, sweep.stamp)
+        timings = dict(
+            result.timings_ms, decode=decode_ms, publish=(time.perf_counter() - publish_start) * 1e3
+        )
+        timings["processing_time"] = (time.perf_counter() - start) * 1e3
+        self._publish_timings(timings)
+        with self._lock:
+            self._counters["published"] += 1
+            for reason, count in self._predictor.resets.items():
+                self._counters[f"history_resets:{reason}"] = count
+            self._last_output_monotonic = time.monotonic()
+            self._last_processing_ms = timings["processing_time"]
+
+    def _publish(self, labels: np.ndarray, stamp: Any) -> None:
+        from std_msgs.msg import Header
+
+        header = Header(frame_id=self._params["ego_frame"])
+        header.stamp = stamp
+        self._pub_voxels.publish(conversions.occupancy_to_pointcloud2(labels, header=header))
+        self._pub_dense.publish(conversions.dense_grid_to_image(labels, header=header))
+        self._pub_grid.publish(conversions.occupancy_to_occupancy_grid(labels, header=header))
+        if self._pub_markers.get_subscription_count() > 0:
+            markers, stats = conversions.occupancy_to_marker_array(
+                labels,
+                header=header,
+                max_cubes=int(self._params["markers.max_cubes"]),
+                alpha=float(self._params["markers.alpha"]),
+            )
+            if stats.capped:
+                self._count("markers_capped_cubes", stats.capped)
+            self._pub_markers.publish(markers)
+            self._count("published_markers")
+
+    def _publish_timings(self, timings: dict[str, float]) -> None:
+        from std_msgs.msg import Float64
+
+        for stage, publisher in self._pub_debug.items():
+            if stage in timings:
+                publisher.publish(Float64(data=float(timings[stage])))
+
+    def _publish_diagnostics(self) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+
+        with self._lock:
+            counters = dict(self._counters)
+            last_output = self._last_output_monotonic
+            processing = self._last_processing_ms
+        failures = counters.get("inference_failures", 0)
+        level, message = DiagnosticStatus.OK, "running"
+        if failures > self._reported_failures:
+            level, message = (
+                DiagnosticStatus.WARN,
+                f"{failures - self._reported_failures} inference failure(s)",
+            )
+        elif counters.get("in:pointcloud", 0) and (
+            last_output is None or time.monotonic() - last_output > 5.0
+        ):
+            level, message = DiagnosticStatus.WARN, "lidar arrives but no occupancy was published for 5 s"
+        self._reported_failures = failures
+        status = DiagnosticStatus(
+            level=level,
+            name=f"{self.get_name()}: occupancy",
+            message=message,
+            hardware_id=str(self._predictor.device),
+        )
+        values = [KeyValue(key=key, value=str(value)) for key, value in sorted(counters.items())]
+        values.append(KeyValue(key="last_processing_time_ms", value=f"{processing:.1f}"))
+        values.append(KeyValue(key="precision", value=self._predictor.precision))
+        status.values = values
+        array = DiagnosticArray(status=[status])
+        array.header.stamp = self.get_clock().now().to_msg()
+        self._pub_diagnostics.publish(array)
+
+    # ------------------------------------------------------------------------------------------- public
+
+    @property
+    def counters(self) -> dict[str, int]:
+        """Snapshot of every counter (inputs, rejections, sync drops, failures, published frames)."""
+        with self._lock:
+            return dict(self._counters)
+
+    def wait_idle(self, timeout_s: float = 10.0) -> bool:
+        """Waits until no group is waiting for the worker (tests, tools); False on timeout."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self._mailbox_cv:
+                if self._mailbox is None:
+                    return True
+            time.sleep(0.005)
+        return False
+
+    def destroy_node(self) -> None:
+        """Stops the worker thread, then destroys the node."""
+        with self._mailbox_cv:
+            self._stopping = True
+            self._mailbox_cv.notify_all()
+        worker = self._worker
+        if worker is not None and worker.is_alive() and threading.current_thread() is not worker:
+            worker.join(timeout=30.0)
+        super().destroy_node()
+
+
+# --------------------------------------------------------------------------------------------- entry points
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `fusionocc node` (each becomes a ROS parameter override)."""
+    parser.add_argument(
+        "--params-file",
+        default=str(DEFAULT_PARAMS_FILE) if DEFAULT_PARAMS_FILE.is_file() else "",
+        help="ROS parameter YAML (default: config/fusionocc.param.yaml of this checkout)",
+    )
+    parser.add_argument(
+        "--checkpoint", help="FusionOcc checkpoint; without it the preset runs with random weights"
+    )
+    parser.add_argument("--preset", choices=SPECS["preset"].choices, help="model preset without a checkpoint")
+    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
+    parser.add_argument("--precision", choices=SPECS["precision"].choices)
+    parser.add_argument("--calibration", help="calibration YAML (sensor -> ego extrinsics)")
+    parser.add_argument("--image-transport", choices=SPECS["image_transport"].choices)
+    parser.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="everything after it goes to ROS (remaps, e.g. -r __ns:=/x -r ~/input/odometry:=/odom)",
+    )
+
+
+def ros_arguments(args: argparse.Namespace) -> list[str]:
+    """The rclpy command line equivalent of parsed `fusionocc node` arguments."""
+    ros: list[str] = ["--ros-args"]
+    if args.params_file:
+        ros += ["--params-file", args.params_file]
+    overrides = {
+        "checkpoint": args.checkpoint,
+        "preset": args.preset,
+        "device": args.device,
+        "precision": args.precision,
+        "calibration_file": args.calibration,
+        "image_transport": args.image_transport,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            ros += ["-p", f"{name}:={value}"]
+    extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
+    return ros + extra
+
+
+def run(args: argparse.Namespace) -> int:
+    """`fusionocc node`: runs the node until Ctrl-C."""
+    return main(["fusionocc-node", *ros_arguments(args)])
+
+
+def main(args: list[str] | None = None) -> int:
+    """`ros2 run fusionocc occupancy_node [--ros-args ...]`: spins until Ctrl-C; 1 on a setup error."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    code = 0
+    try:
+        node = OccupancyNode()
+        rclpy.spin(node)
+    except NodeSetupError as error:
+        logging.getLogger("fusionocc.occupancy_node").error("cannot start: %s", error)
+        code = 1
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()
+    return code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

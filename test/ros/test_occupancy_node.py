@@ -1,0 +1,522 @@
+"""The occupancy node over real rclpy: synthetic-world frames in, outputs equal to the Predictor's direct
+prediction; bad messages rejected with counters while good frames keep producing outputs; parameters,
+parameter YAML, launch file and RViz config checked."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import py_compile
+import threading
+import time
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+rclpy = pytest.importorskip("rclpy")
+from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
+from nav_msgs.msg import OccupancyGrid, Odometry  # noqa: E402
+from rclpy.context import Context  # noqa: E402
+from rclpy.executors import MultiThreadedExecutor  # noqa: E402
+from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
+from std_msgs.msg import Float64, Header  # noqa: E402
+from visualization_msgs.msg import MarkerArray  # noqa: E402
+
+from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, GRID_SHAPE, LIDAR_NAME  # noqa: E402
+from fusionocc_core.predictor import Predictor, SensorFrame  # noqa: E402
+from fusionocc_ros import conversions as conv  # noqa: E402
+from fusionocc_ros.calibration import Calibration, SensorCalibration, load_calibration, save_calibration  # noqa: E402
+from fusionocc_ros.node_params import PARAMETERS, nested_defaults  # noqa: E402
+from fusionocc_ros.occupancy_node import (  # noqa: E402
+    NodeSetupError,
+    OccupancyNode,
+    OdometryBuffer,
+    _pose_matrix,
+    add_arguments,
+    ros_arguments,
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+NS = "fusionocc_test"
+NUM_FRAMES = 6  # keyframes used (the synthetic test world has 2 scenes x 4)
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+@dataclass
+class Frame:
+    stamp_us: int
+    lidar_points: np.ndarray  # (N, 5) lidar frame
+    jpegs: list[bytes]  # per camera, CAMERA_NAMES order
+    camera_stamps_us: list[int]
+    camera_sizes: list[tuple[int, int]]  # (width, height)
+    intrinsics: np.ndarray  # (6, 3, 3)
+    ego_translation: np.ndarray
+    ego_rotation: np.ndarray  # w, x, y, z
+
+
+@pytest.fixture(scope="module")
+def world(synth_dataroot, tmp_path_factory):
+    """Keyframes of the synthetic world and a calibration file written from its calibrated_sensor table."""
+    from nuscenes.nuscenes import NuScenes
+
+    nusc = NuScenes("v1.0-mini", str(synth_dataroot), verbose=False)
+    frames: list[Frame] = []
+    sensors: dict[str, SensorCalibration] = {}
+    for scene in nusc.scene:
+        token = scene["first_sample_token"]
+        while token and len(frames) < NUM_FRAMES:
+            sample = nusc.get("sample", token)
+            lidar_sd = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+            points = np.fromfile(synth_dataroot / lidar_sd["filename"], dtype=np.float32).reshape(-1, 5)
+            pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
+            jpegs, stamps, sizes, intrinsics = [], [], [], []
+            for name in (*CAMERA_NAMES, LIDAR_NAME):
+                sd = nusc.get("sample_data", sample["data"][name])
+                cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+                if name not in sensors:
+                    sensors[name] = SensorCalibration(
+                        name, name, np.array(cs["translation"]), np.array(cs["rotation"])
+                    )
+                if name == LIDAR_NAME:
+                    continue
+                jpegs.append((synth_dataroot / sd["filename"]).read_bytes())
+                stamps.append(sd["timestamp"])
+                sizes.append((sd["width"], sd["height"]))
+                intrinsics.append(np.array(cs["camera_intrinsic"]))
+            frames.append(
+                Frame(
+                    lidar_sd["timestamp"],
+                    points,
+                    jpegs,
+                    stamps,
+                    sizes,
+                    np.stack(intrinsics),
+                    np.array(pose["translation"]),
+                    np.array(pose["rotation"]),
+                )
+            )
+            token = sample["next"]
+    path = tmp_path_factory.mktemp("calibration") / "calibration.yaml"
+    save_calibration(Calibration(sensors=sensors), path)
+    return SimpleNamespace(frames=frames, calibration_file=path, calibration=load_calibration(path))
+
+
+class StubModel(torch.nn.Module):
+    """Stands in for FusionOcc until `build_model("tiny")` exists: labels depend on every input."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.config = SimpleNamespace(camera=SimpleNamespace(input_size=(64, 176)))
+        self.mix = torch.nn.Parameter(torch.randn(8, generator=torch.Generator().manual_seed(0)))
+
+    def predict(self, **inputs: torch.Tensor) -> torch.Tensor:
+        images = inputs["images"][0].mean(dim=(2, 3, 4)).flatten()  # (2 * N,)
+        points = inputs["points"]
+        feature = torch.stack(
+            [
+                images.mean(),
+                images.std(),
+                points[:, 1].mean(),
+                points[:, 2].mean(),
+                points[:, 5].max(),
+                inputs["sparse_depth"].sum() / 1e4,
+                inputs["cam_to_key_ego"][0, 1, :, :3, 3].sum(),
+                torch.tensor(points.shape[0] / 1e4),
+            ]
+        )
+        x = torch.linspace(-1, 1, GRID_SHAPE[0])
+        field = (
+            x[:, None, None] * self.mix[:4].sum()
+            + x[None, :, None] * (feature * self.mix).sum()
+            + torch.linspace(0, 1, GRID_SHAPE[2])[None, None, :]
+        )
+        return (torch.floor(field.abs() * 7) % 18).to(torch.uint8)[None]
+
+
+@pytest.fixture(scope="module")
+def model():
+    """The tiny FusionOcc preset with seeded random weights when the model package has it, else a stub."""
+    try:
+        from fusionocc_core.model.presets import build_model
+
+        torch.manual_seed(0)
+        return build_model("tiny").eval()
+    except (ImportError, KeyError, NotImplementedError):
+        return StubModel()
+
+
+def _predictor(model) -> Predictor:
+    return Predictor(model, device="cpu")
+
+
+def _sensor_frame(frame: Frame, calibration: Calibration) -> SensorFrame:
+    """The node's view of a frame, built independently: JPEG decode, calibration, pose as the node does."""
+    from fusionocc_ros.occupancy_node import DEFAULT_PARAMS_FILE  # noqa: F401  (import check only)
+
+    images = [
+        conv.compressed_image_to_rgb(SimpleNamespace(data=jpeg, format="jpeg"), min_size=None)
+        for jpeg in frame.jpegs
+    ]
+    quaternion = frame.ego_rotation / np.linalg.norm(frame.ego_rotation)
+    return SensorFrame(
+        images=np.stack(images),
+        intrinsics=frame.intrinsics,
+        cam_to_ego=np.stack([calibration[name].sensor_to_ego for name in CAMERA_NAMES]),
+        lidar_points=frame.lidar_points,
+        lidar_to_ego=calibration[LIDAR_NAME].sensor_to_ego,
+        ego_to_global=_pose_matrix(frame.ego_translation, quaternion),
+        stamp_s=(frame.stamp_us * 1000) / 1e9,
+        camera_names=CAMERA_NAMES,
+    )
+
+
+# ------------------------------------------------------------------------------------------------ rclpy
+
+
+def _stamp(header: Header, stamp_us: int) -> None:
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp_us * 1000, 1_000_000_000)
+
+
+class Harness:
+    """The node under test plus a driver node that publishes its inputs and records its outputs."""
+
+    def __init__(self, model, calibration_file: pathlib.Path, **overrides) -> None:
+        from rclpy.parameter import Parameter
+
+        self.context = Context()
+        rclpy.init(context=self.context, domain_id=1 + (os.getpid() + 37) % 200)
+        params = {"calibration_file": str(calibration_file), "jpeg_draft": False, **overrides}
+        self.node = OccupancyNode(
+            predictor=_predictor(model),
+            context=self.context,
+            namespace=NS,
+            parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+        )
+        self.driver = rclpy.create_node("driver", context=self.context)
+        self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.driver)
+        self.received: dict[str, list] = {}
+        self.lock = threading.Lock()
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        base = f"/{NS}/occupancy_node"
+        for key, msg_type, topic in (
+            ("voxels", PointCloud2, f"{base}/output/occupied_voxels"),
+            ("dense", Image, f"{base}/output/dense_grid"),
+            ("grid", OccupancyGrid, f"{base}/output/occupancy_grid"),
+            ("time", Float64, f"{base}/debug/processing_time_ms"),
+            ("inference", Float64, f"{base}/debug/inference_ms"),
+            ("diagnostics", DiagnosticArray, "/diagnostics"),
+        ):
+            self.driver.create_subscription(msg_type, topic, lambda m, k=key: self._record(k, m), qos)
+        self.publishers: dict[str, object] = {}
+        self.transport = overrides.get("image_transport", "compressed")
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def subscribe_markers(self) -> None:
+        qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.driver.create_subscription(
+            MarkerArray, f"/{NS}/occupancy_node/output/markers", lambda m: self._record("markers", m), qos
+        )
+
+    def _record(self, key: str, msg) -> None:
+        with self.lock:
+            self.received.setdefault(key, []).append(msg)
+
+    def publish(self, msg_type, topic: str, msg) -> None:
+        if topic not in self.publishers:
+            qos = QoSProfile(depth=20, reliability=ReliabilityPolicy.RELIABLE)
+            self.publishers[topic] = self.driver.create_publisher(
+                msg_type, f"/{NS}/occupancy_node/{topic}", qos
+            )
+            deadline = time.monotonic() + 5.0  # wait for discovery so nothing is lost
+            while self.publishers[topic].get_subscription_count() == 0 and time.monotonic() < deadline:
+                time.sleep(0.01)
+        self.publishers[topic].publish(msg)
+
+    def wait_for(self, key: str, predicate, timeout_s: float = 60.0):
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            with self.lock:
+                for msg in self.received.get(key, []):
+                    if predicate(msg):
+                        return msg
+            if self.node.counters.get("inference_failures"):
+                break
+            time.sleep(0.01)
+        raise AssertionError(
+            f"no matching {key} message within {timeout_s} s; counters: {self.node.counters}"
+        )
+
+    def send_frame(self, frame: Frame, *, camera_info: bool = True, before_images=None) -> None:
+        for i, name in enumerate(CAMERA_NAMES):
+            if camera_info:
+                info = CameraInfo(width=frame.camera_sizes[i][0], height=frame.camera_sizes[i][1])
+                info.header.frame_id = name
+                info.k = frame.intrinsics[i].reshape(-1).tolist()
+                self.publish(CameraInfo, f"input/{name}/camera_info", info)
+        odom = Odometry(child_frame_id="base_link")
+        odom.header.frame_id = "map"
+        _stamp(odom.header, frame.stamp_us)
+        p, q = frame.ego_translation, frame.ego_rotation
+        odom.pose.pose.position.x, odom.pose.pose.position.y, odom.pose.pose.position.z = map(float, p)
+        o = odom.pose.pose.orientation
+        o.w, o.x, o.y, o.z = map(float, q)
+        self.publish(Odometry, "input/odometry", odom)
+        header = Header(frame_id=LIDAR_NAME)
+        _stamp(header, frame.stamp_us)
+        self.publish(
+            PointCloud2, "input/pointcloud", conv.xyzir_to_pointcloud2(frame.lidar_points, header=header)
+        )
+        if before_images:
+            before_images()
+        for i, name in enumerate(CAMERA_NAMES):
+            self.publish_image(frame, i, name)
+
+    def image_msg(self, frame: Frame, index: int, name: str):
+        header = Header(frame_id=name)
+        _stamp(header, frame.camera_stamps_us[index])
+        if self.transport == "compressed":
+            msg = CompressedImage(header=header, format="jpeg")
+            msg.data = __import__("array").array("B", frame.jpegs[index])
+            return CompressedImage, f"input/{name}/image/compressed", msg
+        rgb = conv.compressed_image_to_rgb(SimpleNamespace(data=frame.jpegs[index], format="jpeg"))
+        return Image, f"input/{name}/image", conv.rgb_to_image(rgb, header=header)
+
+    def publish_image(self, frame: Frame, index: int, name: str, mutate=None) -> None:
+        msg_type, topic, msg = self.image_msg(frame, index, name)
+        if mutate is not None:
+            mutate(msg)
+        self.publish(msg_type, topic, msg)
+
+    def close(self) -> None:
+        self.executor.shutdown()
+        self.node.destroy_node()
+        self.driver.destroy_node()
+        self.context.try_shutdown()
+        self.thread.join(timeout=5)
+
+
+def _stamp_of(msg) -> int:
+    return msg.header.stamp.sec * 1_000_000 + msg.header.stamp.nanosec // 1000
+
+
+# ------------------------------------------------------------------------------------------------ tests
+
+
+def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(world, model):
+    harness = Harness(model, world.calibration_file)
+    harness.subscribe_markers()
+    try:
+        for frame in world.frames:
+            harness.send_frame(frame)
+            harness.wait_for("dense", lambda m, s=frame.stamp_us: _stamp_of(m) == s)
+        for frame in world.frames:
+            for key in ("voxels", "grid", "markers"):
+                harness.wait_for(
+                    key,
+                    lambda m, s=frame.stamp_us, k=key: _stamp_of(m.markers[-1] if k == "markers" else m) == s,
+                    timeout_s=10,
+                )
+        counters = harness.node.counters
+    finally:
+        harness.close()
+
+    assert counters["published"] == len(world.frames) == counters["sync:synced"]
+    assert not any(key.startswith("rejected") for key in counters), counters
+    direct = _predictor(model)
+    by_stamp = {
+        key: {_stamp_of(m.markers[-1] if key == "markers" else m): m for m in harness.received[key]}
+        for key in ("dense", "voxels", "grid", "markers")
+    }
+    for frame in world.frames:
+        expected = direct.predict(_sensor_frame(frame, world.calibration)).labels
+        dense = by_stamp["dense"][frame.stamp_us]
+        assert dense.header.frame_id == "base_link"
+        np.testing.assert_array_equal(conv.image_to_dense_grid(dense), expected)
+        np.testing.assert_array_equal(
+            conv.pointcloud2_to_occupancy(by_stamp["voxels"][frame.stamp_us]), expected
+        )
+        np.testing.assert_array_equal(
+            conv.occupancy_grid_to_bev(by_stamp["grid"][frame.stamp_us]), conv.bev_obstacles(expected)
+        )
+        markers = by_stamp["markers"][frame.stamp_us].markers
+        assert sum(len(m.points) for m in markers[1:]) == min(int((expected != FREE_LABEL).sum()), 40_000)
+    assert len(harness.received["time"]) >= len(world.frames)
+    assert all(m.data > 0 for m in harness.received["time"])
+
+
+def test_bad_messages_are_rejected_and_counted_while_good_frames_keep_flowing(world, model):
+    harness = Harness(model, world.calibration_file, image_transport="raw")
+    frames = world.frames[:3]
+
+    def bad_lidar(frame: Frame):
+        def publish():
+            header = Header(frame_id=LIDAR_NAME)
+            _stamp(header, frame.stamp_us)
+            no_intensity = conv.xyzir_to_pointcloud2(frame.lidar_points, header=header)
+            no_intensity.fields = [f for f in no_intensity.fields if f.name != "intensity"]
+            harness.publish(PointCloud2, "input/pointcloud", no_intensity)
+            nan_points = frame.lidar_points.copy()
+            nan_points[:, 0] = np.nan
+            harness.publish(
+                PointCloud2, "input/pointcloud", conv.xyzir_to_pointcloud2(nan_points, header=header)
+            )
+            wrong_frame = conv.xyzir_to_pointcloud2(frame.lidar_points, header=Header(frame_id="velodyne"))
+            harness.publish(PointCloud2, "input/pointcloud", wrong_frame)
+
+        return publish
+
+    def bad_images(frame: Frame):
+        def publish():
+            harness.publish_image(frame, 1, "CAM_FRONT", lambda m: setattr(m, "encoding", "yuv422"))
+            harness.publish_image(frame, 1, "CAM_FRONT", lambda m: setattr(m, "data", m.data[:1000]))
+            harness.publish_image(frame, 4, "CAM_BACK", lambda m: setattr(m.header, "frame_id", "camera"))
+            harness.publish_image(
+                frame,
+                0,
+                "CAM_FRONT_LEFT",
+                lambda m: (setattr(m, "width", m.width // 2), setattr(m, "step", m.step // 2)),
+            )
+
+        return publish
+
+    try:
+        harness.send_frame(frames[0])
+        harness.wait_for("dense", lambda m: _stamp_of(m) == frames[0].stamp_us)
+        # A sweep with some NaN points is still used; the NaN points are dropped and counted.
+        partly_nan = Frame(**{**frames[1].__dict__, "lidar_points": frames[1].lidar_points.copy()})
+        partly_nan.lidar_points[:50, 2] = np.nan
+        harness.send_frame(
+            partly_nan, before_images=lambda: (bad_lidar(frames[1])(), bad_images(frames[1])())
+        )
+        harness.wait_for("dense", lambda m: _stamp_of(m) == frames[1].stamp_us)
+        harness.send_frame(frames[2])
+        harness.wait_for("dense", lambda m: _stamp_of(m) == frames[2].stamp_us)
+        harness.wait_for(
+            "diagnostics",
+            lambda m: any(
+                kv.key == "rejected:CAM_FRONT:encoding" and kv.value == "1" for kv in m.status[0].values
+            ),
+            10,
+        )
+        counters = harness.node.counters
+    finally:
+        harness.close()
+    assert counters["published"] == 3
+    assert counters["rejected:pointcloud:fields"] == 1
+    assert counters["rejected:pointcloud:too_few_points"] == 1
+    assert counters["rejected:pointcloud:frame_id"] == 1
+    assert counters["lidar_non_finite_points"] == len(frames[1].lidar_points) + 50
+    assert counters["rejected:CAM_FRONT:encoding"] == 1
+    assert counters["rejected:CAM_FRONT:truncated"] == 1
+    assert counters["rejected:CAM_BACK:frame_id"] == 1
+    assert counters["rejected:CAM_FRONT_LEFT:size"] == 1
+    assert counters.get("inference_failures", 0) == 0
+    assert counters.get("published_markers", 0) == 0  # nobody subscribed to the markers
+
+
+@pytest.mark.parametrize(
+    "overrides,match",
+    [
+        ({"sync.window_min_s": 0.1, "sync.window_max_s": 0.0}, "must not exceed"),
+        ({"precision": "int8"}, "precision must be one of"),
+        ({"calibration_file": "/nonexistent.yaml"}, "does not exist"),
+        ({"calibration_file": ""}, "calibration_file is required"),
+        ({"camera_names": ["CAM_FRONT", "CAM_TOP"]}, "lacks sensor.*CAM_TOP"),
+        ({"sync.window_max_s": 5.0}, "sync.window_max_s"),
+    ],
+)
+def test_invalid_parameters_stop_the_node_with_a_reason(world, model, overrides, match):
+    from rclpy.parameter import Parameter
+
+    context = Context()
+    rclpy.init(context=context, domain_id=1 + (os.getpid() + 91) % 200)
+    params = {"calibration_file": str(world.calibration_file), **overrides}
+    try:
+        with pytest.raises(NodeSetupError, match=match):
+            OccupancyNode(
+                predictor=_predictor(model),
+                context=context,
+                parameter_overrides=[Parameter(k, value=v) for k, v in params.items()],
+            )
+    finally:
+        context.try_shutdown()
+
+
+def test_odometry_buffer_interpolates_and_refuses_stale_poses():
+    buffer = OdometryBuffer(capacity=10, max_offset_ns=100_000_000)
+    half_turn = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])  # 90 deg about z
+    buffer.add(1_000_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))
+    buffer.add(1_100_000_000, np.array([1.0, 0, 0]), half_turn)
+    middle = buffer.pose_at(1_050_000_000)
+    np.testing.assert_allclose(middle[:3, 3], [0.5, 0, 0])
+    np.testing.assert_allclose(
+        middle[:3, :3] @ [1, 0, 0], [np.cos(np.pi / 4), np.sin(np.pi / 4), 0], atol=1e-9
+    )
+    np.testing.assert_array_equal(
+        buffer.pose_at(1_100_000_000), _pose_matrix(np.array([1.0, 0, 0]), half_turn)
+    )
+    assert buffer.pose_at(1_150_000_000) is not None and buffer.pose_at(1_300_000_000) is None
+    buffer.add(500_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))  # time went backwards: history cleared
+    assert buffer.pose_at(1_100_000_000) is None
+
+
+def test_param_yaml_lists_every_parameter_with_its_default():
+    data = yaml.safe_load((REPO / "config" / "fusionocc.param.yaml").read_text())
+    assert list(data) == ["/**"]
+    assert data["/**"]["ros__parameters"] == nested_defaults()
+    assert len(PARAMETERS) == len({p.name for p in PARAMETERS})
+
+
+def test_cli_arguments_become_ros_parameter_overrides():
+    import argparse
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    args = parser.parse_args(
+        ["--checkpoint", "m.pt", "--device", "cpu", "--calibration", "c.yaml", "--ros-args", "-r", "__ns:=/x"]
+    )
+    ros = ros_arguments(args)
+    assert ros[0] == "--ros-args"
+    assert ["-p", "checkpoint:=m.pt"] == ros[
+        ros.index("checkpoint:=m.pt") - 1 : ros.index("checkpoint:=m.pt") + 1
+    ]
+    assert "calibration_file:=c.yaml" in ros and "device:=cpu" in ros and ros[-2:] == ["-r", "__ns:=/x"]
+
+
+def test_launch_file_compiles_and_names_its_arguments():
+    path = REPO / "launch" / "occupancy.launch.py"
+    py_compile.compile(str(path), doraise=True)
+    text = path.read_text()
+    for argument in (
+        "checkpoint",
+        "preset",
+        "device",
+        "params_file",
+        "image_transport",
+        "use_rviz",
+        "bag",
+        "calibration",
+    ):
+        assert f'"{argument}"' in text
+    assert "generate_launch_description" in text
+
+
+def test_rviz_config_shows_markers_cloud_six_images_and_tf_in_base_link():
+    config = yaml.safe_load((REPO / "config" / "fusionocc.rviz").read_text())
+    displays = config["Visualization Manager"]["Displays"]
+    classes = [d["Class"] for d in displays]
+    assert "rviz_default_plugins/MarkerArray" in classes and "rviz_default_plugins/PointCloud2" in classes
+    assert "rviz_default_plugins/TF" in classes and classes.count("rviz_default_plugins/Image") == 6
+    assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
+    topics = [d.get("Topic", {}).get("Value", "") for d in displays]
+    assert "/fusionocc/occupancy_node/output/markers" in topics

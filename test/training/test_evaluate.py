@@ -1,0 +1,93 @@
+"""fusionocc eval: saved predictions and a model over the synthetic split, both protocols, JSON, errors."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from fusionocc_core.data.collate import collate
+from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
+from fusionocc_core.data.infos import load_infos
+from fusionocc_ros.cli import main as cli_main
+from training.evaluate import evaluate_model, evaluate_predictions
+
+
+@pytest.fixture(scope="module")
+def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval_prepared")
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet", "--no-imgseg"]) == 0
+    return out / "fusionocc_infos.pkl"
+
+
+def _gt(index: dict, info: dict) -> dict[str, np.ndarray]:
+    with np.load(Path(index["dataroot"]) / info["occ_path"]) as data:
+        return {k: data[k] for k in data}
+
+
+def test_pred_dir_perfect_and_shifted(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    index = load_infos(infos)
+    val = [i for i in index["samples"] if i["split"] == "val"]
+    perfect, wrong = tmp_path / "perfect", tmp_path / "wrong"
+    perfect.mkdir(), wrong.mkdir()
+    for info in val:
+        gt = _gt(index, info)
+        np.savez(perfect / f"{info['token']}.npz", semantics=gt["semantics"])
+        np.savez(wrong / f"{info['token']}.npz", semantics=np.roll(gt["semantics"], 5, axis=0))
+    out = tmp_path / "scores.json"
+    assert cli_main(["eval", "--pred-dir", str(perfect), "--infos", str(infos), "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "camera mask" in printed and "no mask" in printed and "mIoU (camera mask" in printed
+    scores = json.loads(out.read_text())
+    assert scores["primary_protocol"] == "camera mask" and scores["split"] == "val"
+    assert scores["miou"] == pytest.approx(100.0)
+    assert scores["no_mask"]["miou"] == pytest.approx(100.0)
+    assert scores["camera_mask"]["num_samples"] == len(val)
+    mask_voxels = sum(int(_gt(index, i)["mask_camera"].sum()) for i in val)
+    assert np.sum(scores["camera_mask"]["confusion_matrix"]) == mask_voxels
+    assert np.sum(scores["no_mask"]["confusion_matrix"]) == len(val) * 200 * 200 * 16
+    shifted = evaluate_predictions(index, wrong, split="val", primary="no mask", progress=False)
+    assert shifted.headline is shifted.no_mask and 0.0 < shifted.no_mask.miou < 0.9
+    assert shifted.to_dict()["miou"] == pytest.approx(100 * shifted.no_mask.miou, abs=1e-3)
+
+
+def test_pred_dir_errors(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "lacks predictions for 4 of 4 samples of split 'val'" in err and "--save-pred" in err
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(tmp_path / "no.pkl")]) == 2
+    assert "fusionocc prepare" in capsys.readouterr().err
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--split", "test"]) == 2
+    assert "split 'test'" in capsys.readouterr().err
+    index = load_infos(infos)
+    for info in index["samples"]:
+        np.savez(tmp_path / f"{info['token']}.npz", labels=np.zeros(3))
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--quiet"]) == 2
+    assert "has no 'semantics' array" in capsys.readouterr().err
+
+
+def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path) -> None:
+    dataset = OccupancyDataset(infos, input_size=(64, 176), train=False, split="val",
+                               config=DatasetConfig(with_imgseg=False))
+    loader = DataLoader(dataset, batch_size=2, collate_fn=collate)
+    calls = []
+
+    def predict_all_car(**inputs: torch.Tensor) -> torch.Tensor:
+        calls.append(sorted(inputs))
+        assert inputs["points"].shape[1] == 6 and inputs["images"].shape[:3] == (2, 2, 6)
+        return torch.full((inputs["images"].shape[0], 200, 200, 16), 4, dtype=torch.uint8)
+
+    result = evaluate_model(predict_all_car, loader, split="val", save_dir=tmp_path, progress=False)
+    assert len(calls) == 2 and "sparse_depth" in calls[0] and "voxel_semantics" not in calls[0]
+    index = load_infos(infos)
+    gts = [_gt(index, i) for i in index["samples"] if i["split"] == "val"]
+    car_column = np.bincount(np.concatenate([g["semantics"][g["mask_camera"] != 0] for g in gts]), minlength=18)
+    np.testing.assert_array_equal(result.camera_mask.confusion[:, 4], car_column)
+    assert result.camera_mask.confusion.sum() == car_column.sum()
+    assert result.no_mask.geometry_iou == pytest.approx(
+        np.mean([(g["semantics"] != 17).mean() for g in gts]), rel=1e-6)
+    again = evaluate_predictions(index, tmp_path, split="val", progress=False)
+    np.testing.assert_array_equal(again.camera_mask.confusion, result.camera_mask.confusion)

@@ -71,9 +71,9 @@ def downsample_depth(depth: torch.Tensor, downsample: int) -> torch.Tensor:
 def depth_one_hot(depth: torch.Tensor, depth_bins: tuple[float, float, float]) -> torch.Tensor:
     """One-hot depth bins exactly as the original get_downsampled_gt_depth (non-SID).
 
-    bin = long((d - (lo - step)) / step) - 1, i.e. [lo, lo + step) -> 0; the original truncates toward zero and
-    keeps values in [0, D + 1) before dropping class 0, so depths in [lo + D*step, lo + (D+1)*step) fall in the
-    last bin and depths below `lo` or without a point give an all-zero row.
+    bin = long((d - (lo - step)) / step) - 1, i.e. [lo, lo + step) -> 0: the original shifts by one step, keeps
+    values in [0, D + 1), one-hot encodes into D + 1 classes and drops class 0. Net effect: depths in [lo, hi)
+    map to bins 0..D-1; depths below `lo`, at or beyond `hi`, or "no point" (1e5) give an all-zero row.
 
     Args:
         depth: (...) depth [m] (1e5 or 0 = none).

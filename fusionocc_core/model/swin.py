@@ -278,7 +278,7 @@ class SwinTransformer(nn.Module):
         self.out_indices = tuple(out_indices)
         self.num_features = tuple(embed_dim * 2**i for i in range(len(depths)))
         self.patch_embed = PatchEmbed(in_channels, embed_dim, patch_size)
-        dpr = torch.linspace(0, drop_path_rate, sum(depths)).tolist()
+        dpr = torch.linspace(0, drop_path_rate, sum(depths), device="cpu").tolist()  # cpu: builds on meta too
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])

@@ -91,3 +91,27 @@ def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path)
         np.mean([(g["semantics"] != 17).mean() for g in gts]), rel=1e-6)
     again = evaluate_predictions(index, tmp_path, split="val", progress=False)
     np.testing.assert_array_equal(again.camera_mask.confusion, result.camera_mask.confusion)
+
+
+@pytest.mark.slow
+def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
+    """The real model path: a tiny-preset checkpoint through the CLI, predictions saved and re-scored."""
+    from fusionocc_core.model.checkpoint import save_checkpoint
+    from fusionocc_core.model.presets import build_model
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
+    preds, out = tmp_path / "preds", tmp_path / "scores.json"
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "tiny.pt"), "--infos", str(infos), "--device", "cpu",
+                     "--num-workers", "0", "--limit", "1", "--save-pred", str(preds), "--out", str(out),
+                     "--quiet"]) == 0
+    scores = json.loads(out.read_text())
+    assert scores["camera_mask"]["num_samples"] == 1 and scores["source"].endswith("tiny.pt")
+    saved = sorted(preds.iterdir())
+    assert len(saved) == 1
+    with np.load(saved[0]) as data:
+        assert data["semantics"].shape == (200, 200, 16) and data["semantics"].dtype == np.uint8
+    index = load_infos(infos)
+    index["samples"] = [i for i in index["samples"] if i["token"] == saved[0].stem]
+    again = evaluate_predictions(index, preds, split="val", progress=False)
+    assert again.camera_mask.confusion.tolist() == scores["camera_mask"]["confusion_matrix"]

@@ -1,7 +1,8 @@
 """FusionOcc camera branch: images of T frames -> lifted 3D feature volumes in the current key-ego frame.
 
 Per frame and camera: image backbone (Swin or ResNet) -> FPN-LSS neck -> 2D cross-modal fusion with the key
-frame's one-hot sparse lidar depth -> depth/context/segmentation net -> lift-splat into the 200 x 200 x 16 grid
+frame's one-hot sparse lidar depth -> depth/context/segmentation net -> lift-splat into the 200 x 200 x 16
+grid
 -> one residual 3D block (`pre_process`). Behaviour follows the original (reference README facts 1-4):
 - frames run previous-first (t = T-1 ... 0), the previous ones without gradients, and the volumes are
   concatenated in that order: cat([prev, key]) on channels;
@@ -9,6 +10,7 @@ frame's one-hot sparse lidar depth -> depth/context/segmentation net -> lift-spl
 - every frame receives the KEY frame's sparse depth, and the camera-parameter MLP always gets the KEY frame's
   cam_to_key_ego (with the frame's own intrinsics and image augmentation).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -66,7 +68,8 @@ class CameraBranchConfig:
 @dataclass
 class CameraBranchOutput:
     """volumes: (B, T*C, Z, Y, X) after the 3D pre-process block, previous frame first (cat[prev, key]).
-    raw_volumes: per-frame lifted volumes before that block, key first: [key, prev, ...], each (B, C, Z, Y, X).
+    raw_volumes: per-frame lifted volumes before that block, key first: [key, prev, ...], each (B, C, Z, Y,
+    X).
     key_depth: (B*N, D, h, w) softmaxed depth of the key frame.
     key_seg_logits: (B*N, classes, h, w) image segmentation logits of the key frame."""
 
@@ -103,15 +106,21 @@ def build_image_backbone(config: CameraBranchConfig) -> tuple[nn.Module, int]:
     """Backbone returning [stride 16, stride 32] maps, and the sum of their channels (the neck input)."""
     if config.backbone == "swin":
         backbone = SwinTransformer(
-            embed_dim=config.swin_embed_dim, depths=config.swin_depths, num_heads=config.swin_num_heads,
-            window_size=config.swin_window_size, out_indices=(2, 3), drop_path_rate=config.swin_drop_path_rate,
-            use_checkpoint=config.use_checkpoint)
+            embed_dim=config.swin_embed_dim,
+            depths=config.swin_depths,
+            num_heads=config.swin_num_heads,
+            window_size=config.swin_window_size,
+            out_indices=(2, 3),
+            drop_path_rate=config.swin_drop_path_rate,
+            use_checkpoint=config.use_checkpoint,
+        )
         return backbone, sum(backbone.out_channels)
     if config.backbone in RESNET_LAYOUTS:
         backbone = ResNet(config.backbone)
         return backbone, sum(backbone.out_channels)
-    raise ValueError(f"Unknown camera backbone '{config.backbone}'; choose 'swin' or one of "
-                     f"{sorted(RESNET_LAYOUTS)}.")
+    raise ValueError(
+        f"Unknown camera backbone '{config.backbone}'; choose 'swin' or one of {sorted(RESNET_LAYOUTS)}."
+    )
 
 
 class CameraBranch(nn.Module):
@@ -123,22 +132,45 @@ class CameraBranch(nn.Module):
             raise ValueError(f"depth_patch_dropout {config.depth_patch_dropout} must be in [0, 1).")
         h, w = config.input_size
         if h % 32 or w % 32:
-            raise ValueError(f"Camera input size {config.input_size} must be divisible by 32 (stride-32 maps "
-                             "are upsampled x2 onto the stride-16 maps).")
+            raise ValueError(
+                f"Camera input size {config.input_size} must be divisible by 32 (stride-32 maps "
+                "are upsampled x2 onto the stride-16 maps)."
+            )
         self.config = config
         self.backbone, neck_in = build_image_backbone(config)
         self.neck = FPNLSSNeck(neck_in, config.neck_channels)
-        self.fusion = CrossModalFusion(config.neck_channels, config.num_depth_bins, config.fusion_mid_channels)
-        self.depth_net = DepthSegNet(2 * config.fusion_mid_channels, config.fusion_mid_channels,
-                                     config.num_depth_bins, config.feature_channels, config.num_classes,
-                                     config.aspp_mid_channels)
-        self.lift_splat = LiftSplat(config.input_size, config.downsample, config.depth_bins, config.grid_lower,
-                                    config.voxel_size, config.grid_shape, cache_plans=config.cache_plans)
+        self.fusion = CrossModalFusion(
+            config.neck_channels, config.num_depth_bins, config.fusion_mid_channels
+        )
+        self.depth_net = DepthSegNet(
+            2 * config.fusion_mid_channels,
+            config.fusion_mid_channels,
+            config.num_depth_bins,
+            config.feature_channels,
+            config.num_classes,
+            config.aspp_mid_channels,
+        )
+        self.lift_splat = LiftSplat(
+            config.input_size,
+            config.downsample,
+            config.depth_bins,
+            config.grid_lower,
+            config.voxel_size,
+            config.grid_shape,
+            cache_plans=config.cache_plans,
+        )
         self.pre_process = ResidualBlock3d(config.feature_channels, config.feature_channels)
 
-    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor,
-                sparse_depth: torch.Tensor) -> CameraBranchOutput:
+    def forward(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        sparse_depth: torch.Tensor,
+    ) -> CameraBranchOutput:
         """Run all frames.
 
         Args:
@@ -155,16 +187,26 @@ class CameraBranch(nn.Module):
         """
         b, t, n = images.shape[:3]
         self._check_shapes(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth)
-        depth_one_hot = depth_input_patches(sparse_depth.reshape(b * n, *sparse_depth.shape[2:]),
-                                            self.config.downsample, self.config.depth_bins)  # (BN, D, h, w)
+        depth_one_hot = depth_input_patches(
+            sparse_depth.reshape(b * n, *sparse_depth.shape[2:]),
+            self.config.downsample,
+            self.config.depth_bins,
+        )  # (BN, D, h, w)
         volumes: list[torch.Tensor] = []
         raw: list[torch.Tensor] = []
         key_depth = key_seg = None
         for frame in range(t - 1, -1, -1):  # previous frames first, as the original
             with torch.set_grad_enabled(torch.is_grad_enabled() and frame == 0):
                 volume, depth, seg_logits = self.lift_frame(
-                    images[:, frame], intrinsics[:, frame], cam_to_key_ego[:, frame], post_rots[:, frame],
-                    post_trans[:, frame], bda, depth_one_hot, cam_to_key_ego[:, 0])
+                    images[:, frame],
+                    intrinsics[:, frame],
+                    cam_to_key_ego[:, frame],
+                    post_rots[:, frame],
+                    post_trans[:, frame],
+                    bda,
+                    depth_one_hot,
+                    cam_to_key_ego[:, 0],
+                )
                 raw.insert(0, volume)
                 volumes.append(self.pre_process(volume))
             if frame == 0:
@@ -172,38 +214,67 @@ class CameraBranch(nn.Module):
         assert key_depth is not None and key_seg is not None
         return CameraBranchOutput(torch.cat(volumes, dim=1), raw, key_depth, key_seg)
 
-    def lift_frame(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                   post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor,
-                   depth_one_hot: torch.Tensor, key_cam_to_key_ego: torch.Tensor
-                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """One frame: (B, N, 3, H, W) -> volume (B, C, Z, Y, X), depth (BN, D, h, w), seg logits (BN, K, h, w)."""
+    def lift_frame(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        depth_one_hot: torch.Tensor,
+        key_cam_to_key_ego: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One frame: (B, N, 3, H, W) -> volume (B, C, Z, Y, X), depth (BN, D, h, w), seg logits (BN, K, h,
+        w)."""
         b, n = images.shape[:2]
         image_feat = self.neck(self.backbone(images.flatten(0, 1)))  # (BN, C_neck, h, w)
         if self.training and self.config.depth_patch_dropout > 0:
-            drop = torch.rand(depth_one_hot.shape[0], 1, *depth_one_hot.shape[2:], device=depth_one_hot.device)
+            drop = torch.rand(
+                depth_one_hot.shape[0], 1, *depth_one_hot.shape[2:], device=depth_one_hot.device
+            )
             depth_one_hot = depth_one_hot.masked_fill(drop < self.config.depth_patch_dropout, 0.0)
         fused = self.fusion(image_feat, depth_one_hot)  # (BN, 2 mid, h, w)
         params = camera_params(intrinsics, post_rots, post_trans, bda, key_cam_to_key_ego)  # (B, N, 27)
         depth_logits, feat, seg_logits = self.depth_net(fused, params)
         depth = depth_logits.softmax(dim=1)  # (BN, D, h, w)
         h, w = depth.shape[-2:]
-        volume = self.lift_splat(depth.view(b, n, -1, h, w), feat.view(b, n, -1, h, w), intrinsics,
-                                 cam_to_key_ego, post_rots, post_trans, bda)  # (B, C, Z, Y, X)
+        volume = self.lift_splat(
+            depth.view(b, n, -1, h, w),
+            feat.view(b, n, -1, h, w),
+            intrinsics,
+            cam_to_key_ego,
+            post_rots,
+            post_trans,
+            bda,
+        )  # (B, C, Z, Y, X)
         return volume, depth, seg_logits
 
-    def _check_shapes(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                      post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor,
-                      sparse_depth: torch.Tensor) -> None:
+    def _check_shapes(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        sparse_depth: torch.Tensor,
+    ) -> None:
         if images.ndim != 6 or images.shape[3] != 3:
             raise ValueError(f"CameraBranch: images must be (B, T, N, 3, H, W), got {tuple(images.shape)}.")
         b, t, n, _, h, w = images.shape
         if (h, w) != tuple(self.config.input_size):
-            raise ValueError(f"CameraBranch: images are {h}x{w} but the branch was built for input_size "
-                             f"{self.config.input_size}.")
+            raise ValueError(
+                f"CameraBranch: images are {h}x{w} but the branch was built for input_size "
+                f"{self.config.input_size}."
+            )
         expected = {
-            "intrinsics": (intrinsics, (b, t, n, 3, 3)), "cam_to_key_ego": (cam_to_key_ego, (b, t, n, 4, 4)),
-            "post_rots": (post_rots, (b, t, n, 3, 3)), "post_trans": (post_trans, (b, t, n, 3)),
-            "bda": (bda, (b, 3, 3)), "sparse_depth": (sparse_depth, (b, n, h, w)),
+            "intrinsics": (intrinsics, (b, t, n, 3, 3)),
+            "cam_to_key_ego": (cam_to_key_ego, (b, t, n, 4, 4)),
+            "post_rots": (post_rots, (b, t, n, 3, 3)),
+            "post_trans": (post_trans, (b, t, n, 3)),
+            "bda": (bda, (b, 3, 3)),
+            "sparse_depth": (sparse_depth, (b, n, h, w)),
         }
         for name, (tensor, shape) in expected.items():
             if tuple(tensor.shape) != shape:

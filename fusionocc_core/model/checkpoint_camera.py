@@ -1,10 +1,12 @@
 """Original FusionOcc checkpoint names -> `CameraBranch` state-dict names (camera branch only).
 
-Pure function; the full-model conversion calls it for the keys under `CAMERA_PREFIXES`. Rename rules are listed
+Pure function; the full-model conversion calls it for the keys under `CAMERA_PREFIXES`. Rename rules are
+listed
 explicitly below, first match wins. No tensor needs a reshape: our Swin patch merging uses the original's
 nn.Unfold channel order. The original stores each Swin `relative_position_index` buffer; ours is derived from
 the window size (non-persistent), so the conversion checks the stored values and drops them.
 """
+
 from __future__ import annotations
 
 import math
@@ -63,7 +65,8 @@ def convert_camera_key(key: str) -> str | None:
 def convert_camera_state_dict(original: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """Convert the camera-branch part of an original FusionOcc state dict to `CameraBranch` names.
 
-    Keys outside `CAMERA_PREFIXES` (lidar branch, 3D encoder, head) are ignored: the full conversion owns them.
+    Keys outside `CAMERA_PREFIXES` (lidar branch, 3D encoder, head) are ignored: the full conversion owns
+    them.
     Load the result with `camera_branch.load_state_dict(converted, strict=True)`.
 
     Args:
@@ -93,7 +96,8 @@ def convert_camera_state_dict(original: dict[str, torch.Tensor]) -> dict[str, to
         converted[new_key] = value
     if unmapped:
         raise CheckpointConversionError(
-            f"{len(unmapped)} camera-branch key(s) have no rename rule: " + ", ".join(sorted(unmapped)))
+            f"{len(unmapped)} camera-branch key(s) have no rename rule: " + ", ".join(sorted(unmapped))
+        )
     return converted
 
 

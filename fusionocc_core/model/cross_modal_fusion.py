@@ -3,10 +3,14 @@ plus the image/depth input convolutions and the residual block after it, which t
 CrossModalLSS as img_reduce_conv / depth_encoder / further_fuse).
 
 Channel step: each path's global average goes through Linear + Sigmoid, and each path is re-weighted by the
-OTHER path's channel weights; both are concatenated and mixed by a 3x3 conv-BN-ReLU. Spatial step: each half of
-the mixed map is averaged over channels and turned into a per-pixel gate by 1x1 convs 1 -> mid/2 -> 1 with ReLU
-(ReLU, not sigmoid, after the last conv, as the original); residual gating f_c + z_d * f_c and f_d + z_c * f_d.
+OTHER path's channel weights; both are concatenated and mixed by a 3x3 conv-BN-ReLU. Spatial step: each half
+of
+the mixed map is averaged over channels and turned into a per-pixel gate by 1x1 convs 1 -> mid/2 -> 1 with
+ReLU
+(ReLU, not sigmoid, after the last conv, as the original); residual gating f_c + z_d * f_c and f_d + z_c *
+f_d.
 """
+
 from __future__ import annotations
 
 import torch
@@ -49,7 +53,8 @@ class CrossModalFusion(nn.Module):
         self.mid_channels = mid_channels
         self.image_reduce = conv_bn_relu(image_channels, mid_channels)
         self.depth_encoder = nn.Sequential(
-            *conv_bn_relu(depth_channels, mid_channels), *conv_bn_relu(mid_channels, mid_channels))
+            *conv_bn_relu(depth_channels, mid_channels), *conv_bn_relu(mid_channels, mid_channels)
+        )
         self.channel_gate_image = nn.Sequential(nn.Linear(mid_channels, mid_channels), nn.Sigmoid())
         self.channel_gate_depth = nn.Sequential(nn.Linear(mid_channels, mid_channels), nn.Sigmoid())
         self.fuse_conv = conv_bn_relu(2 * mid_channels, 2 * mid_channels)

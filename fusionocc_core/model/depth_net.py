@@ -1,9 +1,11 @@
 """BEVDepth-style depth / context / segmentation net of FusionOcc (the original's DepthSegNet).
 
-A BatchNorm1d + three MLPs turn 27 camera-parameter values into squeeze-excitation gates of three branches that
+A BatchNorm1d + three MLPs turn 27 camera-parameter values into squeeze-excitation gates of three branches
+that
 each start with a 3x3 reduce conv: depth (2 BasicBlocks, ASPP, 1x1 -> D logits), context (3x3 -> C/2) and
 segmentation (3x3 -> C/2 + BasicBlock, 1x1 head -> classes). The lifted feature is cat(segmentation, context).
 """
+
 from __future__ import annotations
 
 import torch
@@ -14,8 +16,13 @@ from fusionocc_core.model.resnet import BasicBlock
 NUM_CAMERA_PARAMS = 27
 
 
-def camera_params(intrinsics: torch.Tensor, post_rots: torch.Tensor, post_trans: torch.Tensor,
-                  bda: torch.Tensor, cam_to_key_ego: torch.Tensor) -> torch.Tensor:
+def camera_params(
+    intrinsics: torch.Tensor,
+    post_rots: torch.Tensor,
+    post_trans: torch.Tensor,
+    bda: torch.Tensor,
+    cam_to_key_ego: torch.Tensor,
+) -> torch.Tensor:
     """The 27 values of BEVDepth's get_mlp_input, in its order.
 
     fx, fy, cx, cy, post_rot[0,0], post_rot[0,1], post_tran[0], post_rot[1,0], post_rot[1,1], post_tran[1],
@@ -34,12 +41,26 @@ def camera_params(intrinsics: torch.Tensor, post_rots: torch.Tensor, post_trans:
     """
     b, n = intrinsics.shape[:2]
     bda = bda.view(b, 1, 3, 3).expand(b, n, 3, 3)
-    values = torch.stack([
-        intrinsics[..., 0, 0], intrinsics[..., 1, 1], intrinsics[..., 0, 2], intrinsics[..., 1, 2],
-        post_rots[..., 0, 0], post_rots[..., 0, 1], post_trans[..., 0],
-        post_rots[..., 1, 0], post_rots[..., 1, 1], post_trans[..., 1],
-        bda[..., 0, 0], bda[..., 0, 1], bda[..., 1, 0], bda[..., 1, 1], bda[..., 2, 2],
-    ], dim=-1)  # (B, N, 15)
+    values = torch.stack(
+        [
+            intrinsics[..., 0, 0],
+            intrinsics[..., 1, 1],
+            intrinsics[..., 0, 2],
+            intrinsics[..., 1, 2],
+            post_rots[..., 0, 0],
+            post_rots[..., 0, 1],
+            post_trans[..., 0],
+            post_rots[..., 1, 0],
+            post_rots[..., 1, 1],
+            post_trans[..., 1],
+            bda[..., 0, 0],
+            bda[..., 0, 1],
+            bda[..., 1, 0],
+            bda[..., 1, 1],
+            bda[..., 2, 2],
+        ],
+        dim=-1,
+    )  # (B, N, 15)
     return torch.cat([values, cam_to_key_ego[..., :3, :].reshape(b, n, 12)], dim=-1)
 
 
@@ -75,8 +96,9 @@ class ASPPBranch(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, dilation: int) -> None:
         super().__init__()
         padding = 0 if kernel_size == 1 else dilation
-        self.atrous_conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=padding, dilation=dilation,
-                                     bias=False)
+        self.atrous_conv = nn.Conv2d(
+            in_channels, out_channels, kernel_size, padding=padding, dilation=dilation, bias=False
+        )
         self.bn = nn.BatchNorm2d(out_channels)
         self.relu = nn.ReLU()
 
@@ -126,8 +148,15 @@ class DepthSegNet(nn.Module):
         aspp_mid_channels: ASPP branch width (96).
     """
 
-    def __init__(self, in_channels: int, mid_channels: int, depth_channels: int, feature_channels: int,
-                 num_classes: int, aspp_mid_channels: int) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        mid_channels: int,
+        depth_channels: int,
+        feature_channels: int,
+        num_classes: int,
+        aspp_mid_channels: int,
+    ) -> None:
         super().__init__()
         self.seg_channels = feature_channels // 2
         self.context_channels = feature_channels - self.seg_channels
@@ -154,8 +183,9 @@ class DepthSegNet(nn.Module):
         )
         self.seg_out = nn.Conv2d(self.seg_channels, num_classes, 1)
 
-    def forward(self, x: torch.Tensor, camera_param_values: torch.Tensor
-                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, camera_param_values: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """x (BN, C, h, w), camera_param_values (BN, 27) -> depth logits (BN, D, h, w),
         features (BN, feature_channels, h, w) = cat(seg, context), segmentation logits (BN, classes, h, w)."""
         params = self.camera_param_bn(camera_param_values.reshape(-1, NUM_CAMERA_PARAMS))  # (BN, 27)

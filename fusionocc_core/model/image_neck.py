@@ -1,6 +1,8 @@
 """FPN-LSS image neck: upsample the stride-32 map x2 (bilinear, align_corners=True), concatenate it after the
-stride-16 map, two 3x3 conv-BN-ReLU. Parameter names (`conv.0`, `conv.1`, `conv.3`, `conv.4`) match the original
+stride-16 map, two 3x3 conv-BN-ReLU. Parameter names (`conv.0`, `conv.1`, `conv.3`, `conv.4`) match the
+original
 FPN_LSS."""
+
 from __future__ import annotations
 
 import torch
@@ -32,6 +34,8 @@ class FPNLSSNeck(nn.Module):
         # The original upsamples by a fixed factor 2; sizes must then agree (input sizes divisible by 32).
         x32 = F.interpolate(x32, scale_factor=2.0, mode="bilinear", align_corners=True)
         if x32.shape[-2:] != x16.shape[-2:]:
-            raise ValueError(f"FPN-LSS: upsampled stride-32 map {tuple(x32.shape[-2:])} does not match the "
-                             f"stride-16 map {tuple(x16.shape[-2:])}; use input sizes divisible by 32.")
+            raise ValueError(
+                f"FPN-LSS: upsampled stride-32 map {tuple(x32.shape[-2:])} does not match the "
+                f"stride-16 map {tuple(x16.shape[-2:])}; use input sizes divisible by 32."
+            )
         return self.conv(torch.cat([x16, x32], dim=1))  # (B, out, h, w)

@@ -1,15 +1,24 @@
 """Sparse lidar depth for the camera branch: project points into every (augmented) image, keep the nearest
 depth per pixel, then reduce to the feature grid and one-hot encode into the depth bins as the original does.
 """
+
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
 
 
-def sparse_depth_map(points_xyz: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor,
-                     post_rots: torch.Tensor, post_trans: torch.Tensor, height: int, width: int,
-                     min_depth: float = 1.0, max_depth: float = 45.0) -> torch.Tensor:
+def sparse_depth_map(
+    points_xyz: torch.Tensor,
+    intrinsics: torch.Tensor,
+    cam_to_ego: torch.Tensor,
+    post_rots: torch.Tensor,
+    post_trans: torch.Tensor,
+    height: int,
+    width: int,
+    min_depth: float = 1.0,
+    max_depth: float = 45.0,
+) -> torch.Tensor:
     """Nearest-point depth image per camera, as the original's PointToMultiViewDepth (downsample 1).
 
     A point lands on pixel round(u), round(v) with pixel = post_rot @ (K @ X_cam / z) + post_tran; points with
@@ -42,7 +51,7 @@ def sparse_depth_map(points_xyz: torch.Tensor, intrinsics: torch.Tensor, cam_to_
     u, v, depth = torch.round(uvz[..., 0]), torch.round(uvz[..., 1]), uvz[..., 2]
     kept = (u >= 0) & (u < width) & (v >= 0) & (v < height) & (depth >= min_depth) & (depth < max_depth)
     cam_idx = torch.arange(n, device=pts.device)[:, None].expand_as(u)
-    flat = (cam_idx * height * width + v.clamp(0, height - 1).long() * width + u.clamp(0, width - 1).long())
+    flat = cam_idx * height * width + v.clamp(0, height - 1).long() * width + u.clamp(0, width - 1).long()
     out = torch.full((n * height * width,), float("inf"), device=pts.device, dtype=torch.float32)
     out.scatter_reduce_(0, flat[kept], depth[kept], reduce="amin")
     out = torch.where(torch.isinf(out), torch.zeros_like(out), out)
@@ -71,7 +80,8 @@ def downsample_depth(depth: torch.Tensor, downsample: int) -> torch.Tensor:
 def depth_one_hot(depth: torch.Tensor, depth_bins: tuple[float, float, float]) -> torch.Tensor:
     """One-hot depth bins exactly as the original get_downsampled_gt_depth (non-SID).
 
-    bin = long((d - (lo - step)) / step) - 1, i.e. [lo, lo + step) -> 0: the original shifts by one step, keeps
+    bin = long((d - (lo - step)) / step) - 1, i.e. [lo, lo + step) -> 0: the original shifts by one step,
+    keeps
     values in [0, D + 1), one-hot encodes into D + 1 classes and drops class 0. Net effect: depths in [lo, hi)
     map to bins 0..D-1; depths below `lo`, at or beyond `hi`, or "no point" (1e5) give an all-zero row.
 
@@ -89,8 +99,9 @@ def depth_one_hot(depth: torch.Tensor, depth_bins: tuple[float, float, float]) -
     return F.one_hot(d.long(), num_classes=num_bins + 1)[..., 1:].float()
 
 
-def depth_input_patches(sparse_depth: torch.Tensor, downsample: int,
-                        depth_bins: tuple[float, float, float]) -> torch.Tensor:
+def depth_input_patches(
+    sparse_depth: torch.Tensor, downsample: int, depth_bins: tuple[float, float, float]
+) -> torch.Tensor:
     """Sparse image depth -> one-hot depth on the feature grid, channels first.
 
     Args:

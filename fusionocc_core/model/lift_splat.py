@@ -7,11 +7,14 @@ tensor and the index into the feature tensor. Pooling is then one gather-multipl
 volume[voxel] = sum over points of depth[point] * feature[pixel of point].
 
 Plans depend only on the geometry; `LiftSplat(cache_plans=True)` keeps the last few plans keyed on the exact
-values of the geometry tensors (a static rig reuses the plan of its key frame; a changed value builds a new one).
+values of the geometry tensors (a static rig reuses the plan of its key frame; a changed value builds a new
+one).
 
-Quirk kept for checkpoint fidelity: voxel indices are computed as the original does, ((p - lower) / size).long(),
+Quirk kept for checkpoint fidelity: voxel indices are computed as the original does, ((p - lower) /
+size).long(),
 which truncates toward zero, so points up to one voxel below the lower bound land in voxel 0.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -22,8 +25,9 @@ import torch
 from torch import nn
 
 
-def create_frustum(depth_bins: tuple[float, float, float], input_size: tuple[int, int],
-                   downsample: int) -> torch.Tensor:
+def create_frustum(
+    depth_bins: tuple[float, float, float], input_size: tuple[int, int], downsample: int
+) -> torch.Tensor:
     """Frustum template (D, h, w, 3) of (u [px], v [px], depth [m]) in the augmented input image.
 
     Like the original, u and v are `linspace(0, W - 1, w)` / `linspace(0, H - 1, h)` (not pixel centres).
@@ -37,8 +41,14 @@ def create_frustum(depth_bins: tuple[float, float, float], input_size: tuple[int
     return torch.stack((u, v, d), -1)
 
 
-def frustum_to_ego(frustum: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor,
-                   post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
+def frustum_to_ego(
+    frustum: torch.Tensor,
+    intrinsics: torch.Tensor,
+    cam_to_ego: torch.Tensor,
+    post_rots: torch.Tensor,
+    post_trans: torch.Tensor,
+    bda: torch.Tensor,
+) -> torch.Tensor:
     """Ego positions (B, N, D, h, w, 3) of the frustum points; same operation order as the original.
 
     Args:
@@ -75,30 +85,49 @@ class PoolingPlan:
     batch_size: int
 
 
-def plan_voxel_pooling(points: torch.Tensor, grid_lower: tuple[float, float, float],
-                       voxel_size: tuple[float, float, float], grid_shape: tuple[int, int, int]) -> PoolingPlan:
+def plan_voxel_pooling(
+    points: torch.Tensor,
+    grid_lower: tuple[float, float, float],
+    voxel_size: tuple[float, float, float],
+    grid_shape: tuple[int, int, int],
+) -> PoolingPlan:
     """Build the pooling plan from frustum ego positions (B, N, D, h, w, 3); grid_shape is (X, Y, Z)."""
     b, n, d, h, w, _ = points.shape
     num_points = b * n * d * h * w
     device = points.device
     ranks_depth = torch.arange(num_points, device=device)
-    ranks_feat = torch.arange(num_points // d, device=device).view(b, n, 1, h, w).expand(b, n, d, h, w).flatten()
+    ranks_feat = (
+        torch.arange(num_points // d, device=device).view(b, n, 1, h, w).expand(b, n, d, h, w).flatten()
+    )
     lower = torch.tensor(grid_lower, dtype=torch.float32, device=device)
     size = torch.tensor(voxel_size, dtype=torch.float32, device=device)
     coor = ((points.float() - lower) / size).long().view(num_points, 3)  # truncation toward zero, as original
     nx, ny, nz = grid_shape
-    kept = ((coor[:, 0] >= 0) & (coor[:, 0] < nx) & (coor[:, 1] >= 0) & (coor[:, 1] < ny)
-            & (coor[:, 2] >= 0) & (coor[:, 2] < nz))
+    kept = (
+        (coor[:, 0] >= 0)
+        & (coor[:, 0] < nx)
+        & (coor[:, 1] >= 0)
+        & (coor[:, 1] < ny)
+        & (coor[:, 2] >= 0)
+        & (coor[:, 2] < nz)
+    )
     batch_idx = torch.arange(b, device=device).repeat_interleave(num_points // b)
-    coor, ranks_depth, ranks_feat, batch_idx = coor[kept], ranks_depth[kept], ranks_feat[kept], batch_idx[kept]
+    coor, ranks_depth, ranks_feat, batch_idx = (
+        coor[kept],
+        ranks_depth[kept],
+        ranks_feat[kept],
+        batch_idx[kept],
+    )
     ranks_bev = ((batch_idx * nz + coor[:, 2]) * ny + coor[:, 1]) * nx + coor[:, 0]
     order = ranks_bev.argsort()
-    return PoolingPlan(ranks_bev[order].contiguous(), ranks_depth[order].contiguous(),
-                       ranks_feat[order].contiguous(), b)
+    return PoolingPlan(
+        ranks_bev[order].contiguous(), ranks_depth[order].contiguous(), ranks_feat[order].contiguous(), b
+    )
 
 
-def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingPlan,
-               grid_shape: tuple[int, int, int]) -> torch.Tensor:
+def voxel_pool(
+    depth: torch.Tensor, feat: torch.Tensor, plan: PoolingPlan, grid_shape: tuple[int, int, int]
+) -> torch.Tensor:
     """Splat depth-weighted features into voxels.
 
     Args:
@@ -118,10 +147,16 @@ def voxel_pool(depth: torch.Tensor, feat: torch.Tensor, plan: PoolingPlan,
     return out.view(b, nz, ny, nx, c).permute(0, 4, 1, 2, 3).contiguous()
 
 
-def voxel_pool_naive(points: torch.Tensor, depth: torch.Tensor, feat: torch.Tensor,
-                     grid_lower: tuple[float, float, float], voxel_size: tuple[float, float, float],
-                     grid_shape: tuple[int, int, int]) -> torch.Tensor:
-    """Reference for tests: loop over every frustum point in float64 numpy, same voxel rule, (B, C, Z, Y, X)."""
+def voxel_pool_naive(
+    points: torch.Tensor,
+    depth: torch.Tensor,
+    feat: torch.Tensor,
+    grid_lower: tuple[float, float, float],
+    voxel_size: tuple[float, float, float],
+    grid_shape: tuple[int, int, int],
+) -> torch.Tensor:
+    """Reference for tests: loop over every frustum point in float64 numpy, same voxel rule, (B, C, Z, Y,
+    X)."""
     dep = depth.detach().cpu().double().numpy()
     fea = feat.detach().cpu().double().numpy()
     b, n, d, h, w, _ = points.shape
@@ -152,9 +187,17 @@ class LiftSplat(nn.Module):
         cache_size: Plans kept (least recently used dropped).
     """
 
-    def __init__(self, input_size: tuple[int, int], downsample: int, depth_bins: tuple[float, float, float],
-                 grid_lower: tuple[float, float, float], voxel_size: tuple[float, float, float],
-                 grid_shape: tuple[int, int, int], cache_plans: bool = False, cache_size: int = 4) -> None:
+    def __init__(
+        self,
+        input_size: tuple[int, int],
+        downsample: int,
+        depth_bins: tuple[float, float, float],
+        grid_lower: tuple[float, float, float],
+        voxel_size: tuple[float, float, float],
+        grid_shape: tuple[int, int, int],
+        cache_plans: bool = False,
+        cache_size: int = 4,
+    ) -> None:
         super().__init__()
         self.input_size = tuple(input_size)
         self.downsample = downsample
@@ -174,8 +217,14 @@ class LiftSplat(nn.Module):
         """Forget all cached pooling plans."""
         self._plans.clear()
 
-    def plan(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, post_rots: torch.Tensor,
-             post_trans: torch.Tensor, bda: torch.Tensor) -> PoolingPlan:
+    def plan(
+        self,
+        intrinsics: torch.Tensor,
+        cam_to_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+    ) -> PoolingPlan:
         """Pooling plan for this geometry (from the cache when enabled and the values match exactly)."""
         geometry = (intrinsics, cam_to_ego, post_rots, post_trans, bda)
         if not self.cache_plans:
@@ -191,19 +240,35 @@ class LiftSplat(nn.Module):
             self._plans.move_to_end(key)
         return plan
 
-    def _build_plan(self, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor, post_rots: torch.Tensor,
-                    post_trans: torch.Tensor, bda: torch.Tensor) -> PoolingPlan:
+    def _build_plan(
+        self,
+        intrinsics: torch.Tensor,
+        cam_to_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+    ) -> PoolingPlan:
         with torch.no_grad():
             points = frustum_to_ego(self.frustum, intrinsics, cam_to_ego, post_rots, post_trans, bda)
             return plan_voxel_pooling(points, self.grid_lower, self.voxel_size, self.grid_shape)
 
-    def forward(self, depth: torch.Tensor, feat: torch.Tensor, intrinsics: torch.Tensor, cam_to_ego: torch.Tensor,
-                post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        depth: torch.Tensor,
+        feat: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+    ) -> torch.Tensor:
         """depth (B, N, D, h, w), feat (B, N, C, h, w), geometry as `frustum_to_ego` -> (B, C, Z, Y, X)."""
         d, h, w = self.frustum.shape[:3]
         if depth.shape[2:] != (d, h, w) or feat.shape[3:] != (h, w):
-            raise ValueError(f"LiftSplat: depth {tuple(depth.shape)} / features {tuple(feat.shape)} do not match "
-                             f"the frustum (D={d}, h={h}, w={w}) of input size {self.input_size}.")
+            raise ValueError(
+                f"LiftSplat: depth {tuple(depth.shape)} / features {tuple(feat.shape)} do not match "
+                f"the frustum (D={d}, h={h}, w={w}) of input size {self.input_size}."
+            )
         plan = self.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda)
         return voxel_pool(depth, feat, plan, self.grid_shape)
 

@@ -1,9 +1,12 @@
 """Plain ResNet-18/34/50 image backbone returning the stride-16 and stride-32 maps (layer3, layer4).
 
-Parameter names follow torchvision/timm (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, ...), so an
-ImageNet ResNet state dict loads directly (its `fc.*` keys are not used: load with `strict=False` or drop them).
+Parameter names follow torchvision/timm (`conv1`, `bn1`, `layer1.0.conv1`, `layer1.0.downsample.0`, ...), so
+an
+ImageNet ResNet state dict loads directly (its `fc.*` keys are not used: load with `strict=False` or drop
+them).
 Used by the light presets instead of Swin-B.
 """
+
 from __future__ import annotations
 
 import torch
@@ -15,8 +18,9 @@ class BasicBlock(nn.Module):
 
     expansion = 1
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 3, stride, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -37,8 +41,9 @@ class Bottleneck(nn.Module):
 
     expansion = 4
 
-    def __init__(self, in_channels: int, channels: int, stride: int = 1,
-                 downsample: nn.Module | None = None) -> None:
+    def __init__(
+        self, in_channels: int, channels: int, stride: int = 1, downsample: nn.Module | None = None
+    ) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(in_channels, channels, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(channels)
@@ -91,8 +96,9 @@ class ResNet(nn.Module):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def _make_layer(self, block: type[BasicBlock] | type[Bottleneck], channels: int, blocks: int,
-                    stride: int) -> nn.Sequential:
+    def _make_layer(
+        self, block: type[BasicBlock] | type[Bottleneck], channels: int, blocks: int, stride: int
+    ) -> nn.Sequential:
         downsample = None
         if stride != 1 or self._in_channels != channels * block.expansion:
             downsample = nn.Sequential(

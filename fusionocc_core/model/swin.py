@@ -1,13 +1,16 @@
 """Swin Transformer image backbone, numerically identical to the one FusionOcc ships (BEVDet's copy of
-mmseg/mmdet's SwinTransformer): non-overlapping 4x4 patch embedding + LayerNorm, (shifted) window attention with
+mmseg/mmdet's SwinTransformer): non-overlapping 4x4 patch embedding + LayerNorm, (shifted) window attention
+with
 relative position bias, padding to window multiples, nn.Unfold-ordered patch merging, a LayerNorm per output.
 
 Differences from timm that matter for loading weights:
-- patch merging concatenates the 2x2 neighbours in nn.Unfold order (channel-major: index = c * 4 + kh * 2 + kw),
+- patch merging concatenates the 2x2 neighbours in nn.Unfold order (channel-major: index = c * 4 + kh * 2 +
+kw),
   timm uses [x(0,0), x(1,0), x(0,1), x(1,1)] blocks of C channels;
 - the shifted-window attention mask uses -100 (not -inf) and is built on the padded map;
 - the window size is never clamped to the feature size (small maps are padded up to one window).
 """
+
 from __future__ import annotations
 
 import torch
@@ -64,8 +67,11 @@ def window_reverse(windows: torch.Tensor, window_size: int, height: int, width: 
     return x.permute(0, 1, 3, 2, 4, 5).reshape(b, height, width, c)
 
 
-def shifted_window_mask(height: int, width: int, window_size: int, shift: int, device: torch.device) -> torch.Tensor:
-    """Attention mask (nW, w*w, w*w) with 0 inside a region and -100 across regions of the rolled padded map."""
+def shifted_window_mask(
+    height: int, width: int, window_size: int, shift: int, device: torch.device
+) -> torch.Tensor:
+    """Attention mask (nW, w*w, w*w) with 0 inside a region and -100 across regions of the rolled padded
+    map."""
     img_mask = torch.zeros((1, height, width, 1), device=device)
     slices = (slice(0, -window_size), slice(-window_size, -shift), slice(-shift, None))
     region = 0
@@ -81,8 +87,15 @@ def shifted_window_mask(height: int, width: int, window_size: int, shift: int, d
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, qkv_bias: bool = True,
-                 attn_drop: float = 0.0, proj_drop: float = 0.0) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        qkv_bias: bool = True,
+        attn_drop: float = 0.0,
+        proj_drop: float = 0.0,
+    ) -> None:
         super().__init__()
         if dim % num_heads != 0:
             raise ValueError(f"Swin: dim {dim} is not divisible by num_heads {num_heads}.")
@@ -92,7 +105,9 @@ class WindowAttention(nn.Module):
         self.relative_position_bias_table = nn.Parameter(torch.zeros((2 * window_size - 1) ** 2, num_heads))
         # Derived from window_size alone, so not stored in checkpoints (the original stores it; the
         # conversion checks and drops it).
-        self.register_buffer("relative_position_index", relative_position_index(window_size), persistent=False)
+        self.register_buffer(
+            "relative_position_index", relative_position_index(window_size), persistent=False
+        )
         self.qkv = nn.Linear(dim, dim * 3, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop)
         self.proj = nn.Linear(dim, dim)
@@ -121,8 +136,16 @@ class ShiftedWindowAttention(nn.Module):
     The attention module is called `w_msa` as in the original so that state-dict names line up.
     """
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift_size: int, qkv_bias: bool,
-                 attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift_size: int,
+        qkv_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         if not 0 <= shift_size < window_size:
             raise ValueError(f"Swin: shift_size {shift_size} must be in [0, window_size={window_size}).")
@@ -168,12 +191,23 @@ class FeedForward(nn.Module):
 class SwinBlock(nn.Module):
     """Pre-norm transformer block: x + attn(LN(x)), then x + ffn(LN(x)), each with stochastic depth."""
 
-    def __init__(self, dim: int, num_heads: int, window_size: int, shift: bool, mlp_ratio: float,
-                 qkv_bias: bool, drop: float, attn_drop: float, drop_path_prob: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int,
+        window_size: int,
+        shift: bool,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop: float,
+        attn_drop: float,
+        drop_path_prob: float,
+    ) -> None:
         super().__init__()
         self.norm1 = nn.LayerNorm(dim)
-        self.attn = ShiftedWindowAttention(dim, num_heads, window_size, window_size // 2 if shift else 0,
-                                           qkv_bias, attn_drop, drop)
+        self.attn = ShiftedWindowAttention(
+            dim, num_heads, window_size, window_size // 2 if shift else 0, qkv_bias, attn_drop, drop
+        )
         self.norm2 = nn.LayerNorm(dim)
         self.ffn = FeedForward(dim, int(mlp_ratio * dim), drop)
         self.drop_path = DropPath(drop_path_prob)
@@ -184,7 +218,8 @@ class SwinBlock(nn.Module):
 
 
 class PatchMerging(nn.Module):
-    """2x2 neighbourhood -> LayerNorm(4C) -> Linear(4C, 2C) in nn.Unfold channel order (see module docstring)."""
+    """2x2 neighbourhood -> LayerNorm(4C) -> Linear(4C, 2C) in nn.Unfold channel order (see module
+    docstring)."""
 
     def __init__(self, dim: int, out_dim: int) -> None:
         super().__init__()
@@ -205,19 +240,41 @@ class PatchMerging(nn.Module):
 class SwinStage(nn.Module):
     """`depth` blocks alternating regular and shifted windows, then optional patch merging."""
 
-    def __init__(self, dim: int, depth: int, num_heads: int, window_size: int, mlp_ratio: float, qkv_bias: bool,
-                 drop: float, attn_drop: float, drop_path_probs: list[float], downsample: bool,
-                 use_checkpoint: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        depth: int,
+        num_heads: int,
+        window_size: int,
+        mlp_ratio: float,
+        qkv_bias: bool,
+        drop: float,
+        attn_drop: float,
+        drop_path_probs: list[float],
+        downsample: bool,
+        use_checkpoint: bool,
+    ) -> None:
         super().__init__()
         self.blocks = nn.ModuleList(
-            SwinBlock(dim, num_heads, window_size, i % 2 == 1, mlp_ratio, qkv_bias, drop, attn_drop,
-                      drop_path_probs[i])
+            SwinBlock(
+                dim,
+                num_heads,
+                window_size,
+                i % 2 == 1,
+                mlp_ratio,
+                qkv_bias,
+                drop,
+                attn_drop,
+                drop_path_probs[i],
+            )
             for i in range(depth)
         )
         self.downsample = PatchMerging(dim, 2 * dim) if downsample else None
         self.use_checkpoint = use_checkpoint
 
-    def forward(self, x: torch.Tensor, hw_shape: tuple[int, int]) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
+    def forward(
+        self, x: torch.Tensor, hw_shape: tuple[int, int]
+    ) -> tuple[torch.Tensor, tuple[int, int], torch.Tensor]:
         """Returns (input of the next stage, its (H, W), this stage's output before merging)."""
         for block in self.blocks:
             if self.use_checkpoint and x.requires_grad:
@@ -231,7 +288,8 @@ class SwinStage(nn.Module):
 
 
 class PatchEmbed(nn.Module):
-    """Conv patch embedding (kernel = stride = patch_size) after zero-padding to patch multiples, + LayerNorm."""
+    """Conv patch embedding (kernel = stride = patch_size) after zero-padding to patch multiples, +
+    LayerNorm."""
 
     def __init__(self, in_channels: int, embed_dim: int, patch_size: int) -> None:
         super().__init__()
@@ -265,11 +323,20 @@ class SwinTransformer(nn.Module):
         use_checkpoint: Recompute blocks in backward to save memory (the original does this by default).
     """
 
-    def __init__(self, embed_dim: int = 128, depths: tuple[int, ...] = (2, 2, 18, 2),
-                 num_heads: tuple[int, ...] = (4, 8, 16, 32), window_size: int = 12,
-                 out_indices: tuple[int, ...] = (2, 3), mlp_ratio: float = 4.0, drop_path_rate: float = 0.1,
-                 patch_size: int = 4, in_channels: int = 3, qkv_bias: bool = True,
-                 use_checkpoint: bool = False) -> None:
+    def __init__(
+        self,
+        embed_dim: int = 128,
+        depths: tuple[int, ...] = (2, 2, 18, 2),
+        num_heads: tuple[int, ...] = (4, 8, 16, 32),
+        window_size: int = 12,
+        out_indices: tuple[int, ...] = (2, 3),
+        mlp_ratio: float = 4.0,
+        drop_path_rate: float = 0.1,
+        patch_size: int = 4,
+        in_channels: int = 3,
+        qkv_bias: bool = True,
+        use_checkpoint: bool = False,
+    ) -> None:
         super().__init__()
         if len(depths) != len(num_heads):
             raise ValueError(f"Swin: depths {depths} and num_heads {num_heads} differ in length.")
@@ -282,9 +349,21 @@ class SwinTransformer(nn.Module):
         self.stages = nn.ModuleList()
         for i, depth in enumerate(depths):
             start = sum(depths[:i])
-            self.stages.append(SwinStage(
-                self.num_features[i], depth, num_heads[i], window_size, mlp_ratio, qkv_bias, 0.0, 0.0,
-                dpr[start:start + depth], downsample=i < len(depths) - 1, use_checkpoint=use_checkpoint))
+            self.stages.append(
+                SwinStage(
+                    self.num_features[i],
+                    depth,
+                    num_heads[i],
+                    window_size,
+                    mlp_ratio,
+                    qkv_bias,
+                    0.0,
+                    0.0,
+                    dpr[start : start + depth],
+                    downsample=i < len(depths) - 1,
+                    use_checkpoint=use_checkpoint,
+                )
+            )
         for i in self.out_indices:
             self.add_module(f"norm{i}", nn.LayerNorm(self.num_features[i]))
         self.apply(self._init_weights)

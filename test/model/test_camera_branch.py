@@ -1,5 +1,6 @@
 """Camera branch: conformance with the original's reduced_a outputs, official checkpoint key/shape mapping,
 gradients, determinism and input checks."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,9 @@ import torch
 
 from fusionocc_core.model.camera_branch import CameraBranch, CameraBranchConfig
 from fusionocc_core.model.checkpoint_camera import (
-    CAMERA_PREFIXES, CheckpointConversionError, convert_camera_state_dict,
+    CAMERA_PREFIXES,
+    CheckpointConversionError,
+    convert_camera_state_dict,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
@@ -19,13 +22,29 @@ REDUCED = REFERENCE / "reduced_a"
 
 # reduced_a/README.txt: Swin embed 32, depths 2-2-2-2, heads 1-2-4-8, window 12; FPN_LSS out 64; CrossModalLSS
 # mid 32, aspp_mid 16, feature_channels 8; input (128, 352); grids unchanged.
-REDUCED_A = CameraBranchConfig(swin_embed_dim=32, swin_depths=(2, 2, 2, 2), swin_num_heads=(1, 2, 4, 8),
-                               neck_channels=64, input_size=(128, 352), fusion_mid_channels=32,
-                               aspp_mid_channels=16, feature_channels=8)
-TINY = CameraBranchConfig(swin_embed_dim=8, swin_depths=(2, 2, 2, 2), swin_num_heads=(1, 1, 2, 2),
-                          swin_window_size=4, neck_channels=16, input_size=(64, 128), fusion_mid_channels=8,
-                          aspp_mid_channels=4, feature_channels=4,
-                          voxel_size=(2.0, 2.0, 0.8), grid_shape=(40, 40, 8))  # coarse grid: CPU Conv3d is slow
+REDUCED_A = CameraBranchConfig(
+    swin_embed_dim=32,
+    swin_depths=(2, 2, 2, 2),
+    swin_num_heads=(1, 2, 4, 8),
+    neck_channels=64,
+    input_size=(128, 352),
+    fusion_mid_channels=32,
+    aspp_mid_channels=16,
+    feature_channels=8,
+)
+TINY = CameraBranchConfig(
+    swin_embed_dim=8,
+    swin_depths=(2, 2, 2, 2),
+    swin_num_heads=(1, 1, 2, 2),
+    swin_window_size=4,
+    neck_channels=16,
+    input_size=(64, 128),
+    fusion_mid_channels=8,
+    aspp_mid_channels=4,
+    feature_channels=4,
+    voxel_size=(2.0, 2.0, 0.8),
+    grid_shape=(40, 40, 8),
+)  # coarse grid: CPU Conv3d is slow
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -49,8 +68,12 @@ def _reference_inputs() -> dict[str, torch.Tensor]:
     key_ego_to_global = ego2globals[:, 0, 0][:, None, None]
     cam_to_key_ego = (torch.inverse(key_ego_to_global) @ ego2globals @ sensor2egos).float()
     return {
-        "images": images, "intrinsics": intrins.view(b, t, n, 3, 3), "cam_to_key_ego": cam_to_key_ego,
-        "post_rots": post_rots.view(b, t, n, 3, 3), "post_trans": post_trans.view(b, t, n, 3), "bda": bda,
+        "images": images,
+        "intrinsics": intrins.view(b, t, n, 3, 3),
+        "cam_to_key_ego": cam_to_key_ego,
+        "post_rots": post_rots.view(b, t, n, 3, 3),
+        "post_trans": post_trans.view(b, t, n, 3),
+        "bda": bda,
         "sparse_depth": inputs["sparse_depth"][0],
     }
 
@@ -121,9 +144,11 @@ def test_official_manifest_maps_with_equal_shapes_and_counts() -> None:
 
 
 def test_conversion_names_unmapped_keys_and_bad_buffers() -> None:
-    state = {"img_view_transformer.mystery.weight": torch.zeros(1),
-             "pre_process_net.layers.1.0.conv1.conv.weight": torch.zeros(1),  # a second block: not supported
-             "lidar_encoder.conv.weight": torch.zeros(1)}  # other prefixes belong to the full conversion
+    state = {
+        "img_view_transformer.mystery.weight": torch.zeros(1),
+        "pre_process_net.layers.1.0.conv1.conv.weight": torch.zeros(1),  # a second block: not supported
+        "lidar_encoder.conv.weight": torch.zeros(1),
+    }  # other prefixes belong to the full conversion
     with pytest.raises(CheckpointConversionError, match="2 camera-branch key.*mystery.*layers.1.0"):
         convert_camera_state_dict(state)
     bad_index = {"img_backbone.stages.0.blocks.0.attn.w_msa.relative_position_index": torch.zeros(16, 16)}
@@ -139,16 +164,22 @@ def _tiny_inputs(seed: int, b: int = 1, t: int = 2, n: int = 2) -> dict[str, tor
     base = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
     for i in range(n):
         yaw = torch.tensor(3.1416 * i)
-        rot = torch.tensor([[torch.cos(yaw), -torch.sin(yaw), 0], [torch.sin(yaw), torch.cos(yaw), 0], [0, 0, 1]])
+        rot = torch.tensor(
+            [[torch.cos(yaw), -torch.sin(yaw), 0], [torch.sin(yaw), torch.cos(yaw), 0], [0, 0, 1]]
+        )
         cam_to_ego[:, :, i, :3, :3] = rot @ base
     if t > 1:
         cam_to_ego[:, 1, :, 0, 3] = -0.5  # previous frame half a metre behind
     sparse = torch.rand(b, n, h, w, generator=g) * 40 + 1
     sparse[torch.rand(b, n, h, w, generator=g) > 0.05] = 0.0
     return {
-        "images": torch.randn(b, t, n, 3, h, w, generator=g), "intrinsics": intrinsics,
-        "cam_to_key_ego": cam_to_ego, "post_rots": torch.eye(3).repeat(b, t, n, 1, 1),
-        "post_trans": torch.zeros(b, t, n, 3), "bda": torch.eye(3).repeat(b, 1, 1), "sparse_depth": sparse,
+        "images": torch.randn(b, t, n, 3, h, w, generator=g),
+        "intrinsics": intrinsics,
+        "cam_to_key_ego": cam_to_ego,
+        "post_rots": torch.eye(3).repeat(b, t, n, 1, 1),
+        "post_trans": torch.zeros(b, t, n, 3),
+        "bda": torch.eye(3).repeat(b, 1, 1),
+        "sparse_depth": sparse,
     }
 
 
@@ -159,14 +190,21 @@ def test_gradients_reach_all_trainable_parameters_and_not_the_previous_frame() -
     assert out.volumes.shape == (1, 8, 8, 40, 40)
     assert out.raw_volumes[0].requires_grad and not out.raw_volumes[1].requires_grad
     g = torch.Generator().manual_seed(2)
-    loss = (out.volumes * torch.randn(out.volumes.shape, generator=g)).sum() + out.key_seg_logits.square().mean()
+    loss = (
+        out.volumes * torch.randn(out.volumes.shape, generator=g)
+    ).sum() + out.key_seg_logits.square().mean()
     loss = loss + (out.key_depth * torch.randn(out.key_depth.shape, generator=g)).sum()
     loss.backward()
-    missing = [name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
+    missing = [
+        name for name, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()
+    ]
     assert not missing, missing
     # The spatial gates end in a ReLU (as the original) and may be inactive everywhere at initialisation.
-    zero = [name for name, p in model.named_parameters()
-            if p.grad.abs().sum() == 0 and ".spatial_gate_" not in name]
+    zero = [
+        name
+        for name, p in model.named_parameters()
+        if p.grad.abs().sum() == 0 and ".spatial_gate_" not in name
+    ]
     assert not zero, zero
 
 

@@ -1,4 +1,5 @@
 """2D cross-modal fusion: shapes, the gating algebra against a hand-written forward, no-depth behaviour."""
+
 from __future__ import annotations
 
 import pytest
@@ -41,10 +42,16 @@ def test_fusion_matches_hand_written_gating() -> None:
         w_c = torch.sigmoid(fusion.channel_gate_image[0](f_c.mean(dim=(2, 3))))[..., None, None]
         w_d = torch.sigmoid(fusion.channel_gate_depth[0](f_d.mean(dim=(2, 3))))[..., None, None]
         mixed = fusion.fuse_conv(torch.cat([f_c * w_d, f_d * w_c], dim=1))  # each path by the OTHER's weights
-        z_c = torch.relu(fusion.spatial_gate_image[2](torch.relu(fusion.spatial_gate_image[0](
-            mixed[:, :6].mean(1, keepdim=True)))))
-        z_d = torch.relu(fusion.spatial_gate_depth[2](torch.relu(fusion.spatial_gate_depth[0](
-            mixed[:, 6:].mean(1, keepdim=True)))))
+        z_c = torch.relu(
+            fusion.spatial_gate_image[2](
+                torch.relu(fusion.spatial_gate_image[0](mixed[:, :6].mean(1, keepdim=True)))
+            )
+        )
+        z_d = torch.relu(
+            fusion.spatial_gate_depth[2](
+                torch.relu(fusion.spatial_gate_depth[0](mixed[:, 6:].mean(1, keepdim=True)))
+            )
+        )
         expected = fusion.out_block(torch.cat([f_c * (1 + z_d), f_d * (1 + z_c)], dim=1))
         out = fusion(image, depth)
     assert out.shape == (3, 12, 5, 7)
@@ -76,8 +83,14 @@ def test_camera_params_order() -> None:
 
 
 def test_depth_seg_net_shapes_and_feature_split() -> None:
-    net = DepthSegNet(in_channels=16, mid_channels=8, depth_channels=20, feature_channels=6, num_classes=18,
-                      aspp_mid_channels=4).eval()
+    net = DepthSegNet(
+        in_channels=16,
+        mid_channels=8,
+        depth_channels=20,
+        feature_channels=6,
+        num_classes=18,
+        aspp_mid_channels=4,
+    ).eval()
     depth, feature, seg = net(torch.randn(4, 16, 6, 10), torch.randn(2, 2, 27))
     assert depth.shape == (4, 20, 6, 10) and feature.shape == (4, 6, 6, 10) and seg.shape == (4, 18, 6, 10)
     assert net.seg_channels == 3 and net.context_channels == 3

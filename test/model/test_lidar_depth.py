@@ -1,4 +1,5 @@
 """Sparse lidar depth: projection to the right pixel, nearest wins, range limits, the original's binning."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -7,15 +8,19 @@ import pytest
 import torch
 
 from fusionocc_core.model.lidar_depth import (
-    depth_input_patches, depth_one_hot, downsample_depth, sparse_depth_map,
+    depth_input_patches,
+    depth_one_hot,
+    downsample_depth,
+    sparse_depth_map,
 )
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REDUCED = SHARED / "spec" / "reference" / "reduced_a"
 
 # One front camera at the ego origin: camera z = ego x, camera x = -ego y, camera y = -ego z.
-CAM_TO_EGO = torch.tensor([[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0],
-                           [0.0, 0.0, 0.0, 1.0]])[None]
+CAM_TO_EGO = torch.tensor(
+    [[0.0, 0.0, 1.0, 0.0], [-1.0, 0.0, 0.0, 0.0], [0.0, -1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 1.0]]
+)[None]
 K = torch.tensor([[100.0, 0.0, 64.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]])[None]
 POST_ROT = torch.diag(torch.tensor([0.5, 0.5, 1.0]))[None]
 POST_TRAN = torch.tensor([[2.0, -4.0, 0.0]])
@@ -40,8 +45,9 @@ def test_nearest_point_wins_per_pixel() -> None:
 
 
 def test_depth_range_and_image_bounds() -> None:
-    depth = _depth_map([[0.9, 0.0, 0.0], [45.0, 0.0, 0.0], [44.9, 0.0, 0.0], [5.0, 50.0, 0.0],
-                        [-5.0, 0.0, 0.0]])
+    depth = _depth_map(
+        [[0.9, 0.0, 0.0], [45.0, 0.0, 0.0], [44.9, 0.0, 0.0], [5.0, 50.0, 0.0], [-5.0, 0.0, 0.0]]
+    )
     # Only the 44.9 m point survives ([1, 45) m, inside the image, in front of the camera).
     assert (depth > 0).sum() == 1
     assert depth.max() == pytest.approx(44.9)
@@ -54,8 +60,9 @@ def test_matches_reference_sparse_depth() -> None:
     _, sensor2egos, _, intrins, post_rots, post_trans, _ = inputs["img_inputs"]
     points = inputs["points"][0]
     reference = inputs["sparse_depth"][0][0]
-    ours = sparse_depth_map(points[:, :3], intrins[0, :6], sensor2egos[0, :6], post_rots[0, :6],
-                            post_trans[0, :6], 128, 352)
+    ours = sparse_depth_map(
+        points[:, :3], intrins[0, :6], sensor2egos[0, :6], post_rots[0, :6], post_trans[0, :6], 128, 352
+    )
     assert torch.equal(ours > 0, reference > 0)
     diff = (ours - reference).abs()
     # The original sorts by the float32 key pixel_rank + depth / 100, which cannot resolve depths closer than

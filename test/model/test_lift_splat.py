@@ -1,4 +1,5 @@
 """Lift-splat: frustum, ego geometry, pooled volume == naive per-point sum, plan cache keyed on values."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -6,7 +7,12 @@ import pytest
 import torch
 
 from fusionocc_core.model.lift_splat import (
-    LiftSplat, create_frustum, frustum_to_ego, plan_voxel_pooling, voxel_pool, voxel_pool_naive,
+    LiftSplat,
+    create_frustum,
+    frustum_to_ego,
+    plan_voxel_pooling,
+    voxel_pool,
+    voxel_pool_naive,
 )
 
 
@@ -17,6 +23,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 GRID_LOWER = (-40.0, -40.0, -1.0)
 VOXEL = (0.4, 0.4, 0.4)
@@ -34,8 +41,10 @@ def _rig(b: int, n: int, seed: int) -> tuple[torch.Tensor, ...]:
             yaw = float(2 * np.pi * ni / n + 0.3 * torch.rand(1, generator=g))
             # camera z forward -> ego x forward, camera x right -> ego -y, camera y down -> ego -z
             base = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-            rot = torch.tensor([[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0, 0, 1.0]],
-                               dtype=torch.float32)
+            rot = torch.tensor(
+                [[np.cos(yaw), -np.sin(yaw), 0.0], [np.sin(yaw), np.cos(yaw), 0.0], [0, 0, 1.0]],
+                dtype=torch.float32,
+            )
             cam_to_ego[bi, ni, :3, :3] = rot @ base
             cam_to_ego[bi, ni, :3, 3] = torch.tensor([1.0, 0.0, 1.6]) + 0.2 * torch.randn(3, generator=g)
     angle = 0.05 * torch.randn(b, n, generator=g)
@@ -91,7 +100,8 @@ def test_pooled_equals_naive_sum_on_random_inputs() -> None:
 
 
 def test_voxel_index_truncates_toward_zero_like_the_original() -> None:
-    # x = -40.2 is half a voxel below the grid: the original's .long() puts it in voxel 0, floor would drop it.
+    # x = -40.2 is half a voxel below the grid: the original's .long() puts it in voxel 0, floor would drop
+    # it.
     points = torch.tensor([[-40.2, 0.1, 0.1], [-40.5, 0.1, 0.1], [39.9, 39.9, 5.3]]).view(1, 1, 3, 1, 1, 3)
     plan = plan_voxel_pooling(points, GRID_LOWER, VOXEL, GRID)
     assert plan.ranks_depth.tolist() == [0, 2]
@@ -112,26 +122,37 @@ def test_pooling_gradients_reach_depth_and_features() -> None:
 
 def test_plan_cache_hits_only_for_identical_geometry() -> None:
     intrinsics, cam_to_ego, post_rots, post_trans, bda = _rig(1, 2, seed=4)
-    module = LiftSplat((64, 128), 16, (1.0, 45.0, 2.0), GRID_LOWER, VOXEL, GRID, cache_plans=True, cache_size=2)
+    module = LiftSplat(
+        (64, 128), 16, (1.0, 45.0, 2.0), GRID_LOWER, VOXEL, GRID, cache_plans=True, cache_size=2
+    )
     first = module.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda)
     assert module.plan(intrinsics.clone(), cam_to_ego.clone(), post_rots, post_trans, bda) is first
     moved = cam_to_ego.clone()
     moved[0, 0, 0, 3] += 1e-3  # any value change must rebuild
     second = module.plan(intrinsics, moved, post_rots, post_trans, bda)
     assert second is not first
-    assert not torch.equal(second.ranks_depth, first.ranks_depth) or not torch.equal(second.ranks_bev,
-                                                                                      first.ranks_bev)
+    assert not torch.equal(second.ranks_depth, first.ranks_depth) or not torch.equal(
+        second.ranks_bev, first.ranks_bev
+    )
     module.plan(intrinsics, cam_to_ego, post_rots, post_trans, 2 * bda)  # third entry evicts the oldest
     assert module.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda) is not first
     module.clear_cache()
     uncached = LiftSplat((64, 128), 16, (1.0, 45.0, 2.0), GRID_LOWER, VOXEL, GRID)
-    assert uncached.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda) is not \
-        uncached.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda)
+    assert uncached.plan(intrinsics, cam_to_ego, post_rots, post_trans, bda) is not uncached.plan(
+        intrinsics, cam_to_ego, post_rots, post_trans, bda
+    )
 
 
 def test_lift_splat_rejects_mismatched_shapes() -> None:
     intrinsics, cam_to_ego, post_rots, post_trans, bda = _rig(1, 2, seed=5)
     module = LiftSplat((64, 128), 16, (1.0, 45.0, 2.0), GRID_LOWER, VOXEL, GRID)
     with pytest.raises(ValueError, match="frustum"):
-        module(torch.rand(1, 2, 22, 5, 8), torch.rand(1, 2, 3, 5, 8), intrinsics, cam_to_ego, post_rots,
-               post_trans, bda)
+        module(
+            torch.rand(1, 2, 22, 5, 8),
+            torch.rand(1, 2, 3, 5, 8),
+            intrinsics,
+            cam_to_ego,
+            post_rots,
+            post_trans,
+            bda,
+        )

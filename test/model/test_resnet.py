@@ -1,4 +1,5 @@
 """ResNet backbone: stage shapes and torchvision-compatible parameter names / counts."""
+
 from __future__ import annotations
 
 import pytest
@@ -15,11 +16,14 @@ def test_resnet18_returns_stride_16_and_32_maps() -> None:
     assert model.out_channels == (256, 512)
 
 
-@pytest.mark.parametrize("name, params, out", [
-    ("resnet18", 11_176_512, (256, 512)),  # torchvision 11,689,512 minus fc (513,000)
-    ("resnet34", 21_284_672, (256, 512)),  # 21,797,672 - 513,000
-    ("resnet50", 23_508_032, (1024, 2048)),  # 25,557,032 - 2,049,000
-])
+@pytest.mark.parametrize(
+    "name, params, out",
+    [
+        ("resnet18", 11_176_512, (256, 512)),  # torchvision 11,689,512 minus fc (513,000)
+        ("resnet34", 21_284_672, (256, 512)),  # 21,797,672 - 513,000
+        ("resnet50", 23_508_032, (1024, 2048)),  # 25,557,032 - 2,049,000
+    ],
+)
 def test_parameter_counts_match_torchvision_without_fc(name: str, params: int, out: tuple[int, int]) -> None:
     with torch.device("meta"):
         model = ResNet(name)
@@ -30,8 +34,14 @@ def test_parameter_counts_match_torchvision_without_fc(name: str, params: int, o
 def test_torchvision_key_names() -> None:
     with torch.device("meta"):
         keys = set(ResNet("resnet50").state_dict())
-    for key in ("conv1.weight", "bn1.running_var", "layer1.0.downsample.0.weight", "layer1.0.downsample.1.bias",
-                "layer4.2.conv3.weight", "layer3.5.bn2.num_batches_tracked"):
+    for key in (
+        "conv1.weight",
+        "bn1.running_var",
+        "layer1.0.downsample.0.weight",
+        "layer1.0.downsample.1.bias",
+        "layer4.2.conv3.weight",
+        "layer3.5.bn2.num_batches_tracked",
+    ):
         assert key in keys
     assert not any(k.startswith("fc.") for k in keys)
 

@@ -1,4 +1,6 @@
-"""Swin backbone pieces against the original's formulations (relative index, nn.Unfold merging, shift mask)."""
+"""Swin backbone pieces against the original's formulations (relative index, nn.Unfold merging, shift
+mask)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,7 +10,11 @@ import torch
 from torch import nn
 
 from fusionocc_core.model.swin import (
-    PatchMerging, SwinTransformer, relative_position_index, shifted_window_mask, window_partition,
+    PatchMerging,
+    SwinTransformer,
+    relative_position_index,
+    shifted_window_mask,
+    window_partition,
     window_reverse,
 )
 
@@ -20,6 +26,7 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 REDUCED_STATE = SHARED / "spec" / "reference" / "reduced_a" / "state_dict.pth"
@@ -89,8 +96,14 @@ def test_shift_mask_blocks_exactly_the_pairs_from_different_regions() -> None:
 
 def test_swin_output_shapes_and_padding_for_non_multiple_sizes() -> None:
     torch.manual_seed(0)
-    model = SwinTransformer(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4,
-                            out_indices=(2, 3), drop_path_rate=0.0).eval()
+    model = SwinTransformer(
+        embed_dim=8,
+        depths=(2, 2, 2, 2),
+        num_heads=(1, 1, 2, 2),
+        window_size=4,
+        out_indices=(2, 3),
+        drop_path_rate=0.0,
+    ).eval()
     outs = model(torch.randn(1, 3, 96, 160))  # stride-32 map 3x5: odd, padded in merging and windows
     assert [tuple(o.shape) for o in outs] == [(1, 32, 6, 10), (1, 64, 3, 5)]
     assert model.out_channels == (32, 64)
@@ -100,8 +113,9 @@ def test_swin_output_shapes_and_padding_for_non_multiple_sizes() -> None:
 def test_swin_shift_changes_the_result() -> None:
     # A model whose odd blocks shift must differ from the same weights with shifting disabled.
     torch.manual_seed(0)
-    model = SwinTransformer(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4,
-                            drop_path_rate=0.0).eval()
+    model = SwinTransformer(
+        embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4, drop_path_rate=0.0
+    ).eval()
     x = torch.randn(1, 3, 128, 128)
     shifted = model(x)[0]
     for stage in model.stages:
@@ -119,7 +133,7 @@ def test_swin_checkpointing_gives_same_gradients() -> None:
     x = torch.randn(1, 3, 64, 64)
     sum(o.sum() for o in plain(x)).backward()
     sum(o.sum() for o in ckpt(x)).backward()
-    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters()):
+    for (name, p), q in zip(plain.named_parameters(), ckpt.parameters(), strict=True):
         torch.testing.assert_close(p.grad, q.grad, msg=name)
 
 

@@ -1,0 +1,179 @@
+"""Parameter / FLOP counts and CPU latency of a model configuration, on synthetic but well-formed inputs.
+
+FLOPs come from `torch.utils.flop_counter.FlopCounterMode`, which sees dense torch ops only. The spconv sparse
+convolutions of the lidar branch are invisible to it; they are reported separately as an upper bound,
+2 * Cin * Cout * K * active outputs per layer (as if every kernel tap hit an active input).
+
+Run `python -m fusionocc_core.model.flops [preset ...]` to print a table.
+"""
+from __future__ import annotations
+
+import math
+import statistics
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from fusionocc_core import occ3d
+from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
+
+SOURCE_SIZE = (900, 1600)  # nuScenes image (H, W) [px]
+NUSCENES_K = ((1266.4, 0.0, 816.3), (0.0, 1266.4, 491.5), (0.0, 0.0, 1.0))
+CAMERA_YAWS_DEG = (55.0, 0.0, -55.0, 110.0, 180.0, -110.0)  # occ3d.CAMERA_NAMES order
+
+
+@dataclass
+class ExampleInputs:
+    """Arguments of `FusionOcc.forward`, in order (see its docstring)."""
+
+    images: torch.Tensor
+    intrinsics: torch.Tensor
+    cam_to_key_ego: torch.Tensor
+    post_rots: torch.Tensor
+    post_trans: torch.Tensor
+    bda: torch.Tensor
+    points: torch.Tensor
+    sparse_depth: torch.Tensor
+
+    def as_tuple(self) -> tuple[torch.Tensor, ...]:
+        return (self.images, self.intrinsics, self.cam_to_key_ego, self.post_rots, self.post_trans, self.bda,
+                self.points, self.sparse_depth)
+
+    def to(self, device: torch.device | str) -> ExampleInputs:
+        return ExampleInputs(*(t.to(device) for t in self.as_tuple()))
+
+
+def example_inputs(config: FusionOccConfig, batch_size: int = 1, num_points: int = 30000, seed: int = 0,
+                   depth_fraction: float = 0.02) -> ExampleInputs:
+    """Synthetic inputs with a nuScenes-like rig: 6 cameras at the nuScenes yaws, K of 1600 x 900 images,
+    resize + bottom crop to the config's input size, previous frame 0.5 m behind, random points in range.
+
+    Args:
+        config: model config (input size, frames, lidar feature width).
+        batch_size: samples.
+        num_points: lidar points per sample (uniform in the occupancy range).
+        seed: generator seed (deterministic inputs).
+        depth_fraction: fraction of pixels holding a sparse depth value.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    b, t, n = batch_size, config.num_frames, len(CAMERA_YAWS_DEG)
+    h, w = config.camera.input_size
+    images = torch.randn(b, t, n, 3, h, w, generator=gen)
+    intrinsics = torch.tensor(NUSCENES_K).expand(b, t, n, 3, 3).clone()
+    scale = w / SOURCE_SIZE[1]
+    post_rots = torch.diag(torch.tensor([scale, scale, 1.0])).expand(b, t, n, 3, 3).clone()
+    post_trans = torch.tensor([0.0, -(SOURCE_SIZE[0] * scale - h), 0.0]).expand(b, t, n, 3).clone()
+    camera_axes = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # cam (x r, y d, z f) -> ego
+    cam_to_ego = torch.zeros(n, 4, 4)
+    for i, yaw_deg in enumerate(CAMERA_YAWS_DEG):
+        yaw = math.radians(yaw_deg)
+        c, s = math.cos(yaw), math.sin(yaw)
+        yaw_rot = torch.tensor([[c, -s, 0.0], [s, c, 0.0], [0.0, 0.0, 1.0]])
+        cam_to_ego[i, :3, :3] = yaw_rot @ camera_axes
+        cam_to_ego[i, :3, 3] = torch.tensor([1.0 * c, 1.0 * s, 1.6])
+        cam_to_ego[i, 3, 3] = 1.0
+    cam_to_key_ego = cam_to_ego.expand(b, t, n, 4, 4).clone()
+    cam_to_key_ego[:, 1:, :, 0, 3] -= 0.5  # previous frame: 0.5 m behind, same heading
+    bda = torch.eye(3).expand(b, 3, 3).clone()
+    low = torch.tensor(occ3d.POINT_CLOUD_RANGE[:3])
+    high = torch.tensor(occ3d.POINT_CLOUD_RANGE[3:])
+    xyz = low + (high - low) * torch.rand(b * num_points, 3, generator=gen)
+    intensity = 255.0 * torch.rand(b * num_points, 1, generator=gen)
+    time_lag = 0.05 * torch.randint(0, 8, (b * num_points, 1), generator=gen).float()
+    batch_index = torch.arange(b).repeat_interleave(num_points).unsqueeze(1).float()
+    points = torch.cat([batch_index, xyz, intensity, time_lag], dim=1)[:, : 1 + config.lidar_in_channels]
+    sparse_depth = 1.0 + 44.0 * torch.rand(b, n, h, w, generator=gen)
+    sparse_depth = sparse_depth * (torch.rand(b, n, h, w, generator=gen) < depth_fraction)
+    return ExampleInputs(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    """Number of parameters (trainable or not; buffers excluded)."""
+    return sum(p.numel() for p in model.parameters())
+
+
+def count_flops(model: FusionOcc, inputs: ExampleInputs) -> dict[str, int]:
+    """FLOPs of one forward pass (no grad), per top-level module, counted on the dense torch ops.
+
+    Returns:
+        {"total_dense": ..., "<module>": ..., "lidar_sparse_upper_bound": ...}; the spconv convolutions are not
+        seen by FlopCounterMode, so `lidar_sparse_upper_bound` estimates them as 2 * Cin * Cout * K * outputs
+        (every kernel tap assumed active; real rulebooks hit far fewer taps).
+    """
+    counter = FlopCounterMode(display=False, depth=1)
+    sparse_flops = _SparseFlops(model)
+    with torch.no_grad(), counter, sparse_flops:
+        model(*inputs.as_tuple())
+    per_module = counter.get_flop_counts()
+    result = {"total_dense": int(counter.get_total_flops())}
+    for name, counts in per_module.items():
+        if name.count(".") == 1 and name.startswith("FusionOcc."):
+            result[name.split(".", 1)[1]] = int(sum(counts.values()))
+    result["lidar_sparse_upper_bound"] = sparse_flops.total
+    return result
+
+
+class _SparseFlops:
+    """Adds up 2 * Cin * Cout * K * active outputs of every spconv layer during one forward (upper bound)."""
+
+    def __init__(self, model: FusionOcc) -> None:
+        from spconv.pytorch.conv import SparseConvolution
+
+        self.layers = [m for m in model.modules() if isinstance(m, SparseConvolution)]
+        self.handles: list = []
+        self.total = 0
+
+    def _hook(self, module, _inputs, output) -> None:  # noqa: ANN001
+        taps = math.prod(module.kernel_size)
+        self.total += 2 * module.in_channels * module.out_channels * taps * int(output.features.shape[0])
+
+    def __enter__(self) -> _SparseFlops:
+        self.handles = [m.register_forward_hook(self._hook) for m in self.layers]
+        return self
+
+    def __exit__(self, *exc) -> None:  # noqa: ANN002
+        for handle in self.handles:
+            handle.remove()
+
+
+def cpu_latency(model: FusionOcc, inputs: ExampleInputs, runs: int = 3, threads: int = 2) -> float:
+    """Median wall time [s] of `runs` no-grad forward passes on CPU after one warm-up, with `threads` threads."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        model = model.eval()
+        times = []
+        with torch.no_grad():
+            model(*inputs.as_tuple())  # warm-up (allocations, lift-splat plans)
+            for _ in range(runs):
+                start = time.perf_counter()
+                model(*inputs.as_tuple())
+                times.append(time.perf_counter() - start)
+        return statistics.median(times)
+    finally:
+        torch.set_num_threads(previous)
+
+
+def main(argv: list[str]) -> None:
+    from fusionocc_core.model.presets import build_model, get_config
+
+    names = argv or ["tiny", "fast", "official"]
+    for name in names:
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        inputs = example_inputs(get_config(name))
+        flops = count_flops(model, inputs)
+        line = (f"{name}: params {count_parameters(model):,}  dense GFLOPs {flops['total_dense'] / 1e9:.1f}  "
+                f"sparse GFLOPs (upper bound) {flops['lidar_sparse_upper_bound'] / 1e9:.1f}  " + "  ".join(
+                    f"{k} {v / 1e9:.1f}" for k, v in flops.items()
+                    if k not in ("total_dense", "lidar_sparse_upper_bound")))
+        if name in ("tiny", "fast", "reduced_a"):
+            line += f"  CPU latency (2 threads, median of 3) {cpu_latency(model, inputs):.3f} s"
+        print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

@@ -1,0 +1,148 @@
+"""FusionOcc training losses, as the original computes them.
+
+  occupancy   cross-entropy over all voxels (no class weights); with `use_camera_mask` each voxel is weighted
+              by the camera-visibility mask and the sum is divided by the number of visible voxels
+  depth       binary cross-entropy of the softmaxed key-frame depth against the one-hot of the minimum lidar
+              depth per 16 x 16 patch, only over patches holding a lidar point (sum / count), x 0.1
+  image seg   cross-entropy of the key-frame image-seg logits against the labels sampled every `stride` pixels
+              (top-left pixel of each patch, as the original), label 17 ("free"/no point) ignored, x 0.1
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from fusionocc_core.model.lidar_depth import depth_input_patches
+from fusionocc_core.occ3d import FREE_LABEL
+
+
+def occupancy_loss(logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None
+                   ) -> torch.Tensor:
+    """Occupancy cross-entropy.
+
+    Args:
+        logits: (B, X, Y, Z, C) logits.
+        labels: (B, X, Y, Z) class ids 0..C-1.
+        camera_mask: optional (B, X, Y, Z) 0/1 voxel weights; the loss is then sum(w * ce) / max(sum(w), 1).
+
+    Returns:
+        Scalar loss (float32).
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"occupancy logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    flat_logits = logits.reshape(-1, logits.shape[-1]).float()  # (B*X*Y*Z, C)
+    flat_labels = labels.reshape(-1).long()
+    if camera_mask is None:
+        return F.cross_entropy(flat_logits, flat_labels)
+    if camera_mask.shape != labels.shape:
+        raise ValueError(f"camera_mask {tuple(camera_mask.shape)} does not match labels {tuple(labels.shape)}")
+    weights = camera_mask.reshape(-1).float()
+    per_voxel = F.cross_entropy(flat_logits, flat_labels, reduction="none")
+    return (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, downsample: int,
+               depth_bins: tuple[float, float, float]) -> torch.Tensor:
+    """Depth BCE over patches with lidar depth (unweighted; FusionOccLoss applies the 0.1).
+
+    Args:
+        depth_probs: (B*N, D, h, w) softmaxed depth distribution of the key frame.
+        sparse_depth: (B, N, H, W) key-frame lidar depth per input pixel [m], 0 = none; H = h * downsample.
+        downsample: feature stride (16).
+        depth_bins: (lo, hi, step) [m].
+
+    Returns:
+        Scalar: sum of BCE over valid patches and bins / max(1, number of valid patches).
+    """
+    target = depth_input_patches(sparse_depth.reshape(-1, *sparse_depth.shape[-2:]), downsample,
+                                 depth_bins)  # (BN, D, h, w)
+    if target.shape != depth_probs.shape:
+        raise ValueError(f"depth prediction {tuple(depth_probs.shape)} does not match the target "
+                         f"{tuple(target.shape)} made from sparse_depth {tuple(sparse_depth.shape)}")
+    pred = depth_probs.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).float()  # (BN*h*w, D)
+    target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).float()
+    valid = target.max(dim=1).values > 0  # patches with a lidar point in range
+    with torch.autocast(device_type=pred.device.type, enabled=False):
+        bce = F.binary_cross_entropy(pred[valid], target[valid], reduction="sum")
+    return bce / valid.sum().clamp(min=1)
+
+
+def image_seg_loss(seg_logits: torch.Tensor, seg_labels: torch.Tensor, ignore_label: int = FREE_LABEL
+                   ) -> torch.Tensor:
+    """Image segmentation cross-entropy on the feature grid (unweighted; FusionOccLoss applies the 0.1).
+
+    Args:
+        seg_logits: (B*N, C, h, w) logits of the key frame.
+        seg_labels: (B, N, H, W) or (B*N, H, W) integer labels; H and W must be multiples of h and w; the
+            label of the top-left pixel of each patch is used (the original samples every stride-th pixel).
+        ignore_label: label excluded from the loss (17: no lidarseg point painted there).
+
+    Returns:
+        Scalar loss; 0 (with a graph) when every sampled label is ignored.
+    """
+    labels = seg_labels.reshape(-1, *seg_labels.shape[-2:])  # (BN, H, W)
+    h, w = seg_logits.shape[-2:]
+    if labels.shape[0] != seg_logits.shape[0] or labels.shape[1] % h or labels.shape[2] % w:
+        raise ValueError(f"seg labels {tuple(seg_labels.shape)} do not fit seg logits {tuple(seg_logits.shape)}")
+    labels = labels[:, :: labels.shape[1] // h, :: labels.shape[2] // w].reshape(-1).long()  # (BN*h*w,)
+    logits = seg_logits.permute(0, 2, 3, 1).reshape(-1, seg_logits.shape[1]).float()
+    keep = labels != ignore_label
+    if not bool(keep.any()):
+        return logits.sum() * 0.0
+    return F.cross_entropy(logits[keep], labels[keep])
+
+
+class FusionOccLoss(nn.Module):
+    """All training losses of FusionOcc as a dict of named, already weighted terms (sum them to train).
+
+    Args:
+        downsample: camera feature stride (16).
+        depth_bins: (lo, hi, step) [m] of the depth distribution.
+        use_camera_mask: weight the occupancy loss by the camera-visibility mask (the original's `use_mask`;
+            the published 56.62 mIoU model is trained WITHOUT it).
+        depth_weight: factor of the depth loss (0.1).
+        seg_weight: factor of the image segmentation loss (0.1).
+    """
+
+    def __init__(self, downsample: int = 16, depth_bins: tuple[float, float, float] = (1.0, 45.0, 0.5),
+                 use_camera_mask: bool = False, depth_weight: float = 0.1, seg_weight: float = 0.1) -> None:
+        super().__init__()
+        self.downsample = downsample
+        self.depth_bins = depth_bins
+        self.use_camera_mask = use_camera_mask
+        self.depth_weight = depth_weight
+        self.seg_weight = seg_weight
+
+    def forward(self, logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None,
+                key_depth: torch.Tensor | None = None, sparse_depth: torch.Tensor | None = None,
+                key_seg_logits: torch.Tensor | None = None, seg_labels: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor]:
+        """Named losses.
+
+        Args:
+            logits: (B, X, Y, Z, C) occupancy logits.
+            labels: (B, X, Y, Z) occupancy labels.
+            camera_mask: (B, X, Y, Z) visibility mask; required when `use_camera_mask`.
+            key_depth: (B*N, D, h, w) softmaxed key-frame depth (None: no depth loss, e.g. camera disabled).
+            sparse_depth: (B, N, H, W) lidar depth per input pixel, required with `key_depth`.
+            key_seg_logits: (B*N, C, h, w) image-seg logits (None: no seg loss).
+            seg_labels: image-seg labels (see `image_seg_loss`), required with `key_seg_logits`.
+
+        Returns:
+            {"loss_occ": ..., "loss_depth": ... (x depth_weight), "loss_seg": ... (x seg_weight)}; the auxiliary
+            entries are present only when their inputs are given.
+        """
+        if self.use_camera_mask and camera_mask is None:
+            raise ValueError("FusionOccLoss(use_camera_mask=True) needs camera_mask")
+        losses = {"loss_occ": occupancy_loss(logits, labels, camera_mask if self.use_camera_mask else None)}
+        if key_depth is not None:
+            if sparse_depth is None:
+                raise ValueError("the depth loss needs sparse_depth next to key_depth")
+            losses["loss_depth"] = self.depth_weight * depth_loss(key_depth, sparse_depth, self.downsample,
+                                                                  self.depth_bins)
+        if key_seg_logits is not None:
+            if seg_labels is None:
+                raise ValueError("the image segmentation loss needs seg_labels next to key_seg_logits")
+            losses["loss_seg"] = self.seg_weight * image_seg_loss(key_seg_logits, seg_labels)
+        return losses

@@ -243,3 +243,17 @@ def test_resnet_backbone_variant_runs() -> None:
     with torch.no_grad():
         out = model(**_tiny_inputs(seed=6, t=1))
     assert out.volumes.shape == (1, 4, 8, 40, 40) and len(out.raw_volumes) == 1
+
+
+def test_partial_conversion_for_bevdet_initialisation() -> None:
+    if not (REDUCED / "state_dict.pth").exists():
+        pytest.skip("shared reference data not present")
+    original = torch.load(REDUCED / "state_dict.pth", weights_only=True)
+    original["img_view_transformer.depth_net.weight"] = torch.zeros(1)  # a BEVDet-Occ key we do not have
+    converted = convert_camera_state_dict(original, prefixes=("img_backbone.", "img_neck."))
+    assert converted and all(k.startswith(("backbone.", "neck.")) for k in converted)
+    result = CameraBranch(REDUCED_A).load_state_dict(converted, strict=False)
+    assert not result.unexpected_keys
+    assert {k.split(".")[0] for k in result.missing_keys} == {"fusion", "depth_net", "pre_process"}
+    with pytest.raises(CheckpointConversionError, match="not camera-branch prefixes"):
+        convert_camera_state_dict(original, prefixes=("lidar_encoder.",))

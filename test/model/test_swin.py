@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from fusionocc_core.model.swin import (
@@ -142,3 +143,52 @@ def test_swin_rejects_bad_arguments() -> None:
         SwinTransformer(embed_dim=8, depths=(2, 2), num_heads=(1, 1, 1))
     with pytest.raises(ValueError, match="out_indices"):
         SwinTransformer(embed_dim=8, depths=(2, 2), num_heads=(1, 1), out_indices=(2,))
+
+
+def test_imagenet_conversion_reorders_patch_merging() -> None:
+    from fusionocc_core.model.checkpoint_camera import convert_swin_imagenet_state_dict
+
+    torch.manual_seed(0)
+    c, out = 3, 5
+    weight, norm_w, norm_b = torch.randn(out, 4 * c), torch.randn(4 * c), torch.randn(4 * c)
+    x = torch.randn(1, 4, 6, c)
+    # Microsoft's PatchMerging: concatenate x[0::2, 0::2], x[1::2, 0::2], x[0::2, 1::2], x[1::2, 1::2].
+    cat = torch.cat([x[:, 0::2, 0::2], x[:, 1::2, 0::2], x[:, 0::2, 1::2], x[:, 1::2, 1::2]], -1).view(
+        1, 6, 4 * c
+    )
+    expected = F.layer_norm(cat, (4 * c,), norm_w, norm_b) @ weight.T
+    official = {
+        "layers.0.downsample.reduction.weight": weight,
+        "layers.0.downsample.norm.weight": norm_w,
+        "layers.0.downsample.norm.bias": norm_b,
+        "layers.0.blocks.1.attn_mask": torch.zeros(1),
+        "head.weight": torch.zeros(1),
+        "norm.weight": torch.zeros(1),
+    }
+    converted = convert_swin_imagenet_state_dict(official)
+    assert set(converted) == {
+        "stages.0.downsample.reduction.weight",
+        "stages.0.downsample.norm.weight",
+        "stages.0.downsample.norm.bias",
+    }
+    merge = PatchMerging(c, out)
+    merge.load_state_dict({k.removeprefix("stages.0.downsample."): v for k, v in converted.items()})
+    ours, _ = merge(x.view(1, 24, c), (4, 6))
+    torch.testing.assert_close(ours, expected)
+
+
+def test_imagenet_conversion_covers_a_full_model() -> None:
+    from fusionocc_core.model.checkpoint_camera import convert_swin_imagenet_state_dict
+
+    model = SwinTransformer(embed_dim=8, depths=(2, 2, 2, 2), num_heads=(1, 1, 2, 2), window_size=4)
+    # Microsoft names for every tensor of our model (except the output norms, which ImageNet lacks).
+    official = {}
+    for key, value in model.state_dict().items():
+        if key.startswith("norm"):
+            continue
+        name = key.replace("stages.", "layers.").replace("attn.w_msa.", "attn.").replace("projection", "proj")
+        official[name.replace("ffn.layers.0.0.", "mlp.fc1.").replace("ffn.layers.1.", "mlp.fc2.")] = value
+    converted = convert_swin_imagenet_state_dict(official)
+    result = model.load_state_dict(converted, strict=False)
+    assert sorted(result.missing_keys) == ["norm2.bias", "norm2.weight", "norm3.bias", "norm3.weight"]
+    assert not result.unexpected_keys

@@ -1,0 +1,129 @@
+"""Checkpoint conversion from the published naming (manifest contract) and our own checkpoint format."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fusionocc_core.model.checkpoint import (
+    CheckpointError,
+    convert_original_state_dict,
+    convert_original_state_dict_with_report,
+    load_checkpoint,
+    load_checkpoint_with_extra,
+    load_original_checkpoint,
+    save_checkpoint,
+)
+from fusionocc_core.model.checkpoint_camera import CheckpointConversionError
+from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
+from fusionocc_core.model.presets import build_model, get_config
+
+SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+MANIFEST = SHARED / "spec" / "reference" / "fusionocc_official_state_dict.json"
+REDUCED_A = SHARED / "spec" / "reference" / "reduced_a" / "state_dict.pth"
+needs_manifest = pytest.mark.skipif(not MANIFEST.is_file(), reason="reference manifest not present")
+needs_reduced_a = pytest.mark.skipif(not REDUCED_A.is_file(), reason="reference data not present")
+
+
+def _micro_config() -> FusionOccConfig:
+    """The smallest config that still builds every module (fast to save/load)."""
+    import dataclasses
+
+    tiny = get_config("tiny")
+    return dataclasses.replace(tiny, camera=dataclasses.replace(tiny.camera, input_size=(64, 96)))
+
+
+@needs_manifest
+def test_official_manifest_maps_completely():
+    manifest = json.loads(MANIFEST.read_text())
+    dtypes = manifest["dtypes"]
+    original = {k: torch.empty(shape, device="meta", dtype=getattr(torch, dtypes.get(k, "float32")))
+                for k, shape in manifest["state_dict"].items()}
+    assert len(original) == 735
+    with torch.device("meta"):
+        model = build_model("official")
+    result = convert_original_state_dict_with_report({"state_dict": original})
+    ours = model.state_dict()
+    assert result.unmapped == []
+    assert len(result.skipped) == 24 and all(k.endswith("relative_position_index") for k in result.skipped)
+    assert len(result.converted) + len(result.skipped) == 735
+    assert sorted(result.converted) == sorted(ours)  # 0 missing, 0 unexpected
+    mismatched = [k for k, v in result.converted.items() if v.shape != ours[k].shape]
+    assert mismatched == []
+    assert sum(p.numel() for p in model.parameters()) == 109_090_524
+    # The sparse-conv kernels really are re-laid out: (kx, ky, kz, Cin, Cout) -> (Cout, kz, ky, kx, Cin).
+    assert result.converted["lidar_encoder.stages.0.2.conv.weight"].shape == (32, 3, 3, 3, 16)
+    assert result.converted["lidar_encoder.output_conv.weight"].shape == (32, 64)
+
+
+def test_sparse_kernel_permutation_reverses_spatial_axes():
+    w = torch.arange(3 * 3 * 3 * 2 * 4, dtype=torch.float32).view(3, 3, 3, 2, 4)  # (kx, ky, kz, Cin, Cout)
+    original = {"lidar_encoder.encoder_layers.encoder_layer2.1.0.weight": w,
+                "lidar_encoder.conv_out.0.weight": torch.arange(6.0).view(1, 1, 1, 3, 2)}
+    converted = convert_original_state_dict(original)
+    ours = converted["lidar_encoder.stages.1.1.conv.weight"]
+    assert ours.shape == (4, 3, 3, 3, 2)
+    assert ours[3, 2, 1, 0, 1] == w[0, 1, 2, 1, 3]  # (Cout, kz, ky, kx, Cin) <- (kx, ky, kz, Cin, Cout)
+    assert converted["lidar_encoder.output_conv.weight"].tolist() == [[0.0, 2.0, 4.0], [1.0, 3.0, 5.0]]
+
+
+def test_unknown_keys_and_module_prefix():
+    converted = convert_original_state_dict({"state_dict": {"module.predicter.0.bias": torch.zeros(3)}})
+    assert list(converted) == ["head.predicter.0.bias"]
+    with pytest.raises(CheckpointConversionError, match="no rename rule: pts_bbox_head.x"):
+        convert_original_state_dict({"pts_bbox_head.x": torch.zeros(1)})
+
+
+@needs_reduced_a
+def test_load_original_checkpoint_report(tmp_path):
+    model = FusionOcc(get_config("reduced_a"))
+    report = load_original_checkpoint(model, REDUCED_A)
+    assert report.ok and len(report.expected_skips) == 8 and not report.missing
+    reference = torch.load(REDUCED_A, weights_only=True)
+    assert torch.equal(model.head.predicter[2].bias, reference["predicter.2.bias"])
+    # A checkpoint of other widths: strict loading names the mismatch and hints at the config.
+    narrow = FusionOcc(get_config("tiny"))
+    with pytest.raises(CheckpointError, match="SHAPE MISMATCH|MISSING"):
+        load_original_checkpoint(narrow, REDUCED_A)
+    # A camera-only checkpoint: non-strict loading reports the lidar branch as missing, with a hint.
+    camera_only = {k: v for k, v in reference.items() if not k.startswith("lidar_encoder.")}
+    path = tmp_path / "camera_only.pth"
+    torch.save({"state_dict": camera_only}, path)
+    report = load_original_checkpoint(FusionOcc(get_config("reduced_a")), path, strict=False)
+    assert not report.ok and all(k.startswith("lidar_encoder.") for k in report.missing)
+    assert any("no lidar branch" in h for h in report.hints) and "MISSING" in str(report)
+
+
+def test_save_load_round_trip(tmp_path):
+    torch.manual_seed(0)
+    model = FusionOcc(_micro_config())
+    path = tmp_path / "sub" / "model.pt"
+    save_checkpoint(path, model, epoch=3, metrics={"miou": 12.5})
+    assert [p.name for p in path.parent.iterdir()] == ["model.pt"]  # no temp file left behind
+    loaded, extra = load_checkpoint_with_extra(path)
+    assert loaded.config == model.config and not loaded.training
+    assert extra == {"epoch": 3, "metrics": {"miou": 12.5}}
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
+
+
+def test_truncated_foreign_and_missing_files(tmp_path):
+    model = FusionOcc(_micro_config())
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="truncated"):
+        load_checkpoint(truncated)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="not a fusionocc-checkpoint"):
+        load_checkpoint(foreign)
+    original = tmp_path / "original.pth"
+    torch.save({"state_dict": {"img_backbone.patch_embed.projection.bias": torch.zeros(2)}}, original)
+    with pytest.raises(CheckpointError, match="load_original_checkpoint"):
+        load_checkpoint(original)
+    with pytest.raises(CheckpointError, match="does not exist"):
+        load_checkpoint(tmp_path / "nope.pt")
+    with pytest.raises(ValueError, match="reserved"):
+        save_checkpoint(path, model, config={})

@@ -3,9 +3,11 @@
 Quaternions are (w, x, y, z) as nuScenes stores them. Every function accepts leading batch dimensions and
 works on numpy arrays; `apply_transform` and `invert_transform` also take torch tensors.
 """
+
 from __future__ import annotations
 
-from typing import Sequence, TypeVar
+from collections.abc import Sequence
+from typing import TypeVar
 
 import numpy as np
 
@@ -58,19 +60,25 @@ def matrix_to_quat(matrix: np.ndarray) -> np.ndarray:
     s = 2.0 * np.sqrt(np.maximum(np.take_along_axis(cands, best[..., None], -1)[..., 0], 1e-12))
     d21, d02, d10 = m[..., 2, 1] - m[..., 1, 2], m[..., 0, 2] - m[..., 2, 0], m[..., 1, 0] - m[..., 0, 1]
     s21, s02, s10 = m[..., 2, 1] + m[..., 1, 2], m[..., 0, 2] + m[..., 2, 0], m[..., 1, 0] + m[..., 0, 1]
-    options = np.stack([
-        np.stack([0.25 * s, d21 / s, d02 / s, d10 / s], -1),
-        np.stack([d21 / s, 0.25 * s, s10 / s, s02 / s], -1),
-        np.stack([d02 / s, s10 / s, 0.25 * s, s21 / s], -1),
-        np.stack([d10 / s, s02 / s, s21 / s, 0.25 * s], -1),
-    ], -2)
+    options = np.stack(
+        [
+            np.stack([0.25 * s, d21 / s, d02 / s, d10 / s], -1),
+            np.stack([d21 / s, 0.25 * s, s10 / s, s02 / s], -1),
+            np.stack([d02 / s, s10 / s, 0.25 * s, s21 / s], -1),
+            np.stack([d10 / s, s02 / s, s21 / s, 0.25 * s], -1),
+        ],
+        -2,
+    )
     q = np.take_along_axis(options, best[..., None, None], -2)[..., 0, :]
     q /= np.linalg.norm(q, axis=-1, keepdims=True)
     return np.where(q[..., :1] < 0, -q, q)
 
 
 def make_transform(
-    translation: np.ndarray | Sequence[float], rotation: np.ndarray | Sequence[float], *, inverse: bool = False
+    translation: np.ndarray | Sequence[float],
+    rotation: np.ndarray | Sequence[float],
+    *,
+    inverse: bool = False,
 ) -> np.ndarray:
     """4x4 homogeneous transform from a translation and a rotation (quaternion wxyz or 3x3 matrix).
 
@@ -86,7 +94,9 @@ def make_transform(
     r = np.asarray(rotation, dtype=np.float64)
     rot = quat_to_matrix(r) if r.shape[-1] == 4 else r
     if rot.shape[-2:] != (3, 3) or t.shape[-1] != 3:
-        raise ValueError(f"need translation (..., 3) and rotation (..., 4) or (..., 3, 3), got {t.shape}, {r.shape}")
+        raise ValueError(
+            f"need translation (..., 3) and rotation (..., 4) or (..., 3, 3), got {t.shape}, {r.shape}"
+        )
     batch = np.broadcast_shapes(t.shape[:-1], rot.shape[:-2])
     out = np.zeros((*batch, 4, 4))
     out[..., 3, 3] = 1.0
@@ -128,7 +138,7 @@ def project_points(points_cam: ArrayT, intrinsics: ArrayT) -> tuple[ArrayT, Arra
         intrinsics: (..., 3, 3) camera matrix.
 
     Returns:
-        (uv, depth): (..., N, 2) pixel coordinates and (..., N) depth z [m]; uv is meaningless where depth <= 0.
+        (uv, depth): (..., N, 2) pixel coordinates and (..., N) depth z [m]; uv means nothing where z <= 0.
     """
     depth = points_cam[..., 2]
     homo = points_cam @ intrinsics.swapaxes(-1, -2)

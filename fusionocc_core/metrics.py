@@ -1,14 +1,16 @@
-"""Occ3D occupancy metrics: an 18 x 18 confusion matrix accumulated over a split, per-class IoU, mIoU, geometry IoU.
+"""Occ3D occupancy metrics: an 18 x 18 confusion matrix over a split, per-class IoU, mIoU, geometry IoU.
 
-Protocol (Occ3D-nuScenes): rows of the matrix are ground truth, columns prediction. With the camera mask (the
-Occ3D standard) only voxels with mask_camera == 1 count; without it every voxel counts. IoU_c = TP / (TP + FP + FN)
-per class, NaN when the class appears neither in the ground truth nor in the prediction; mIoU is the mean over
-classes 0..16 ignoring NaN. Free (17) is left out of the mean but stays in the matrix, so free/occupied confusion
-lowers the class IoUs. Geometry IoU scores occupied (any class but free) against free.
+Protocol (Occ3D-nuScenes): rows of the matrix are ground truth, columns prediction. With the camera mask
+(the Occ3D standard) only voxels with mask_camera == 1 count; without it every voxel counts.
+IoU_c = TP / (TP + FP + FN) per class, NaN when the class appears neither in the ground truth nor in the
+prediction; mIoU is the mean over classes 0..16 ignoring NaN. Free (17) is left out of the mean but stays in
+the matrix, so free/occupied confusion lowers the class IoUs. Geometry IoU scores occupied (any class but
+free) against free.
 
-FusionOcc's published 56.62 mIoU is a no-mask number; mask-evaluated numbers are not comparable with it, so every
-score here carries the protocol it was computed with.
+FusionOcc's published 56.62 mIoU is a no-mask number; mask-evaluated numbers are not comparable with it, so
+every score here carries the protocol it was computed with.
 """
+
 from __future__ import annotations
 
 import json
@@ -65,7 +67,7 @@ class OccupancyScores:
             "num_samples": self.num_samples,
             "miou": pct(self.miou),
             "geometry_iou": pct(self.geometry_iou),
-            "iou_per_class": {name: pct(v) for name, v in zip(CLASS_NAMES, self.iou)},
+            "iou_per_class": {name: pct(v) for name, v in zip(CLASS_NAMES, self.iou, strict=True)},
             "confusion_matrix": self.confusion.tolist(),
         }
 
@@ -73,7 +75,9 @@ class OccupancyScores:
         return json.dumps(self.to_dict(), indent=indent)
 
 
-def scores_from_confusion(confusion: np.ndarray, *, use_camera_mask: bool, num_samples: int = 0) -> OccupancyScores:
+def scores_from_confusion(
+    confusion: np.ndarray, *, use_camera_mask: bool, num_samples: int = 0
+) -> OccupancyScores:
     """Computes the scores of an (18, 18) confusion matrix (rows ground truth, columns prediction)."""
     hist = np.asarray(confusion, dtype=np.int64)
     if hist.shape != (NUM_CLASSES, NUM_CLASSES):
@@ -90,8 +94,12 @@ def scores_from_confusion(confusion: np.ndarray, *, use_camera_mask: bool, num_s
     geo_denom = occ_tp + occ_fp + occ_fn
     geometry_iou = float(occ_tp / geo_denom) if geo_denom > 0 else math.nan
     return OccupancyScores(
-        iou=tuple(float(v) for v in iou), miou=miou, geometry_iou=geometry_iou,
-        use_camera_mask=use_camera_mask, num_samples=num_samples, confusion=hist.copy(),
+        iou=tuple(float(v) for v in iou),
+        miou=miou,
+        geometry_iou=geometry_iou,
+        use_camera_mask=use_camera_mask,
+        num_samples=num_samples,
+        confusion=hist.copy(),
     )
 
 
@@ -130,17 +138,24 @@ class OccupancyMetric:
             ValueError: shapes differ, labels are outside 0..17, or the camera-mask protocol gets no mask.
         """
         if tuple(pred.shape) != tuple(gt.shape):
-            raise ValueError(f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}")
+            raise ValueError(
+                f"prediction shape {tuple(pred.shape)} differs from ground truth {tuple(gt.shape)}"
+            )
         if self.use_camera_mask:
             if mask is None:
-                raise ValueError("the camera-mask protocol needs mask_camera; use use_camera_mask=False otherwise")
+                raise ValueError(
+                    "the camera-mask protocol needs mask_camera; use use_camera_mask=False otherwise"
+                )
             if tuple(mask.shape) != tuple(gt.shape):
-                raise ValueError(f"mask shape {tuple(mask.shape)} differs from ground truth {tuple(gt.shape)}")
+                raise ValueError(
+                    f"mask shape {tuple(mask.shape)} differs from ground truth {tuple(gt.shape)}"
+                )
         if isinstance(pred, torch.Tensor) or isinstance(gt, torch.Tensor):
             self.confusion += self._torch_hist(pred, gt, mask if self.use_camera_mask else None)
         else:
-            self.confusion += self._numpy_hist(np.asarray(pred), np.asarray(gt),
-                                               None if not self.use_camera_mask else np.asarray(mask))
+            self.confusion += self._numpy_hist(
+                np.asarray(pred), np.asarray(gt), None if not self.use_camera_mask else np.asarray(mask)
+            )
         self.num_samples += int(pred.shape[0]) if len(pred.shape) == 4 else 1
 
     @staticmethod
@@ -156,7 +171,9 @@ class OccupancyMetric:
         if pred.size:
             self._check_range(int(pred.min()), int(pred.max()), "predicted")
             self._check_range(int(gt.min()), int(gt.max()), "ground-truth")
-        return np.bincount(gt * NUM_CLASSES + pred, minlength=NUM_CLASSES**2).reshape(NUM_CLASSES, NUM_CLASSES)
+        return np.bincount(gt * NUM_CLASSES + pred, minlength=NUM_CLASSES**2).reshape(
+            NUM_CLASSES, NUM_CLASSES
+        )
 
     def _torch_hist(self, pred: ArrayLike, gt: ArrayLike, mask: ArrayLike | None) -> np.ndarray:
         pred_t = torch.as_tensor(pred).reshape(-1).long()
@@ -173,8 +190,10 @@ class OccupancyMetric:
     def merge(self, other: OccupancyMetric) -> OccupancyMetric:
         """Adds another metric's counts (same protocol) into this one and returns self."""
         if other.use_camera_mask != self.use_camera_mask:
-            raise ValueError(f"cannot merge a '{protocol_name(other.use_camera_mask)}' metric into a "
-                             f"'{protocol_name(self.use_camera_mask)}' one")
+            raise ValueError(
+                f"cannot merge a '{protocol_name(other.use_camera_mask)}' metric into a "
+                f"'{protocol_name(self.use_camera_mask)}' one"
+            )
         self.confusion += other.confusion
         self.num_samples += other.num_samples
         return self
@@ -194,8 +213,9 @@ class OccupancyMetric:
         self.num_samples = int(values[-1])
 
     def compute(self) -> OccupancyScores:
-        return scores_from_confusion(self.confusion, use_camera_mask=self.use_camera_mask,
-                                     num_samples=self.num_samples)
+        return scores_from_confusion(
+            self.confusion, use_camera_mask=self.use_camera_mask, num_samples=self.num_samples
+        )
 
 
 def format_table(*scores: OccupancyScores) -> str:

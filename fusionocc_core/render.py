@@ -1,16 +1,17 @@
 """Render an occupancy volume to PNG (BEV and 3D), optionally next to its ground truth and camera images.
 
-Headless (numpy + Pillow, no display, no OpenGL). BEV: the top-most non-free class of each (x, y) column in
-the Occ3D colours, darker when lower, forward (+x) up and left (+y) left, ego at the centre. 3D: an orthographic
-view of the voxel cubes (free hidden) drawn with a depth buffer, three shaded faces per cube.
+Headless (numpy + Pillow, no display, no OpenGL). BEV: the top-most non-free class of each (x, y) column
+in the Occ3D colours, darker when lower, forward (+x) up and left (+y) left, ego at the centre. 3D: an
+orthographic view of the voxel cubes (free hidden) drawn with a depth buffer, three shaded faces per cube.
 """
+
 from __future__ import annotations
 
 import argparse
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw
@@ -79,8 +80,9 @@ def _cube_sprite(right: np.ndarray, up: np.ndarray, view: np.ndarray, scale: flo
         others = [i for i in range(3) if i != axis]
         pts[:, others[0]], pts[:, others[1]] = a, b
         if view[axis] != 0:
-            samples.append(np.column_stack([pts @ right * scale, -(pts @ up) * scale, np.full(len(a), axis),
-                                            pts @ view]))
+            samples.append(
+                np.column_stack([pts @ right * scale, -(pts @ up) * scale, np.full(len(a), axis), pts @ view])
+            )
     s = np.concatenate(samples)
     dx, dy = np.round(s[:, 0]).astype(int), np.round(s[:, 1]).astype(int)
     order = np.lexsort((s[:, 3], dy, dx))
@@ -100,10 +102,15 @@ def voxel_view(semantics: np.ndarray, *, config: ViewConfig = ViewConfig()) -> n
     up = np.cross(right, view)
     scale = config.pixels_per_voxel
     # Screen bounds from the grid's corners, in voxel units.
-    corners = np.array([[x, y, z] for x in (0, GRID_SHAPE[0]) for y in (0, GRID_SHAPE[1]) for z in (0, GRID_SHAPE[2])])
+    corners = np.array(
+        [[x, y, z] for x in (0, GRID_SHAPE[0]) for y in (0, GRID_SHAPE[1]) for z in (0, GRID_SHAPE[2])]
+    )
     sx, sy = corners @ right * scale, -(corners @ up) * scale
     margin = int(np.ceil(2 * scale))
-    width, height = int(np.ceil(sx.max() - sx.min())) + 2 * margin, int(np.ceil(sy.max() - sy.min())) + 2 * margin
+    width, height = (
+        int(np.ceil(sx.max() - sx.min())) + 2 * margin,
+        int(np.ceil(sy.max() - sy.min())) + 2 * margin,
+    )
     image = np.full((height * width, 3), BACKGROUND, dtype=np.uint8)
     idx = np.argwhere(_exposed(semantics != FREE_LABEL))
     if not len(idx):
@@ -143,7 +150,7 @@ def _hstack(images: Sequence[np.ndarray], gap: int = 8) -> np.ndarray:
     parts = []
     for i, img in enumerate(images):
         pad = np.full((height, img.shape[1] + (gap if i else 0), 3), BACKGROUND, dtype=np.uint8)
-        pad[: img.shape[0], (gap if i else 0):] = img
+        pad[: img.shape[0], (gap if i else 0) :] = img
         parts.append(pad)
     return np.concatenate(parts, axis=1)
 
@@ -153,7 +160,7 @@ def _vstack(images: Sequence[np.ndarray], gap: int = 8) -> np.ndarray:
     parts = []
     for i, img in enumerate(images):
         pad = np.full((img.shape[0] + (gap if i else 0), width, 3), BACKGROUND, dtype=np.uint8)
-        pad[(gap if i else 0):, : img.shape[1]] = img
+        pad[(gap if i else 0) :, : img.shape[1]] = img
         parts.append(pad)
     return np.concatenate(parts, axis=0)
 
@@ -163,7 +170,9 @@ def _legend(classes: Sequence[int]) -> np.ndarray:
     draw = ImageDraw.Draw(canvas)
     for row, cid in enumerate(classes):
         y = 4 + 16 * row
-        draw.rectangle((4, y, 16, y + 11), fill=tuple(int(c) for c in CLASS_COLORS[cid]), outline=(90, 90, 90))
+        draw.rectangle(
+            (4, y, 16, y + 11), fill=tuple(int(c) for c in CLASS_COLORS[cid]), outline=(90, 90, 90)
+        )
         draw.text((22, y), CLASS_NAMES[cid], fill=(0, 0, 0))
     return np.asarray(canvas)
 
@@ -175,13 +184,17 @@ def _camera_grid(images: Sequence[np.ndarray], width: int) -> np.ndarray:
     for img in images:
         pil = Image.fromarray(np.asarray(img, dtype=np.uint8))
         tiles.append(np.asarray(pil.resize((tile_w, max(1, round(pil.height * tile_w / pil.width))))))
-    rows = [_hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)]
+    rows = [_hstack(tiles[i : i + 3]) for i in range(0, len(tiles), 3)]
     return _vstack(rows)
 
 
 def render_comparison(
-    pred: np.ndarray, gt: np.ndarray | None = None, *, images: Sequence[np.ndarray] | None = None,
-    view: ViewConfig = ViewConfig(), titles: tuple[str, str] = ("prediction", "ground truth"),
+    pred: np.ndarray,
+    gt: np.ndarray | None = None,
+    *,
+    images: Sequence[np.ndarray] | None = None,
+    view: ViewConfig = ViewConfig(),
+    titles: tuple[str, str] = ("prediction", "ground truth"),
 ) -> np.ndarray:
     """One picture: per volume a BEV and a 3D view side by side, prediction row above ground truth.
 
@@ -197,13 +210,19 @@ def render_comparison(
     """
     rows = []
     present: set[int] = set()
-    for volume, title in zip((pred, gt), titles):
+    for volume, title in zip((pred, gt), titles, strict=True):
         if volume is None:
             continue
         volume = _check_volume(volume)
         present.update(int(c) for c in np.unique(volume) if c != FREE_LABEL)
-        rows.append(_hstack([_titled(bev_image(volume), f"{title}: BEV", scale=2),
-                             _titled(voxel_view(volume, config=view), f"{title}: 3D")]))
+        rows.append(
+            _hstack(
+                [
+                    _titled(bev_image(volume), f"{title}: BEV", scale=2),
+                    _titled(voxel_view(volume, config=view), f"{title}: 3D"),
+                ]
+            )
+        )
     body = _vstack(rows)
     body = _hstack([body, _legend(sorted(present))])
     if images:
@@ -230,17 +249,34 @@ def load_volume(path: str | Path, *, key: str = "semantics") -> tuple[np.ndarray
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("path", type=Path, help="volume to draw: .npz (array 'semantics') or .npy, (200, 200, 16)")
+    parser.add_argument(
+        "path", type=Path, help="volume to draw: .npz (array 'semantics') or .npy, (200, 200, 16)"
+    )
     parser.add_argument("--out", type=Path, required=True, help="PNG to write")
-    parser.add_argument("--gt", type=Path, default=None, help="ground truth .npz/.npy drawn below for comparison")
-    parser.add_argument("--images", type=Path, nargs=6, default=None, metavar="IMG",
-                        help="six camera images in CAM_FRONT_LEFT, CAM_FRONT, CAM_FRONT_RIGHT, CAM_BACK_LEFT, "
-                             "CAM_BACK, CAM_BACK_RIGHT order, shown on top")
-    parser.add_argument("--camera-mask", action="store_true",
-                        help="hide voxels outside mask_camera of the ground truth (or of PATH without --gt)")
-    parser.add_argument("--key", default="semantics", help="array name inside .npz files (default: semantics)")
+    parser.add_argument(
+        "--gt", type=Path, default=None, help="ground truth .npz/.npy drawn below for comparison"
+    )
+    parser.add_argument(
+        "--images",
+        type=Path,
+        nargs=6,
+        default=None,
+        metavar="IMG",
+        help="six camera images in CAM_FRONT_LEFT, CAM_FRONT, CAM_FRONT_RIGHT, CAM_BACK_LEFT, "
+        "CAM_BACK, CAM_BACK_RIGHT order, shown on top",
+    )
+    parser.add_argument(
+        "--camera-mask",
+        action="store_true",
+        help="hide voxels outside mask_camera of the ground truth (or of PATH without --gt)",
+    )
+    parser.add_argument(
+        "--key", default="semantics", help="array name inside .npz files (default: semantics)"
+    )
     parser.add_argument("--azimuth", type=float, default=ViewConfig.azimuth_deg, help="3D view azimuth [deg]")
-    parser.add_argument("--elevation", type=float, default=ViewConfig.elevation_deg, help="3D view elevation [deg]")
+    parser.add_argument(
+        "--elevation", type=float, default=ViewConfig.elevation_deg, help="3D view elevation [deg]"
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -254,12 +290,16 @@ def run(args: argparse.Namespace) -> int:
     if args.camera_mask:
         mask = gt_mask if args.gt else pred_mask
         if mask is None:
-            print("fusionocc render: --camera-mask needs a mask_camera array in the ground-truth .npz", file=sys.stderr)
+            print(
+                "fusionocc render: --camera-mask needs a mask_camera array in the ground-truth .npz",
+                file=sys.stderr,
+            )
             return 2
         pred = np.where(mask != 0, pred, FREE_LABEL).astype(np.uint8)
         gt = None if gt is None else np.where(mask != 0, gt, FREE_LABEL).astype(np.uint8)
-    picture = render_comparison(pred, gt, images=images,
-                                view=ViewConfig(azimuth_deg=args.azimuth, elevation_deg=args.elevation))
+    picture = render_comparison(
+        pred, gt, images=images, view=ViewConfig(azimuth_deg=args.azimuth, elevation_deg=args.elevation)
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     Image.fromarray(picture).save(args.out)
     print(f"wrote {args.out} ({picture.shape[1]}x{picture.shape[0]})")

@@ -5,14 +5,16 @@ Both protocols are always computed and reported (per-class table, mIoU, geometry
 --no-camera-mask only makes the no-mask score the headline. Predictions come from a model checkpoint run over
 the split (--checkpoint) or from a folder of `<sample_token>.npz` files holding `semantics` (--pred-dir).
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import sys
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any
 
 import numpy as np
 import torch
@@ -24,7 +26,16 @@ from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, format_tabl
 from fusionocc_core.occ3d import GRID_SHAPE
 
 # The tensors of a collated batch that the model's forward contract takes.
-MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points", "sparse_depth")
+MODEL_INPUTS = (
+    "images",
+    "intrinsics",
+    "cam_to_key_ego",
+    "post_rots",
+    "post_trans",
+    "bda",
+    "points",
+    "sparse_depth",
+)
 
 
 class EvaluationError(RuntimeError):
@@ -57,9 +68,11 @@ class EvaluationResult:
 
     def format(self) -> str:
         head = self.headline
-        return (f"{format_table(self.camera_mask, self.no_mask)}\n\n"
-                f"mIoU ({self.primary}, {head.num_samples} samples of split {self.split}): "
-                f"{100 * head.miou:.2f}  [IoU in %; '-' = class absent from GT and prediction]")
+        return (
+            f"{format_table(self.camera_mask, self.no_mask)}\n\n"
+            f"mIoU ({self.primary}, {head.num_samples} samples of split {self.split}): "
+            f"{100 * head.miou:.2f}  [IoU in %; '-' = class absent from GT and prediction]"
+        )
 
 
 def _metrics() -> tuple[OccupancyMetric, OccupancyMetric]:
@@ -89,12 +102,18 @@ def _split_samples(index: dict[str, Any], split: str | None) -> list[dict[str, A
     samples = [i for i in index["samples"] if split is None or i["split"] == split]
     if not samples:
         splits = sorted({i["split"] for i in index["samples"]})
-        raise EvaluationError(f"split '{split}' of {index.get('index_path')} is empty; the index has {splits}")
+        raise EvaluationError(
+            f"split '{split}' of {index.get('index_path')} is empty; the index has {splits}"
+        )
     return samples
 
 
 def evaluate_predictions(
-    index: dict[str, Any], pred_dir: str | Path, *, split: str | None = "val", primary: str = "camera mask",
+    index: dict[str, Any],
+    pred_dir: str | Path,
+    *,
+    split: str | None = "val",
+    primary: str = "camera mask",
     progress: bool = True,
 ) -> EvaluationResult:
     """Scores a folder of saved predictions (`<sample_token>.npz` with `semantics`) against the index's gts.
@@ -107,9 +126,11 @@ def evaluate_predictions(
     samples = _split_samples(index, split)
     missing = [i["token"] for i in samples if not (pred_dir / f"{i['token']}.npz").is_file()]
     if missing:
-        raise EvaluationError(f"{pred_dir} lacks predictions for {len(missing)} of {len(samples)} samples of split "
-                              f"'{split}', e.g. {missing[0]}.npz; write them with `fusionocc eval --checkpoint CKPT "
-                              f"--infos INFOS --save-pred {pred_dir}`")
+        raise EvaluationError(
+            f"{pred_dir} lacks predictions for {len(missing)} of {len(samples)} samples of split "
+            f"'{split}', e.g. {missing[0]}.npz; write them with `fusionocc eval --checkpoint CKPT "
+            f"--infos INFOS --save-pred {pred_dir}`"
+        )
     dataroot = Path(index["dataroot"])
     with_mask, without = _metrics()
     for info in tqdm(samples, desc=f"eval {split}", unit="sample", disable=not progress):
@@ -121,9 +142,16 @@ def evaluate_predictions(
 
 
 def evaluate_model(
-    predict: Callable[..., torch.Tensor], batches: Iterable[dict[str, Any]], *, device: torch.device | str = "cpu",
-    split: str | None = "val", source: str = "model", primary: str = "camera mask",
-    save_dir: str | Path | None = None, total: int | None = None, progress: bool = True,
+    predict: Callable[..., torch.Tensor],
+    batches: Iterable[dict[str, Any]],
+    *,
+    device: torch.device | str = "cpu",
+    split: str | None = "val",
+    source: str = "model",
+    primary: str = "camera mask",
+    save_dir: str | Path | None = None,
+    total: int | None = None,
+    progress: bool = True,
 ) -> EvaluationResult:
     """Runs `predict(**inputs) -> (B, 200, 200, 16)` labels over collated batches and scores them.
 
@@ -132,7 +160,7 @@ def evaluate_model(
         batches: collated `OccupancyDataset` batches with labels (`voxel_semantics`, `mask_camera`).
         device: where the inputs go.
         split, source, primary: recorded in the result.
-        save_dir: also write every prediction as `<token>.npz` (`semantics`), readable by --pred-dir and render.
+        save_dir: also write every prediction as `<token>.npz` (`semantics`), for --pred-dir and render.
         total: number of batches, for the progress bar.
         progress: tqdm bar.
     """
@@ -148,7 +176,7 @@ def evaluate_model(
         with_mask.update(pred, gt, mask)
         without.update(pred, gt)
         if save_dir is not None:
-            for token, labels in zip(batch["token"], pred.cpu().numpy().astype(np.uint8)):
+            for token, labels in zip(batch["token"], pred.cpu().numpy().astype(np.uint8), strict=True):
                 np.savez_compressed(Path(save_dir) / f"{token}.npz", semantics=labels)
     for metric in (with_mask, without):
         metric.all_reduce(device)
@@ -158,28 +186,52 @@ def evaluate_model(
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="FusionOcc checkpoint to run over the split")
-    source.add_argument("--pred-dir", type=Path, help="folder of <sample_token>.npz predictions (array 'semantics')")
+    source.add_argument(
+        "--pred-dir", type=Path, help="folder of <sample_token>.npz predictions (array 'semantics')"
+    )
     parser.add_argument("--infos", type=Path, required=True, help="info index written by `fusionocc prepare`")
-    parser.add_argument("--split", default="val", help="split to score: train, val, test or all (default: val)")
-    parser.add_argument("--dataroot", type=Path, default=None, help="dataroot, if moved since `fusionocc prepare`")
-    parser.add_argument("--no-camera-mask", action="store_true",
-                        help="headline the no-mask protocol (both protocols are always reported)")
-    parser.add_argument("--out", type=Path, default=None, help="write the scores of both protocols as JSON here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu",
-                        help="device for --checkpoint (default: cuda when available)")
+    parser.add_argument(
+        "--split", default="val", help="split to score: train, val, test or all (default: val)"
+    )
+    parser.add_argument(
+        "--dataroot", type=Path, default=None, help="dataroot, if moved since `fusionocc prepare`"
+    )
+    parser.add_argument(
+        "--no-camera-mask",
+        action="store_true",
+        help="headline the no-mask protocol (both protocols are always reported)",
+    )
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write the scores of both protocols as JSON here"
+    )
+    parser.add_argument(
+        "--device",
+        default="cuda" if torch.cuda.is_available() else "cpu",
+        help="device for --checkpoint (default: cuda when available)",
+    )
     parser.add_argument("--num-workers", type=int, default=4, help="data-loading processes (default: 4)")
-    parser.add_argument("--save-pred", type=Path, default=None,
-                        help="with --checkpoint: also save predictions as <token>.npz in this folder")
-    parser.add_argument("--limit", type=int, default=None, help="score only the first N samples (smoke tests)")
+    parser.add_argument(
+        "--save-pred",
+        type=Path,
+        default=None,
+        help="with --checkpoint: also save predictions as <token>.npz in this folder",
+    )
+    parser.add_argument(
+        "--limit", type=int, default=None, help="score only the first N samples (smoke tests)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
-def _run_checkpoint(args: argparse.Namespace, index_path: Path, split: str | None, primary: str) -> EvaluationResult:
+def _run_checkpoint(
+    args: argparse.Namespace, index_path: Path, split: str | None, primary: str
+) -> EvaluationResult:
     try:
         from fusionocc_core.model.checkpoint import load_checkpoint
     except ImportError as error:
-        raise EvaluationError(f"checkpoint loading is not available in this install ({error}); "
-                              f"score saved predictions with --pred-dir") from None
+        raise EvaluationError(
+            f"checkpoint loading is not available in this install ({error}); "
+            f"score saved predictions with --pred-dir"
+        ) from None
     from torch.utils.data import DataLoader, Subset
 
     from fusionocc_core.data.collate import collate
@@ -188,14 +240,35 @@ def _run_checkpoint(args: argparse.Namespace, index_path: Path, split: str | Non
     model = load_checkpoint(args.checkpoint, args.device)
     model.eval()
     input_size = tuple(model.config.camera.input_size)
-    dataset = OccupancyDataset(index_path, input_size=input_size, train=False, split=split, dataroot=args.dataroot,
-                               config=DatasetConfig(with_imgseg=False))
+    dataset = OccupancyDataset(
+        index_path,
+        input_size=input_size,
+        train=False,
+        split=split,
+        dataroot=args.dataroot,
+        config=DatasetConfig(with_imgseg=False),
+    )
     if args.limit is not None:
         dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers, collate_fn=collate,
-                        pin_memory=str(args.device).startswith("cuda"))
-    return evaluate_model(model.predict, loader, device=args.device, split=split, source=str(args.checkpoint),
-                          primary=primary, save_dir=args.save_pred, total=len(loader), progress=not args.quiet)
+    loader = DataLoader(
+        dataset,
+        batch_size=1,
+        shuffle=False,
+        num_workers=args.num_workers,
+        collate_fn=collate,
+        pin_memory=str(args.device).startswith("cuda"),
+    )
+    return evaluate_model(
+        model.predict,
+        loader,
+        device=args.device,
+        split=split,
+        source=str(args.checkpoint),
+        primary=primary,
+        save_dir=args.save_pred,
+        total=len(loader),
+        progress=not args.quiet,
+    )
 
 
 def run(args: argparse.Namespace) -> int:
@@ -206,8 +279,9 @@ def run(args: argparse.Namespace) -> int:
             index = load_infos(args.infos, dataroot=args.dataroot)
             if args.limit is not None:
                 index["samples"] = _split_samples(index, split)[: args.limit]
-            result = evaluate_predictions(index, args.pred_dir, split=split, primary=primary,
-                                          progress=not args.quiet)
+            result = evaluate_predictions(
+                index, args.pred_dir, split=split, primary=primary, progress=not args.quiet
+            )
         else:
             result = _run_checkpoint(args, args.infos, split, primary)
     except (EvaluationError, InfoIndexError, DatasetError) as error:

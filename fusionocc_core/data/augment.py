@@ -1,10 +1,11 @@
 """Image and BEV augmentations of FusionOcc (BEVDet's recipe), as matrices that travel with the sample.
 
 Image augmentation (per sample, shared by the six cameras and both camera frames, as in BEVDet):
-resize by input_width / source_width plus a random offset in `resize_lim`, crop to the input size (training: a
-bottom crop with a random horizontal offset; test: bottom crop, centred horizontally), optional horizontal flip,
-rotation about the crop centre. It is one 2D affine map source pixel -> input pixel, `p' = post_rot @ p +
-post_tran`, applied to the image with a single bicubic warp, so the image and the matrices cannot disagree.
+resize by input_width / source_width plus a random offset in `resize_lim`, crop to the input size (training:
+a bottom crop with a random horizontal offset; test: bottom crop, centred horizontally), optional horizontal
+flip, rotation about the crop centre. It is one 2D affine map source pixel -> input pixel,
+`p' = post_rot @ p + post_tran`, applied to the image with a single bicubic warp, so the image and the
+matrices cannot disagree.
 Pixel coordinates are continuous with pixel i covering [i, i + 1) (its centre at i + 0.5), the convention of
 OpenCV/PIL resizing and of the synthetic cameras; a flip therefore maps x -> W - x.
 
@@ -13,6 +14,7 @@ returned already flipped; the camera extrinsics stay un-flipped and the model co
 inside the view transformation (BEVDet's convention). The grid is symmetric about the ego origin, so an x flip
 of the (200, 200, 16) volume is exactly index i -> 199 - i.
 """
+
 from __future__ import annotations
 
 import math
@@ -68,11 +70,13 @@ def sample_image_aug(
     crop_x = int(rng.uniform(0, max(0, new_w - in_w))) if train else int(max(0, new_w - in_w) / 2)
     flip = bool(config.flip and train and rng.integers(0, 2))
     rotate = float(rng.uniform(*config.rot_lim)) if train else 0.0
-    return ImageAug(resize=resize, crop=(crop_x, crop_y, crop_x + in_w, crop_y + in_h), flip=flip, rotate_deg=rotate)
+    return ImageAug(
+        resize=resize, crop=(crop_x, crop_y, crop_x + in_w, crop_y + in_h), flip=flip, rotate_deg=rotate
+    )
 
 
 def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
-    """(post_rot (3, 3), post_tran (3,)) of an augmentation: input pixel = post_rot @ source pixel + post_tran.
+    """(post_rot (3, 3), post_tran (3,)) of an augmentation: input px = post_rot @ source px + post_tran.
 
     The 3x3/3 forms (z row identity, z translation 0) are what the model contract takes.
     """
@@ -93,7 +97,11 @@ def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
 
 
 def warp_image(
-    image: np.ndarray, post_rot: np.ndarray, post_tran: np.ndarray, out_hw: tuple[int, int], *,
+    image: np.ndarray,
+    post_rot: np.ndarray,
+    post_tran: np.ndarray,
+    out_hw: tuple[int, int],
+    *,
     interpolation: int = cv2.INTER_CUBIC,
 ) -> np.ndarray:
     """Applies the affine map to an (H, W, C) image, black outside the source.
@@ -104,13 +112,25 @@ def warp_image(
     matrix = np.concatenate([post_rot[:2, :2], post_tran[:2, None]], axis=1)
     # OpenCV indexes pixel centres at integers: shift the continuous-coordinate map by half a pixel.
     matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    return cv2.warpAffine(image, matrix, (out_hw[1], out_hw[0]), flags=interpolation,
-                          borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+    return cv2.warpAffine(
+        image,
+        matrix,
+        (out_hw[1], out_hw[0]),
+        flags=interpolation,
+        borderMode=cv2.BORDER_CONSTANT,
+        borderValue=0,
+    )
 
 
 def warp_label_map(
-    labels: np.ndarray, *, source_stride: int, post_rot: np.ndarray, post_tran: np.ndarray,
-    out_hw: tuple[int, int], out_stride: int, fill: int,
+    labels: np.ndarray,
+    *,
+    source_stride: int,
+    post_rot: np.ndarray,
+    post_tran: np.ndarray,
+    out_hw: tuple[int, int],
+    out_stride: int,
+    fill: int,
 ) -> np.ndarray:
     """Nearest-neighbour warp of a downsampled label map (e.g. imgseg at x8) into the augmented image.
 

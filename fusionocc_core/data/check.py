@@ -1,4 +1,4 @@
-"""Validate a nuScenes/Occ3D dataroot and name every missing or malformed piece with the command that fixes it.
+"""Validate a nuScenes/Occ3D dataroot: name every missing or malformed piece and the command that fixes it.
 
 Checks, in order: the v1.0-* tables (present, JSON lists, loadable by the official devkit), every keyframe's
 camera and lidar file under samples/, lidarseg (table, one file per keyframe sweep with one label per point),
@@ -7,6 +7,7 @@ sample of them, all with --deep), and the outputs of `fusionocc prepare` (info i
 imgseg maps). Sweeps are reported but not required: FusionOcc's temporal windows use keyframes only.
 Exit status 0 when everything training needs is there, 1 otherwise.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,19 @@ from tqdm import tqdm
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE, LIDAR_NAME
 
 REQUIRED_TABLES = (
-    "scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "log", "map", "category",
-    "attribute", "visibility", "instance", "sample_annotation",
+    "scene",
+    "sample",
+    "sample_data",
+    "ego_pose",
+    "calibrated_sensor",
+    "sensor",
+    "log",
+    "map",
+    "category",
+    "attribute",
+    "visibility",
+    "instance",
+    "sample_annotation",
 )
 OCC_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 _SHOW = 3  # examples listed per problem
@@ -77,9 +89,13 @@ def _find_version(dataroot: Path, version: str | None, report: CheckReport) -> s
     if len(found) == 1:
         return found[0]
     if not found:
-        report.add(False, "tables", f"no v1.0-* table folder in {dataroot}",
-                   "extract the nuScenes metadata archive (v1.0-trainval_meta.tgz or v1.0-mini.tgz) into the "
-                   "dataroot, or make a synthetic world with `fusionocc synth --out DATAROOT`")
+        report.add(
+            False,
+            "tables",
+            f"no v1.0-* table folder in {dataroot}",
+            "extract the nuScenes metadata archive (v1.0-trainval_meta.tgz or v1.0-mini.tgz) into the "
+            "dataroot, or make a synthetic world with `fusionocc synth --out DATAROOT`",
+        )
     else:
         report.add(False, "tables", f"several table folders ({', '.join(found)})", "pass --version")
     return None
@@ -100,11 +116,19 @@ def _check_tables(dataroot: Path, version: str, report: CheckReport) -> bool:
         except (OSError, json.JSONDecodeError) as error:
             broken.append(f"{path.name} ({type(error).__name__})")
     if missing:
-        report.add(False, "tables", f"{folder} lacks {_examples(missing)}",
-                   f"re-extract the nuScenes {version} metadata archive into {dataroot}")
+        report.add(
+            False,
+            "tables",
+            f"{folder} lacks {_examples(missing)}",
+            f"re-extract the nuScenes {version} metadata archive into {dataroot}",
+        )
     if broken:
-        report.add(False, "tables", f"malformed: {_examples(broken)}",
-                   f"re-extract the nuScenes {version} metadata archive into {dataroot}")
+        report.add(
+            False,
+            "tables",
+            f"malformed: {_examples(broken)}",
+            f"re-extract the nuScenes {version} metadata archive into {dataroot}",
+        )
     if not missing and not broken:
         report.add(True, "tables", f"{len(REQUIRED_TABLES)} tables of {version}")
     return not missing and not broken
@@ -118,19 +142,26 @@ def _check_files(nusc: Any, dataroot: Path, report: CheckReport, progress: bool)
             missing.setdefault(sd["channel"], []).append(sd["filename"])
     for channel in (*CAMERA_NAMES, LIDAR_NAME):
         if channel in missing:
-            report.add(False, f"samples/{channel}", f"{len(missing[channel])} keyframe files missing, e.g. "
-                       f"{_examples(missing[channel])}", "extract the nuScenes samples blobs (v1.0-*_blobs.tgz) "
-                       f"into {dataroot}")
+            report.add(
+                False,
+                f"samples/{channel}",
+                f"{len(missing[channel])} keyframe files missing, e.g. {_examples(missing[channel])}",
+                f"extract the nuScenes samples blobs (v1.0-*_blobs.tgz) into {dataroot}",
+            )
     total = len(keyframes)
     if not missing:
         report.add(True, "samples", f"{total} keyframe files (6 cameras + {LIDAR_NAME})")
     sweeps = dataroot / "sweeps"
-    report.add(True, "sweeps", "present" if sweeps.is_dir() else "absent (not needed: FusionOcc uses keyframes only)")
+    report.add(
+        True, "sweeps", "present" if sweeps.is_dir() else "absent (not needed: FusionOcc uses keyframes only)"
+    )
 
 
 def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport, progress: bool) -> None:
-    fix = (f"download nuScenes-lidarseg ({version}) and extract it into {dataroot} (lidarseg/ and "
-           f"{version}/lidarseg.json, category.json with 'index' fields)")
+    fix = (
+        f"download nuScenes-lidarseg ({version}) and extract it into {dataroot} (lidarseg/ and "
+        f"{version}/lidarseg.json, category.json with 'index' fields)"
+    )
     records = {r["sample_data_token"]: r["filename"] for r in getattr(nusc, "lidarseg", [])}
     if not records:
         report.add(False, "lidarseg", "no lidarseg table (needed for the imgseg targets)", fix)
@@ -146,11 +177,19 @@ def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport
         if points.is_file() and (dataroot / name).stat().st_size * 20 != points.stat().st_size:
             wrong.append(name)  # one uint8 label per 20-byte point
     if missing:
-        report.add(False, "lidarseg", f"{len(missing)} of {len(lidar_keyframes)} files missing: "
-                   f"{_examples(missing)}", fix)
+        report.add(
+            False,
+            "lidarseg",
+            f"{len(missing)} of {len(lidar_keyframes)} files missing: {_examples(missing)}",
+            fix,
+        )
     if wrong:
-        report.add(False, "lidarseg", f"{len(wrong)} files with a label count != point count: {_examples(wrong)}",
-                   fix)
+        report.add(
+            False,
+            "lidarseg",
+            f"{len(wrong)} files with a label count != point count: {_examples(wrong)}",
+            fix,
+        )
     if not missing and not wrong:
         report.add(True, "lidarseg", f"{len(lidar_keyframes)} files, one label per point")
 
@@ -175,18 +214,27 @@ def check_occ_file(path: Path) -> str | None:
 
 
 def _check_gts(nusc: Any, dataroot: Path, report: CheckReport, deep: bool, progress: bool) -> None:
-    fix = (f"download Occ3D-nuScenes gts (gts.tar.gz) and extract it as {dataroot}/gts/<scene>/<token>/"
-           f"labels.npz, or regenerate a synthetic world with `fusionocc synth`")
+    fix = (
+        f"download Occ3D-nuScenes gts (gts.tar.gz) and extract it as {dataroot}/gts/<scene>/<token>/"
+        f"labels.npz, or regenerate a synthetic world with `fusionocc synth`"
+    )
     scene_names = {s["token"]: s["name"] for s in nusc.scene}
-    paths = [dataroot / "gts" / scene_names[s["scene_token"]] / s["token"] / "labels.npz" for s in nusc.sample]
+    paths = [
+        dataroot / "gts" / scene_names[s["scene_token"]] / s["token"] / "labels.npz" for s in nusc.sample
+    ]
     missing = [str(p.relative_to(dataroot)) for p in paths if not p.is_file()]
     present = [p for p in paths if p.is_file()]
     # Opening every archive of trainval takes minutes: a spread-out sample unless --deep.
     to_open = present if deep else present[:: max(1, len(present) // 20)]
-    broken = [msg for p in tqdm(to_open, desc="gts", unit="file", disable=not progress)
-              if (msg := check_occ_file(p)) is not None]
+    broken = [
+        msg
+        for p in tqdm(to_open, desc="gts", unit="file", disable=not progress)
+        if (msg := check_occ_file(p)) is not None
+    ]
     if missing:
-        report.add(False, "gts", f"{len(missing)} of {len(paths)} keyframes lack labels: {_examples(missing)}", fix)
+        report.add(
+            False, "gts", f"{len(missing)} of {len(paths)} keyframes lack labels: {_examples(missing)}", fix
+        )
     if broken:
         report.add(False, "gts", f"{len(broken)} malformed: {_examples(broken)}", fix)
     if not missing and not broken:
@@ -205,12 +253,22 @@ def _check_prepared(nusc: Any, infos_path: Path, dataroot: Path, report: CheckRe
     tokens = {info["token"] for info in index["samples"]}
     expected = {s["token"] for s in nusc.sample}
     if tokens != expected:
-        report.add(False, "info index", f"{infos_path} has {len(tokens)} keyframes, the tables {len(expected)} "
-                   f"({len(expected - tokens)} missing, {len(tokens - expected)} unknown)", fix)
+        report.add(
+            False,
+            "info index",
+            f"{infos_path} has {len(tokens)} keyframes, the tables {len(expected)} "
+            f"({len(expected - tokens)} missing, {len(tokens - expected)} unknown)",
+            fix,
+        )
         return
     splits = {s: sum(i["split"] == s for i in index["samples"]) for s in ("train", "val", "test")}
-    report.add(True, "info index", f"{infos_path}: " + ", ".join(f"{k} {v}" for k, v in splits.items() if v)
-               + f" (split by {index['split_source']})")
+    report.add(
+        True,
+        "info index",
+        f"{infos_path}: "
+        + ", ".join(f"{k} {v}" for k, v in splits.items() if v)
+        + f" (split by {index['split_source']})",
+    )
     root = resolve_imgseg_root(index)
     if root is None:
         report.add(False, "imgseg", "the info index was written with --no-imgseg", fix)
@@ -226,17 +284,26 @@ def _check_prepared(nusc: Any, infos_path: Path, dataroot: Path, report: CheckRe
         if shape != (len(CAMERA_NAMES), -(-cam["height"] // 8), -(-cam["width"] // 8)):
             wrong.append(f"{path} {shape}")
     if missing:
-        report.add(False, "imgseg", f"{len(missing)} of {len(index['samples'])} maps missing: {_examples(missing)}",
-                   fix)
+        report.add(
+            False,
+            "imgseg",
+            f"{len(missing)} of {len(index['samples'])} maps missing: {_examples(missing)}",
+            fix,
+        )
     if wrong:
-        report.add(False, "imgseg", f"{len(wrong)} maps of the wrong shape: {_examples(wrong)}",
-                   f"run `fusionocc prepare {dataroot} --out {infos_path.parent} --overwrite`")
+        report.add(
+            False,
+            "imgseg",
+            f"{len(wrong)} maps of the wrong shape: {_examples(wrong)}",
+            f"run `fusionocc prepare {dataroot} --out {infos_path.parent} --overwrite`",
+        )
     if not missing and not wrong:
         report.add(True, "imgseg", f"{len(index['samples'])} maps in {root}")
 
 
 def _raw_tables(folder: Path) -> SimpleNamespace:
     """The tables the checks need, as lists of dicts named like the devkit's attributes."""
+
     def read(name: str) -> list[dict[str, Any]]:
         path = folder / f"{name}.json"
         if not path.is_file():
@@ -244,7 +311,10 @@ def _raw_tables(folder: Path) -> SimpleNamespace:
         with path.open() as f:
             return json.load(f)
 
-    tables = {name: read(name) for name in ("scene", "sample", "sample_data", "lidarseg", "calibrated_sensor", "sensor")}
+    tables = {
+        name: read(name)
+        for name in ("scene", "sample", "sample_data", "lidarseg", "calibrated_sensor", "sensor")
+    }
     # Add the channel to sample_data as the devkit does (sample_data -> calibrated_sensor -> sensor).
     channel = {s["token"]: s["channel"] for s in tables["sensor"]}
     sensor_of = {c["token"]: channel.get(c["sensor_token"], "?") for c in tables["calibrated_sensor"]}
@@ -260,15 +330,23 @@ def _check_devkit(dataroot: Path, version: str, report: CheckReport) -> None:
         nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     except Exception as error:  # noqa: BLE001 - the devkit raises assorted errors for inconsistent tables
         message = str(error).strip().splitlines()[0] if str(error).strip() else ""
-        report.add(False, "devkit", f"nuscenes-devkit cannot load {version}: {type(error).__name__}: {message}",
-                   "fix the problems listed below; if none are, re-extract the nuScenes metadata (and lidarseg) "
-                   f"archives into {dataroot}")
+        report.add(
+            False,
+            "devkit",
+            f"nuscenes-devkit cannot load {version}: {type(error).__name__}: {message}",
+            "fix the problems listed below; if none are, re-extract the nuScenes metadata (and lidarseg) "
+            f"archives into {dataroot}",
+        )
         return
     report.add(True, "devkit", f"{len(nusc.scene)} scenes, {len(nusc.sample)} keyframes")
 
 
 def check_dataroot(
-    dataroot: str | Path, *, version: str | None = None, infos: str | Path | None = None, deep: bool = False,
+    dataroot: str | Path,
+    *,
+    version: str | None = None,
+    infos: str | Path | None = None,
+    deep: bool = False,
     progress: bool = True,
 ) -> CheckReport:
     """Runs every check (see the module docstring) and returns the report.
@@ -283,8 +361,12 @@ def check_dataroot(
     dataroot = Path(dataroot).resolve()
     report = CheckReport(dataroot)
     if not dataroot.is_dir():
-        report.add(False, "dataroot", f"{dataroot} is not a folder",
-                   "pass the folder that holds v1.0-*/, samples/ and gts/")
+        report.add(
+            False,
+            "dataroot",
+            f"{dataroot} is not a folder",
+            "pass the folder that holds v1.0-*/, samples/ and gts/",
+        )
         return report
     version = _find_version(dataroot, version, report)
     if version is None or not _check_tables(dataroot, version, report):
@@ -303,16 +385,25 @@ def check_dataroot(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataroot", type=Path, help="nuScenes-format folder (v1.0-*/, samples/, lidarseg/, gts/)")
-    parser.add_argument("--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)")
-    parser.add_argument("--infos", type=Path, default=None,
-                        help="info index to validate (default: DATAROOT/fusionocc_infos.pkl)")
+    parser.add_argument(
+        "dataroot", type=Path, help="nuScenes-format folder (v1.0-*/, samples/, lidarseg/, gts/)"
+    )
+    parser.add_argument(
+        "--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)"
+    )
+    parser.add_argument(
+        "--infos",
+        type=Path,
+        default=None,
+        help="info index to validate (default: DATAROOT/fusionocc_infos.pkl)",
+    )
     parser.add_argument("--deep", action="store_true", help="open every gts archive (slow on trainval)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def run(args: argparse.Namespace) -> int:
-    report = check_dataroot(args.dataroot, version=args.version, infos=args.infos, deep=args.deep,
-                            progress=not args.quiet)
+    report = check_dataroot(
+        args.dataroot, version=args.version, infos=args.infos, deep=args.deep, progress=not args.quiet
+    )
     print(report.format(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

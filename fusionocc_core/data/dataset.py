@@ -14,14 +14,14 @@ N = 6 cameras in `occ3d.CAMERA_NAMES` order, H x W the input size:
 | sparse_depth | (N, H, W) float32 | metric depth of the current sweep per input pixel, 0 = none |
 | voxel_semantics | (200, 200, 16) uint8 | Occ3D labels, flipped by bda (absent without `with_labels`) |
 | mask_camera, mask_lidar | (200, 200, 16) bool | Occ3D visibility masks, flipped by bda |
-| imgseg | (N, H / s, W / s) uint8 | image segmentation targets at stride s (17 = ignore), when imgseg exists |
+| imgseg | (N, H / s, W / s) uint8 | image segmentation targets at stride s (17 = ignore), if prepared |
 | token, scene_name | str | the keyframe |
 
 Decisions about the original's quirks (see the model spec):
 - Key ego frame: the ego pose of the LIDAR_TOP keyframe sample_data, the frame Occ3D labels are defined in
   (BEVDet takes CAM_FRONT's ego pose; the two differ by the ego motion within one sweep, a few cm).
-- Lidar window: the current keyframe sweep plus up to 7 previous keyframes of the same scene, moved into the key
-  ego frame with the ego poses; the 5th feature is the time lag [s] (the ring index is used only for thinning).
+- Lidar window: the current keyframe sweep plus up to 7 previous keyframes of the same scene, moved into the
+  key ego frame with the ego poses; the 5th feature is the time lag [s] (the ring index only serves thinning).
   A scene's first keyframes simply have fewer frames; the first keyframe's previous camera frame is itself.
 - Thinning: the original keeps ring > 16 or a random 20% of the rest, reading the ring from column 4 after the
   multi-sweep loader may have replaced it with the time lag. Here the true ring index (column 4 of each
@@ -36,6 +36,7 @@ Decisions about the original's quirks (see the model spec):
 
 Worker-safe: the index is read at construction, files are opened only inside `__getitem__`.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,8 +49,16 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from fusionocc_core.data.augment import (
-    BevAugConfig, ImageAugConfig, bda_matrix, flip_volume, image_aug_matrices, normalize_image, sample_bev_flips,
-    sample_image_aug, warp_image, warp_label_map,
+    BevAugConfig,
+    ImageAugConfig,
+    bda_matrix,
+    flip_volume,
+    image_aug_matrices,
+    normalize_image,
+    sample_bev_flips,
+    sample_image_aug,
+    warp_image,
+    warp_label_map,
 )
 from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_by_token
 from fusionocc_core.geometry import invert_transform
@@ -91,8 +100,14 @@ class OccupancyDataset(Dataset):
     """
 
     def __init__(
-        self, info_path: str | Path, *, input_size: tuple[int, int] = (512, 1408), train: bool,
-        split: str | None = None, config: DatasetConfig = DatasetConfig(), dataroot: str | Path | None = None,
+        self,
+        info_path: str | Path,
+        *,
+        input_size: tuple[int, int] = (512, 1408),
+        train: bool,
+        split: str | None = None,
+        config: DatasetConfig = DatasetConfig(),
+        dataroot: str | Path | None = None,
     ) -> None:
         index = load_infos(info_path, dataroot=dataroot)
         self.train = train
@@ -124,7 +139,9 @@ class OccupancyDataset(Dataset):
     def _lidar_window(self, info: dict[str, Any], key_ego_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(P, 6) [x, y, z, intensity, time_lag, ring] of the lidar window in the key ego frame, and the
         current sweep's xyz (for sparse depth)."""
-        frames = [info] + [self._by_token[t] for t in info["lidar_history"][: self.config.num_lidar_frames - 1]]
+        frames = [info] + [
+            self._by_token[t] for t in info["lidar_history"][: self.config.num_lidar_frames - 1]
+        ]
         merged, current = [], None
         for frame in frames:
             raw = self._load_points(frame)
@@ -139,7 +156,9 @@ class OccupancyDataset(Dataset):
 
     def _thin_and_crop(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         if self.config.thin_points:
-            keep = (points[:, 5] > self.config.thin_ring_above) | (rng.random(len(points)) < self.config.thin_keep_fraction)
+            keep = (points[:, 5] > self.config.thin_ring_above) | (
+                rng.random(len(points)) < self.config.thin_keep_fraction
+            )
             points = points[keep]
         lo, hi = np.array(POINT_CLOUD_RANGE[:3]), np.array(POINT_CLOUD_RANGE[3:])
         inside = np.all((points[:, :3] >= lo) & (points[:, :3] < hi), axis=1)
@@ -153,21 +172,27 @@ class OccupancyDataset(Dataset):
     def _load_labels(self, info: dict[str, Any]) -> dict[str, np.ndarray]:
         path = self.dataroot / info["occ_path"]
         if not path.is_file():
-            raise DatasetError(f"Occ3D ground truth {path} is missing; put the Occ3D-nuScenes gts/ folder into "
-                               f"{self.dataroot} (or regenerate the synthetic world with `fusionocc synth`), then "
-                               f"run `fusionocc check-data {self.dataroot}`")
+            raise DatasetError(
+                f"Occ3D ground truth {path} is missing; put the Occ3D-nuScenes gts/ folder into "
+                f"{self.dataroot} (or regenerate the synthetic world with `fusionocc synth`), then "
+                f"run `fusionocc check-data {self.dataroot}`"
+            )
         with np.load(path) as data:
             try:
                 return {key: np.asarray(data[key]) for key in ("semantics", "mask_camera", "mask_lidar")}
             except KeyError as error:
-                raise DatasetError(f"{path} lacks the array {error}; expected semantics, mask_camera, mask_lidar "
-                                   f"(Occ3D format)") from None
+                raise DatasetError(
+                    f"{path} lacks the array {error}; expected semantics, mask_camera, mask_lidar "
+                    f"(Occ3D format)"
+                ) from None
 
     def _load_imgseg(self, info: dict[str, Any]) -> np.ndarray:
         path = self.imgseg_root / info["imgseg_path"]
         if not path.is_file():
-            raise DatasetError(f"imgseg map {path} is missing; run `fusionocc prepare {self.dataroot}` "
-                               f"(or pass DatasetConfig(with_imgseg=False))")
+            raise DatasetError(
+                f"imgseg map {path} is missing; run `fusionocc prepare {self.dataroot}` "
+                f"(or pass DatasetConfig(with_imgseg=False))"
+            )
         return np.load(path)
 
     # -- one sample ------------------------------------------------------------------------------------------
@@ -179,7 +204,9 @@ class OccupancyDataset(Dataset):
         rng = np.random.default_rng(seed)
         key_ego_inv = invert_transform(info["lidar"]["ego2global"])
         first_cam = info["cams"][CAMERA_NAMES[0]]
-        aug = sample_image_aug((first_cam["height"], first_cam["width"]), self.image_aug, train=self.train, rng=rng)
+        aug = sample_image_aug(
+            (first_cam["height"], first_cam["width"]), self.image_aug, train=self.train, rng=rng
+        )
         post_rot, post_tran = image_aug_matrices(aug)
         flip_x, flip_y = sample_bev_flips(self.config.bev_aug, train=self.train, rng=rng)
         bda = bda_matrix(flip_x, flip_y)
@@ -204,9 +231,15 @@ class OccupancyDataset(Dataset):
         points = self._thin_and_crop(window, rng)
         points[:, :3] = points[:, :3] @ bda.T.astype(np.float32)
         depth = sparse_depth_map(
-            torch.from_numpy(current_xyz), torch.from_numpy(intrinsics_arr[0]), torch.from_numpy(cam_to_key_arr[0]),
-            torch.from_numpy(np.ascontiguousarray(post_rots[0])), torch.from_numpy(np.ascontiguousarray(post_trans[0])),
-            h, w, min_depth=self.config.min_depth, max_depth=self.config.max_depth,
+            torch.from_numpy(current_xyz),
+            torch.from_numpy(intrinsics_arr[0]),
+            torch.from_numpy(cam_to_key_arr[0]),
+            torch.from_numpy(np.ascontiguousarray(post_rots[0])),
+            torch.from_numpy(np.ascontiguousarray(post_trans[0])),
+            h,
+            w,
+            min_depth=self.config.min_depth,
+            max_depth=self.config.max_depth,
         )
 
         sample: dict[str, Any] = {
@@ -223,15 +256,28 @@ class OccupancyDataset(Dataset):
         }
         if self.config.with_labels:
             labels = self._load_labels(info)
-            sample["voxel_semantics"] = torch.from_numpy(flip_volume(labels["semantics"].astype(np.uint8), flip_x, flip_y))
+            sample["voxel_semantics"] = torch.from_numpy(
+                flip_volume(labels["semantics"].astype(np.uint8), flip_x, flip_y)
+            )
             for key in ("mask_camera", "mask_lidar"):
                 sample[key] = torch.from_numpy(flip_volume(labels[key] != 0, flip_x, flip_y))
         if self.imgseg_root is not None:
             seg = self._load_imgseg(info)
             stride = -(-first_cam["width"] // seg.shape[-1])  # the stored map's stride (8)
-            sample["imgseg"] = torch.from_numpy(np.stack([
-                warp_label_map(seg[i], source_stride=stride, post_rot=post_rot, post_tran=post_tran,
-                               out_hw=self.input_size, out_stride=self.config.imgseg_stride, fill=FREE_LABEL)
-                for i in range(n)
-            ]))
+            sample["imgseg"] = torch.from_numpy(
+                np.stack(
+                    [
+                        warp_label_map(
+                            seg[i],
+                            source_stride=stride,
+                            post_rot=post_rot,
+                            post_tran=post_tran,
+                            out_hw=self.input_size,
+                            out_stride=self.config.imgseg_stride,
+                            fill=FREE_LABEL,
+                        )
+                        for i in range(n)
+                    ]
+                )
+            )
         return sample

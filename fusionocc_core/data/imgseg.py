@@ -8,6 +8,7 @@ is background 17 (ignored by the loss). Maps are stored downsampled x8 as uint8:
 array of one keyframe, cameras in `occ3d.CAMERA_NAMES` order, is `<imgseg_root>/<scene>/<sample_token>.npy`.
 A cell of the x8 map takes the label of the box covering its centre pixel, so painting happens directly at x8.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -33,8 +34,12 @@ class ImgsegConfig:
 
 def lidar_to_camera(lidar: dict[str, Any], cam: dict[str, Any]) -> np.ndarray:
     """4x4 lidar -> camera transform with ego motion between the two stamps (info index entries)."""
-    return (invert_transform(cam["sensor2ego"]) @ invert_transform(cam["ego2global"])
-            @ lidar["ego2global"] @ lidar["sensor2ego"])
+    return (
+        invert_transform(cam["sensor2ego"])
+        @ invert_transform(cam["ego2global"])
+        @ lidar["ego2global"]
+        @ lidar["sensor2ego"]
+    )
 
 
 def _cell_range(center: np.ndarray, size: float, stride: int) -> tuple[np.ndarray, np.ndarray]:
@@ -46,7 +51,12 @@ def _cell_range(center: np.ndarray, size: float, stride: int) -> tuple[np.ndarra
 
 
 def paint_imgseg(
-    uv: np.ndarray, depth: np.ndarray, labels: np.ndarray, *, width: int, height: int,
+    uv: np.ndarray,
+    depth: np.ndarray,
+    labels: np.ndarray,
+    *,
+    width: int,
+    height: int,
     config: ImgsegConfig = ImgsegConfig(),
 ) -> np.ndarray:
     """Paints projected points into one downsampled label map.
@@ -64,7 +74,13 @@ def paint_imgseg(
     s = config.downsample
     out_h, out_w = -(-height // s), -(-width // s)
     out = np.full((out_h, out_w), FREE_LABEL, dtype=np.uint8)
-    keep = (depth >= config.min_depth) & (uv[:, 0] >= 0) & (uv[:, 0] < width) & (uv[:, 1] >= 0) & (uv[:, 1] < height)
+    keep = (
+        (depth >= config.min_depth)
+        & (uv[:, 0] >= 0)
+        & (uv[:, 0] < width)
+        & (uv[:, 1] >= 0)
+        & (uv[:, 1] < height)
+    )
     uv, depth, labels = uv[keep], depth[keep], labels[keep]
     if not len(depth):
         return out
@@ -89,7 +105,11 @@ def paint_imgseg(
 
 
 def imgseg_for_sample(
-    points_lidar: np.ndarray, labels: np.ndarray, info: dict[str, Any], *, config: ImgsegConfig = ImgsegConfig(),
+    points_lidar: np.ndarray,
+    labels: np.ndarray,
+    info: dict[str, Any],
+    *,
+    config: ImgsegConfig = ImgsegConfig(),
 ) -> np.ndarray:
     """(6, h, w) uint8 imgseg maps of one keyframe from its lidar points (lidar frame) and Occ3D labels."""
     maps = []
@@ -101,7 +121,9 @@ def imgseg_for_sample(
     return np.stack(maps)
 
 
-def load_keyframe_lidarseg(dataroot: Path, info: dict[str, Any], lookup: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def load_keyframe_lidarseg(
+    dataroot: Path, info: dict[str, Any], lookup: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Keyframe lidar xyz (lidar frame) and Occ3D labels of its lidarseg file.
 
     Raises:
@@ -110,17 +132,25 @@ def load_keyframe_lidarseg(dataroot: Path, info: dict[str, Any], lookup: np.ndar
     """
     lidar = info["lidar"]
     if lidar.get("lidarseg_path") is None:
-        raise FileNotFoundError(f"sample {info['token']} has no lidarseg record; install the nuScenes-lidarseg "
-                                f"tables and files into {dataroot} and run `fusionocc check-data {dataroot}`")
+        raise FileNotFoundError(
+            f"sample {info['token']} has no lidarseg record; install the nuScenes-lidarseg "
+            f"tables and files into {dataroot} and run `fusionocc check-data {dataroot}`"
+        )
     points = np.fromfile(dataroot / lidar["path"], dtype=np.float32).reshape(-1, 5)
     raw = np.fromfile(dataroot / lidar["lidarseg_path"], dtype=np.uint8)
     if len(raw) != len(points):
-        raise ValueError(f"{lidar['lidarseg_path']} has {len(raw)} labels for {len(points)} points in {lidar['path']}")
+        raise ValueError(
+            f"{lidar['lidarseg_path']} has {len(raw)} labels for {len(points)} points in {lidar['path']}"
+        )
     return points[:, :3], lookup[raw]
 
 
 def write_imgseg(
-    index: dict[str, Any], out_root: str | Path, *, config: ImgsegConfig = ImgsegConfig(), overwrite: bool = False,
+    index: dict[str, Any],
+    out_root: str | Path,
+    *,
+    config: ImgsegConfig = ImgsegConfig(),
+    overwrite: bool = False,
     progress: bool = True,
 ) -> int:
     """Writes the imgseg map of every keyframe of an info index; returns how many files were written.

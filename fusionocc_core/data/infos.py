@@ -24,16 +24,17 @@ and each `info`:
     occ_path: "gts/<scene>/<token>/labels.npz" (relative to the dataroot),
     imgseg_path: "<scene>/<token>.npy" (relative to imgseg_root).
 
-Paths are relative to the dataroot, so a moved dataset needs only a new `dataroot`. Keyframes link to each other by
-token, so no pose is stored twice.
+Paths are relative to the dataroot, so a moved dataset needs only a new `dataroot`. Keyframes link to each
+other by token, so no pose is stored twice.
 
 Splits: when every scene name of the dataroot belongs to the official lists of its version
 (`nuscenes.utils.splits`: train/val for v1.0-trainval, mini_train/mini_val for v1.0-mini, test for v1.0-test),
-those lists are used. Otherwise (the synthetic world, custom data) the split is deterministic by scene name: the
-scenes sorted by SHA-1 of their name, the first `round(val_fraction * n)` (at least one when there are two or more
-scenes) go to "val", the rest to "train". Adding scenes can move scenes between splits; fix the list in the index
-if that matters.
+those lists are used. Otherwise (the synthetic world, custom data) the split is deterministic by scene
+name: the scenes sorted by SHA-1 of their name, the first `round(val_fraction * n)` (at least one when there
+are two or more scenes) go to "val", the rest to "train". Adding scenes can move scenes between splits; fix
+the list in the index if that matters.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -70,10 +71,14 @@ class InfoBuildConfig:
 
     version: str = "v1.0-trainval"  # nuScenes table folder name, v1.0-<version>
     val_fraction: float = 0.2  # share of scenes in "val" for the hash split (non-nuScenes scene names)
-    imgseg_root: str | None = "imgseg"  # where `prepare` writes imgseg maps; relative paths are under the out dir
+    imgseg_root: str | None = (
+        "imgseg"  # where `prepare` writes imgseg maps; relative paths are under the out dir
+    )
 
 
-def assign_splits(scene_names: list[str], version: str, *, val_fraction: float = 0.2) -> tuple[dict[str, str], str]:
+def assign_splits(
+    scene_names: list[str], version: str, *, val_fraction: float = 0.2
+) -> tuple[dict[str, str], str]:
     """Split name per scene and the source of the split ("nuscenes" or "hash"); see the module docstring."""
     from nuscenes.utils.splits import create_splits_scenes
 
@@ -90,7 +95,7 @@ def assign_splits(scene_names: list[str], version: str, *, val_fraction: float =
 
 
 def lidarseg_lookup(nusc: Any) -> np.ndarray:
-    """(256,) uint8 table: lidarseg label index (category 'index' field) -> Occ3D class id (0 'others' default)."""
+    """(256,) uint8 table: lidarseg label index (category 'index') -> Occ3D class id (default 0 'others')."""
     table = np.zeros(256, dtype=np.uint8)
     for cat in nusc.category:
         if "index" in cat:
@@ -115,7 +120,9 @@ def _sensor_entry(nusc: Any, sd_token: str) -> dict[str, Any]:
     return entry
 
 
-def build_infos(nusc: Any, *, config: InfoBuildConfig = InfoBuildConfig(), progress: bool = True) -> dict[str, Any]:
+def build_infos(
+    nusc: Any, *, config: InfoBuildConfig = InfoBuildConfig(), progress: bool = True
+) -> dict[str, Any]:
     """Builds the info index of every keyframe of a loaded `NuScenes` object.
 
     Args:
@@ -131,8 +138,9 @@ def build_infos(nusc: Any, *, config: InfoBuildConfig = InfoBuildConfig(), progr
     """
     lidarseg_files = {rec["sample_data_token"]: rec["filename"] for rec in getattr(nusc, "lidarseg", [])}
     scenes = sorted(nusc.scene, key=lambda s: s["name"])
-    splits, split_source = assign_splits([s["name"] for s in scenes], config.version,
-                                         val_fraction=config.val_fraction)
+    splits, split_source = assign_splits(
+        [s["name"] for s in scenes], config.version, val_fraction=config.val_fraction
+    )
     samples: list[dict[str, Any]] = []
     for scene in tqdm(scenes, desc="info index", unit="scene", disable=not progress):
         token, history, frame_index = scene["first_sample_token"], [], 0
@@ -143,21 +151,23 @@ def build_infos(nusc: Any, *, config: InfoBuildConfig = InfoBuildConfig(), progr
                 raise InfoIndexError(f"sample {token} of {scene['name']} has no {', '.join(missing)} data")
             lidar = _sensor_entry(nusc, sample["data"][LIDAR_NAME])
             lidar["lidarseg_path"] = lidarseg_files.get(lidar["sample_data_token"])
-            samples.append({
-                "token": token,
-                "scene_name": scene["name"],
-                "split": splits[scene["name"]],
-                "timestamp": int(sample["timestamp"]),
-                "prev": sample["prev"] or None,
-                "next": sample["next"] or None,
-                "frame_index": frame_index,
-                "lidar": lidar,
-                "cams": {name: _sensor_entry(nusc, sample["data"][name]) for name in CAMERA_NAMES},
-                "lidar_history": list(history[:NUM_LIDAR_HISTORY]),
-                "prev_camera": sample["prev"] or None,
-                "occ_path": f"gts/{scene['name']}/{token}/labels.npz",
-                "imgseg_path": f"{scene['name']}/{token}.npy",
-            })
+            samples.append(
+                {
+                    "token": token,
+                    "scene_name": scene["name"],
+                    "split": splits[scene["name"]],
+                    "timestamp": int(sample["timestamp"]),
+                    "prev": sample["prev"] or None,
+                    "next": sample["next"] or None,
+                    "frame_index": frame_index,
+                    "lidar": lidar,
+                    "cams": {name: _sensor_entry(nusc, sample["data"][name]) for name in CAMERA_NAMES},
+                    "lidar_history": list(history[:NUM_LIDAR_HISTORY]),
+                    "prev_camera": sample["prev"] or None,
+                    "occ_path": f"gts/{scene['name']}/{token}/labels.npz",
+                    "imgseg_path": f"{scene['name']}/{token}.npy",
+                }
+            )
             history.insert(0, token)
             token, frame_index = sample["next"], frame_index + 1
     return {
@@ -206,8 +216,10 @@ def load_infos(path: str | Path, *, dataroot: str | Path | None = None) -> dict[
     if not isinstance(index, dict) or index.get("format") != INFO_FORMAT:
         raise InfoIndexError(f"{path} is not a FusionOcc info index; {fix}")
     if index.get("format_version") != INFO_FORMAT_VERSION:
-        raise InfoIndexError(f"info index {path} has format version {index.get('format_version')}, this code "
-                             f"reads {INFO_FORMAT_VERSION}; {fix}")
+        raise InfoIndexError(
+            f"info index {path} has format version {index.get('format_version')}, this code "
+            f"reads {INFO_FORMAT_VERSION}; {fix}"
+        )
     if dataroot is not None:
         index["dataroot"] = str(Path(dataroot).resolve())
     index["index_path"] = str(path.resolve())

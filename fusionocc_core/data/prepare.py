@@ -4,6 +4,7 @@ Reads DATAROOT with the official nuscenes-devkit (tables, lidarseg, Occ3D gts/ p
 OUT/fusionocc_infos.pkl plus OUT/imgseg/<scene>/<sample_token>.npy (OUT defaults to DATAROOT). Existing imgseg
 maps are kept, so an interrupted run resumes; --overwrite redoes them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,18 +24,30 @@ def detect_version(dataroot: Path) -> str:
     if len(found) == 1:
         return found[0]
     if not found:
-        raise FileNotFoundError(f"no v1.0-*/scene.json table folder in {dataroot}; run "
-                                f"`fusionocc check-data {dataroot}` to see what is missing")
+        raise FileNotFoundError(
+            f"no v1.0-*/scene.json table folder in {dataroot}; run "
+            f"`fusionocc check-data {dataroot}` to see what is missing"
+        )
     raise FileNotFoundError(f"several table folders in {dataroot} ({', '.join(found)}); pass --version")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("dataroot", type=Path, help="nuScenes-format dataroot (v1.0-*/, samples/, lidarseg/, gts/)")
-    parser.add_argument("--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)")
+    parser.add_argument(
+        "dataroot", type=Path, help="nuScenes-format dataroot (v1.0-*/, samples/, lidarseg/, gts/)"
+    )
+    parser.add_argument(
+        "--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)"
+    )
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: DATAROOT)")
-    parser.add_argument("--val-fraction", type=float, default=0.2,
-                        help="share of scenes in val when scene names are not official nuScenes ones (default 0.2)")
-    parser.add_argument("--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)")
+    parser.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.2,
+        help="share of scenes in val when scene names are not official nuScenes ones (default 0.2)",
+    )
+    parser.add_argument(
+        "--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)"
+    )
     parser.add_argument("--overwrite", action="store_true", help="recompute existing imgseg maps")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
@@ -52,20 +65,27 @@ def run(args: argparse.Namespace) -> int:
         print(f"fusionocc prepare: {error}", file=sys.stderr)
         return 2
     nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=not args.quiet)
-    config = InfoBuildConfig(version=version, val_fraction=args.val_fraction,
-                             imgseg_root=None if args.no_imgseg else "imgseg")
+    config = InfoBuildConfig(
+        version=version, val_fraction=args.val_fraction, imgseg_root=None if args.no_imgseg else "imgseg"
+    )
     index = build_infos(nusc, config=config, progress=not args.quiet)
     del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
     if not args.no_imgseg:
         missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
         if missing:
-            print(f"fusionocc prepare: {missing} keyframes have no lidarseg; install nuScenes-lidarseg into "
-                  f"{dataroot} or pass --no-imgseg", file=sys.stderr)
+            print(
+                f"fusionocc prepare: {missing} keyframes have no lidarseg; install nuScenes-lidarseg into "
+                f"{dataroot} or pass --no-imgseg",
+                file=sys.stderr,
+            )
             return 2
         written = write_imgseg(index, out / "imgseg", overwrite=args.overwrite, progress=not args.quiet)
         print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
     path = save_infos(index, out / DEFAULT_INFO_NAME)
     counts = {split: sum(i["split"] == split for i in index["samples"]) for split in ("train", "val", "test")}
-    print(f"info index: {path} ({len(index['samples'])} keyframes; "
-          + ", ".join(f"{k} {v}" for k, v in counts.items() if v) + f"; split by {index['split_source']})")
+    print(
+        f"info index: {path} ({len(index['samples'])} keyframes; "
+        + ", ".join(f"{k} {v}" for k, v in counts.items() if v)
+        + f"; split by {index['split_source']})"
+    )
     return 0

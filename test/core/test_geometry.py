@@ -1,4 +1,5 @@
 """Geometry helpers against pyquaternion and the devkit's transform_matrix (the references nuScenes uses)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -8,7 +9,12 @@ from nuscenes.utils.geometry_utils import transform_matrix
 from pyquaternion import Quaternion
 
 from fusionocc_core.geometry import (
-    apply_transform, invert_transform, make_transform, matrix_to_quat, project_points, quat_to_matrix,
+    apply_transform,
+    invert_transform,
+    make_transform,
+    matrix_to_quat,
+    project_points,
+    quat_to_matrix,
 )
 
 
@@ -20,7 +26,7 @@ def _random_quats(n: int, seed: int = 0) -> np.ndarray:
 def test_quat_to_matrix_matches_pyquaternion() -> None:
     quats = _random_quats(50)
     ours = quat_to_matrix(quats)
-    for q, m in zip(quats, ours):
+    for q, m in zip(quats, ours, strict=True):
         np.testing.assert_allclose(m, Quaternion(q).rotation_matrix, atol=1e-12)
 
 
@@ -51,11 +57,15 @@ def test_invert_and_apply_numpy_and_torch() -> None:
     transforms = make_transform(rng.normal(size=(3, 3)), _random_quats(3, seed=5))
     points = rng.normal(size=(3, 7, 3))
     moved = apply_transform(transforms, points)
-    np.testing.assert_allclose(moved[1], (transforms[1] @ np.c_[points[1], np.ones(7)].T).T[:, :3], atol=1e-12)
+    np.testing.assert_allclose(
+        moved[1], (transforms[1] @ np.c_[points[1], np.ones(7)].T).T[:, :3], atol=1e-12
+    )
     np.testing.assert_allclose(apply_transform(invert_transform(transforms), moved), points, atol=1e-12)
     tt = torch.from_numpy(transforms)
     np.testing.assert_allclose(invert_transform(tt).numpy(), np.linalg.inv(transforms), atol=1e-12)
-    np.testing.assert_allclose(apply_transform(tt[0], torch.from_numpy(points[0])).numpy(), moved[0], atol=1e-12)
+    np.testing.assert_allclose(
+        apply_transform(tt[0], torch.from_numpy(points[0])).numpy(), moved[0], atol=1e-12
+    )
 
 
 def test_project_points() -> None:

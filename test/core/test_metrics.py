@@ -1,4 +1,5 @@
 """OccupancyMetric against hand-computed confusion matrices (rows GT, columns prediction)."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 
 from fusionocc_core.metrics import OccupancyMetric, format_table, scores_from_confusion
 
-# 7 voxels: car hit twice, car missed (free), free hallucinated as car, free right, road right, others -> road.
+# 7 voxels: car hit twice, car missed (free), free seen as car, free right, road right, others -> road.
 GT = np.array([4, 4, 4, 17, 17, 11, 0], dtype=np.uint8)
 PRED = np.array([4, 4, 17, 4, 17, 11, 11], dtype=np.uint8)
 

@@ -1,4 +1,5 @@
 """Renders: BEV picks the top class with the right orientation, the 3D view hides free and occluded voxels."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -27,7 +28,9 @@ def test_bev_top_class_and_orientation() -> None:
     np.testing.assert_array_equal(img[149, 0], CLASS_COLORS[7])  # +y left: column 0
     assert np.all(img[100, 100] == BACKGROUND)
     shaded = bev_image(vol)
-    assert np.all(shaded[0, 99] < CLASS_COLORS[4].astype(int) + 1) and np.any(shaded[0, 99] != CLASS_COLORS[4])
+    assert np.all(shaded[0, 99] < CLASS_COLORS[4].astype(int) + 1) and np.any(
+        shaded[0, 99] != CLASS_COLORS[4]
+    )
 
 
 def test_exposed_drops_interior() -> None:

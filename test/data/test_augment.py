@@ -1,4 +1,5 @@
 """Image and BEV augmentation: the warped image, post_rot/post_tran and label maps agree pixel for pixel."""
+
 from __future__ import annotations
 
 import cv2
@@ -6,8 +7,16 @@ import numpy as np
 import pytest
 
 from fusionocc_core.data.augment import (
-    BevAugConfig, ImageAug, ImageAugConfig, bda_matrix, flip_volume, image_aug_matrices, sample_bev_flips, sample_image_aug,
-    warp_image, warp_label_map,
+    BevAugConfig,
+    ImageAug,
+    ImageAugConfig,
+    bda_matrix,
+    flip_volume,
+    image_aug_matrices,
+    sample_bev_flips,
+    sample_image_aug,
+    warp_image,
+    warp_label_map,
 )
 from fusionocc_core.occ3d import GRID_SHAPE, POINT_CLOUD_RANGE, VOXEL_SIZE
 
@@ -41,8 +50,10 @@ def test_test_transform_is_resize_and_bottom_crop() -> None:
 def test_warped_pixels_come_from_where_the_matrices_say(case: int) -> None:
     aug = _augs()[case]
     post_rot, post_tran = image_aug_matrices(aug)
-    out = warp_image(_ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size, interpolation=cv2.INTER_LINEAR)
-    ys, xs = np.mgrid[0:CONFIG.input_size[0], 0:CONFIG.input_size[1]] + 0.5
+    out = warp_image(
+        _ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size, interpolation=cv2.INTER_LINEAR
+    )
+    ys, xs = np.mgrid[0 : CONFIG.input_size[0], 0 : CONFIG.input_size[1]] + 0.5
     dst = np.stack([xs.ravel(), ys.ravel()], axis=1)
     src = (dst - post_tran[:2]) @ np.linalg.inv(post_rot[:2, :2]).T
     # Interior only: bilinear interpolation of a ramp is exact away from the black border.
@@ -81,14 +92,24 @@ def test_label_map_follows_image() -> None:
     labels = np.arange(12 * 20, dtype=np.int32).reshape(12, 20)  # x8 map of a 96 x 160 image
     for aug in _augs()[:8]:
         post_rot, post_tran = image_aug_matrices(aug)
-        warped = warp_label_map(labels, source_stride=8, post_rot=post_rot, post_tran=post_tran,
-                                out_hw=CONFIG.input_size, out_stride=16, fill=-1)
+        warped = warp_label_map(
+            labels,
+            source_stride=8,
+            post_rot=post_rot,
+            post_tran=post_tran,
+            out_hw=CONFIG.input_size,
+            out_stride=16,
+            fill=-1,
+        )
         assert warped.shape == (3, 8)
         row, col = 1, 5
         centre = np.array([(col + 0.5) * 16, (row + 0.5) * 16])
         src = np.linalg.solve(post_rot[:2, :2], centre - post_tran[:2])
-        expected = labels[int(src[1] // 8), int(src[0] // 8)] if np.all(src >= 0) and src[1] < 96 and src[0] < 160 \
+        expected = (
+            labels[int(src[1] // 8), int(src[0] // 8)]
+            if np.all(src >= 0) and src[1] < 96 and src[0] < 160
             else -1
+        )
         assert warped[row, col] == expected
 
 

@@ -1,4 +1,5 @@
 """check-data names each broken piece of a dataroot and the command that fixes it."""
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,12 @@ def test_every_broken_piece_is_named(dataroot: Path) -> None:
     seg[1].write_bytes(b"\x00" * 10)
     gts = sorted((dataroot / "gts").rglob("labels.npz"))
     gts[0].unlink()
-    np.savez(gts[1], semantics=np.zeros((200, 200, 8), np.uint8), mask_lidar=np.zeros((200, 200, 16), np.uint8),
-             mask_camera=np.zeros((200, 200, 16), np.uint8))
+    np.savez(
+        gts[1],
+        semantics=np.zeros((200, 200, 8), np.uint8),
+        mask_lidar=np.zeros((200, 200, 16), np.uint8),
+        mask_camera=np.zeros((200, 200, 16), np.uint8),
+    )
     sorted((dataroot / "imgseg").rglob("*.npy"))[0].unlink()
     failures = "\n".join(_failures(dataroot, deep=True))
     assert f"samples/CAM_BACK: 1 keyframe files missing, e.g. samples/CAM_BACK/{cam_file.name}" in failures

@@ -1,4 +1,5 @@
-"""OccupancyDataset on the synthetic world: contract shapes, geometry that survives every augmentation, collate."""
+"""OccupancyDataset on the synthetic world: contract shapes, geometry through every augmentation, collate."""
+
 from __future__ import annotations
 
 import pickle
@@ -38,11 +39,16 @@ def test_shapes_and_dtypes(infos: Path) -> None:
     ds = OccupancyDataset(infos, input_size=INPUT, train=False, split="val")
     s = ds[1]
     expected = {
-        "images": ((2, 6, 3, *INPUT), torch.float32), "intrinsics": ((2, 6, 3, 3), torch.float32),
-        "cam_to_key_ego": ((2, 6, 4, 4), torch.float32), "post_rots": ((2, 6, 3, 3), torch.float32),
-        "post_trans": ((2, 6, 3), torch.float32), "bda": ((3, 3), torch.float32),
-        "sparse_depth": ((6, *INPUT), torch.float32), "voxel_semantics": (GRID_SHAPE, torch.uint8),
-        "mask_camera": (GRID_SHAPE, torch.bool), "mask_lidar": (GRID_SHAPE, torch.bool),
+        "images": ((2, 6, 3, *INPUT), torch.float32),
+        "intrinsics": ((2, 6, 3, 3), torch.float32),
+        "cam_to_key_ego": ((2, 6, 4, 4), torch.float32),
+        "post_rots": ((2, 6, 3, 3), torch.float32),
+        "post_trans": ((2, 6, 3), torch.float32),
+        "bda": ((3, 3), torch.float32),
+        "sparse_depth": ((6, *INPUT), torch.float32),
+        "voxel_semantics": (GRID_SHAPE, torch.uint8),
+        "mask_camera": (GRID_SHAPE, torch.bool),
+        "mask_lidar": (GRID_SHAPE, torch.bool),
         "imgseg": ((6, INPUT[0] // 16, INPUT[1] // 16), torch.uint8),
     }
     for key, (shape, dtype) in expected.items():
@@ -50,7 +56,10 @@ def test_shapes_and_dtypes(infos: Path) -> None:
     assert s["points"].ndim == 2 and s["points"].shape[1] == 5 and len(s["points"]) > 1000
     lo, hi = torch.tensor(POINT_CLOUD_RANGE[:3]), torch.tensor(POINT_CLOUD_RANGE[3:])
     assert torch.all((s["points"][:, :3] >= lo) & (s["points"][:, :3] < hi))
-    assert set(np.round(s["points"][:, 4].unique().numpy(), 3)) == {0.0, 0.5}  # frame 1 of its scene: 2 sweeps
+    assert set(np.round(s["points"][:, 4].unique().numpy(), 3)) == {
+        0.0,
+        0.5,
+    }  # frame 1 of its scene: 2 sweeps
     assert (s["sparse_depth"] > 0).any() and float(s["sparse_depth"].max()) < 45.0
     assert torch.equal(s["bda"], torch.eye(3))
     # Evaluation is reproducible (fixed thinning), images are normalised.
@@ -98,14 +107,19 @@ def test_points_land_on_their_pixels_and_labels_flip_with_them(infos: Path, flip
 
 
 def test_collate_and_missing_files(infos: Path, tmp_path: Path) -> None:
-    ds = OccupancyDataset(infos, input_size=INPUT, train=False, split="train",
-                          config=DatasetConfig(thin_points=False, with_imgseg=False))
+    ds = OccupancyDataset(
+        infos,
+        input_size=INPUT,
+        train=False,
+        split="train",
+        config=DatasetConfig(thin_points=False, with_imgseg=False),
+    )
     a, b = ds[0], ds[1]
     batch = collate([a, b])
     assert batch["images"].shape == (2, 2, 6, 3, *INPUT) and batch["token"] == [a["token"], b["token"]]
     assert batch["points"].shape == (len(a["points"]) + len(b["points"]), 6)
     np.testing.assert_array_equal(batch["points"][:, 0].unique().numpy(), [0.0, 1.0])
-    assert torch.equal(batch["points"][len(a["points"]):, 1:], b["points"])
+    assert torch.equal(batch["points"][len(a["points"]) :, 1:], b["points"])
     assert "imgseg" not in a
     with pytest.raises(ValueError, match="empty batch"):
         collate([])

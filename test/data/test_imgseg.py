@@ -1,4 +1,5 @@
 """imgseg painting: box geometry, nearest-wins, and the projection chain against the devkit's."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -6,7 +7,13 @@ from pathlib import Path
 import numpy as np
 from nuscenes.nuscenes import NuScenes
 
-from fusionocc_core.data.imgseg import ImgsegConfig, imgseg_for_sample, lidar_to_camera, load_keyframe_lidarseg, paint_imgseg
+from fusionocc_core.data.imgseg import (
+    ImgsegConfig,
+    imgseg_for_sample,
+    lidar_to_camera,
+    load_keyframe_lidarseg,
+    paint_imgseg,
+)
 from fusionocc_core.data.infos import InfoBuildConfig, build_infos
 from fusionocc_core.geometry import apply_transform, project_points
 
@@ -15,7 +22,8 @@ def test_one_point_paints_one_by_two_cells() -> None:
     out = paint_imgseg(np.array([[21.0, 37.0]]), np.array([5.0]), np.array([4]), width=64, height=48)
     assert out.shape == (6, 8)
     painted = np.argwhere(out != 17)
-    # 8 px wide box [17, 25) covers the cell centre 20 (col 2); 16 px tall [29, 45) covers centres 36, 44 (rows 4, 5).
+    # 8 px wide box [17, 25) covers the cell centre 20 (col 2);
+    # 16 px tall box [29, 45) covers the centres 36 and 44 (rows 4, 5).
     np.testing.assert_array_equal(painted, [[4, 2], [5, 2]])
     assert np.all(out[out != 17] == 4)
 
@@ -36,12 +44,20 @@ def test_projection_matches_devkit(synth_dataroot: Path) -> None:
     info = index["samples"][1]
     xyz, labels = load_keyframe_lidarseg(Path(index["dataroot"]), info, index["lidarseg_to_occ"])
     cam = info["cams"]["CAM_FRONT"]
-    ref_points, _, _ = nusc.explorer.map_pointcloud_to_image(info["lidar"]["sample_data_token"],
-                                                             cam["sample_data_token"])
-    uv, depth = project_points(apply_transform(lidar_to_camera(info["lidar"], cam), xyz.astype(np.float64)),
-                               cam["intrinsics"])
+    ref_points, _, _ = nusc.explorer.map_pointcloud_to_image(
+        info["lidar"]["sample_data_token"], cam["sample_data_token"]
+    )
+    uv, depth = project_points(
+        apply_transform(lidar_to_camera(info["lidar"], cam), xyz.astype(np.float64)), cam["intrinsics"]
+    )
     # The devkit keeps depth > 1 m and 1 px inside the borders.
-    keep = (depth > 1.0) & (uv[:, 0] > 1) & (uv[:, 0] < cam["width"] - 1) & (uv[:, 1] > 1) & (uv[:, 1] < cam["height"] - 1)
+    keep = (
+        (depth > 1.0)
+        & (uv[:, 0] > 1)
+        & (uv[:, 0] < cam["width"] - 1)
+        & (uv[:, 1] > 1)
+        & (uv[:, 1] < cam["height"] - 1)
+    )
     ours = uv[keep]
     assert len(ours) == ref_points.shape[1] > 100
     # The devkit works in float32: compare the sorted coordinates axis by axis (order-free, tolerant).

@@ -1,4 +1,5 @@
 """Info index from the synthetic dataroot through the official devkit; splits; load errors."""
+
 from __future__ import annotations
 
 import pickle
@@ -11,7 +12,13 @@ from nuscenes.utils.geometry_utils import transform_matrix
 from pyquaternion import Quaternion
 
 from fusionocc_core.data.infos import (
-    InfoBuildConfig, InfoIndexError, assign_splits, build_infos, load_infos, resolve_imgseg_root, save_infos,
+    InfoBuildConfig,
+    InfoIndexError,
+    assign_splits,
+    build_infos,
+    load_infos,
+    resolve_imgseg_root,
+    save_infos,
 )
 from fusionocc_core.occ3d import CAMERA_NAMES
 
@@ -60,8 +67,12 @@ def test_build_on_synthetic(nusc: NuScenes, synth_options: dict) -> None:
     cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
     pose = nusc.get("ego_pose", sd["ego_pose_token"])
     cam = info["cams"]["CAM_BACK"]
-    np.testing.assert_allclose(cam["sensor2ego"], transform_matrix(cs["translation"], Quaternion(cs["rotation"])), atol=1e-12)
-    np.testing.assert_allclose(cam["ego2global"], transform_matrix(pose["translation"], Quaternion(pose["rotation"])), atol=1e-9)
+    np.testing.assert_allclose(
+        cam["sensor2ego"], transform_matrix(cs["translation"], Quaternion(cs["rotation"])), atol=1e-12
+    )
+    np.testing.assert_allclose(
+        cam["ego2global"], transform_matrix(pose["translation"], Quaternion(pose["rotation"])), atol=1e-9
+    )
     np.testing.assert_allclose(cam["intrinsics"], cs["camera_intrinsic"])
     assert samples[1]["lidar_history"] == [samples[0]["token"]]
     # lidarseg lookup: vehicle.car -> 4, noise -> 0.

@@ -1,4 +1,5 @@
 """fusionocc eval: saved predictions and a model over the synthetic split, both protocols, JSON, errors."""
+
 from __future__ import annotations
 
 import json
@@ -28,7 +29,9 @@ def _gt(index: dict, info: dict) -> dict[str, np.ndarray]:
         return {k: data[k] for k in data}
 
 
-def test_pred_dir_perfect_and_shifted(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_pred_dir_perfect_and_shifted(
+    infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     index = load_infos(infos)
     val = [i for i in index["samples"] if i["split"] == "val"]
     perfect, wrong = tmp_path / "perfect", tmp_path / "wrong"
@@ -38,7 +41,10 @@ def test_pred_dir_perfect_and_shifted(infos: Path, tmp_path: Path, capsys: pytes
         np.savez(perfect / f"{info['token']}.npz", semantics=gt["semantics"])
         np.savez(wrong / f"{info['token']}.npz", semantics=np.roll(gt["semantics"], 5, axis=0))
     out = tmp_path / "scores.json"
-    assert cli_main(["eval", "--pred-dir", str(perfect), "--infos", str(infos), "--out", str(out), "--quiet"]) == 0
+    assert (
+        cli_main(["eval", "--pred-dir", str(perfect), "--infos", str(infos), "--out", str(out), "--quiet"])
+        == 0
+    )
     printed = capsys.readouterr().out
     assert "camera mask" in printed and "no mask" in printed and "mIoU (camera mask" in printed
     scores = json.loads(out.read_text())
@@ -70,8 +76,9 @@ def test_pred_dir_errors(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixt
 
 
 def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path) -> None:
-    dataset = OccupancyDataset(infos, input_size=(64, 176), train=False, split="val",
-                               config=DatasetConfig(with_imgseg=False))
+    dataset = OccupancyDataset(
+        infos, input_size=(64, 176), train=False, split="val", config=DatasetConfig(with_imgseg=False)
+    )
     loader = DataLoader(dataset, batch_size=2, collate_fn=collate)
     calls = []
 
@@ -84,11 +91,14 @@ def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path)
     assert len(calls) == 2 and "sparse_depth" in calls[0] and "voxel_semantics" not in calls[0]
     index = load_infos(infos)
     gts = [_gt(index, i) for i in index["samples"] if i["split"] == "val"]
-    car_column = np.bincount(np.concatenate([g["semantics"][g["mask_camera"] != 0] for g in gts]), minlength=18)
+    car_column = np.bincount(
+        np.concatenate([g["semantics"][g["mask_camera"] != 0] for g in gts]), minlength=18
+    )
     np.testing.assert_array_equal(result.camera_mask.confusion[:, 4], car_column)
     assert result.camera_mask.confusion.sum() == car_column.sum()
     assert result.no_mask.geometry_iou == pytest.approx(
-        np.mean([(g["semantics"] != 17).mean() for g in gts]), rel=1e-6)
+        np.mean([(g["semantics"] != 17).mean() for g in gts]), rel=1e-6
+    )
     again = evaluate_predictions(index, tmp_path, split="val", progress=False)
     np.testing.assert_array_equal(again.camera_mask.confusion, result.camera_mask.confusion)
 
@@ -102,9 +112,29 @@ def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
     torch.manual_seed(0)
     save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
     preds, out = tmp_path / "preds", tmp_path / "scores.json"
-    assert cli_main(["eval", "--checkpoint", str(tmp_path / "tiny.pt"), "--infos", str(infos), "--device", "cpu",
-                     "--num-workers", "0", "--limit", "1", "--save-pred", str(preds), "--out", str(out),
-                     "--quiet"]) == 0
+    assert (
+        cli_main(
+            [
+                "eval",
+                "--checkpoint",
+                str(tmp_path / "tiny.pt"),
+                "--infos",
+                str(infos),
+                "--device",
+                "cpu",
+                "--num-workers",
+                "0",
+                "--limit",
+                "1",
+                "--save-pred",
+                str(preds),
+                "--out",
+                str(out),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     scores = json.loads(out.read_text())
     assert scores["camera_mask"]["num_samples"] == 1 and scores["source"].endswith("tiny.pt")
     saved = sorted(preds.iterdir())

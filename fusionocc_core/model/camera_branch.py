@@ -56,6 +56,19 @@ class CameraBranchConfig:
     depth_patch_dropout: float = 0.49
     cache_plans: bool = False  # reuse lift-splat pooling plans for value-identical geometry (static rig)
 
+    def __post_init__(self) -> None:
+        # Configs come back from checkpoints / YAML with lists; keep them hashable tuples.
+        for name in (
+            "swin_depths",
+            "swin_num_heads",
+            "input_size",
+            "depth_bins",
+            "grid_lower",
+            "voxel_size",
+            "grid_shape",
+        ):
+            object.__setattr__(self, name, tuple(getattr(self, name)))
+
     @property
     def num_depth_bins(self) -> int:
         return len(torch.arange(*self.depth_bins))

@@ -257,3 +257,13 @@ def test_partial_conversion_for_bevdet_initialisation() -> None:
     assert {k.split(".")[0] for k in result.missing_keys} == {"fusion", "depth_net", "pre_process"}
     with pytest.raises(CheckpointConversionError, match="not camera-branch prefixes"):
         convert_camera_state_dict(original, prefixes=("lidar_encoder.",))
+
+
+def test_config_from_lists_equals_config_from_tuples() -> None:
+    from_lists = CameraBranchConfig(swin_depths=[2, 2, 2, 2], input_size=[64, 128], grid_shape=[40, 40, 8])
+    assert from_lists == CameraBranchConfig(
+        swin_depths=(2, 2, 2, 2), input_size=(64, 128), grid_shape=(40, 40, 8)
+    )
+    assert hash(from_lists) == hash(
+        CameraBranchConfig(swin_depths=(2, 2, 2, 2), input_size=(64, 128), grid_shape=(40, 40, 8))
+    )

@@ -116,17 +116,23 @@ class WindowAttention(nn.Module):
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         bw, n, c = x.shape
-        qkv = self.qkv(x).reshape(bw, n, 3, self.num_heads, c // self.num_heads).permute(2, 0, 3, 1, 4)
+        nh = self.num_heads
+        qkv = self.qkv(x).reshape(bw, n, 3, nh, c // nh).permute(2, 0, 3, 1, 4)
         q, k, v = qkv[0], qkv[1], qkv[2]  # (B*nW, nh, N, hd)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B*nW, nh, N, N)
-        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, -1)
-        attn = attn + bias.permute(2, 0, 1).unsqueeze(0)
+        bias = self.relative_position_bias_table[self.relative_position_index.view(-1)].view(n, n, nh)
+        bias = bias.permute(2, 0, 1).unsqueeze(0)  # (1, nh, N, N)
         if mask is not None:
+            # Windows of one image share the mask: fold them into the head axis so one (1, nW*nh, N, N) bias
+            # broadcasts over the images instead of materialising a (B*nW, nh, N, N) one.
             nw = mask.shape[0]
-            attn = attn.view(bw // nw, nw, self.num_heads, n, n) + mask.unsqueeze(1).unsqueeze(0)
-            attn = attn.view(-1, self.num_heads, n, n)
-        attn = self.attn_drop(attn.softmax(dim=-1))
-        x = (attn @ v).transpose(1, 2).reshape(bw, n, c)  # (B*nW, N, C)
+            bias = (bias + mask.unsqueeze(1)).reshape(1, nw * nh, n, n)  # (1, nW*nh, N, N)
+            q, k, v = (t.reshape(bw // nw, nw * nh, n, -1) for t in (q, k, v))  # (B, nW*nh, N, hd)
+        # Same math as softmax(q * scale @ k^T + bias) @ v; fused kernels where the device has them.
+        drop = self.attn_drop.p if self.training else 0.0
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=drop, scale=self.scale
+        )
+        x = x.reshape(bw, nh, n, -1).transpose(1, 2).reshape(bw, n, c)  # (B*nW, N, C)
         return self.proj_drop(self.proj(x))
 
 

@@ -145,28 +145,53 @@ def load_keyframe_lidarseg(
     return points[:, :3], lookup[raw]
 
 
+def _write_one(task: tuple[Path, Path, dict[str, Any], np.ndarray, ImgsegConfig]) -> None:
+    """Computes and atomically writes one keyframe's maps (top level so worker processes can run it)."""
+    dataroot, target, info, lookup, config = task
+    xyz, labels = load_keyframe_lidarseg(dataroot, info, lookup)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = target.with_name(target.stem + ".tmp.npy")
+    np.save(tmp, imgseg_for_sample(xyz, labels, info, config=config))
+    tmp.replace(target)
+
+
 def write_imgseg(
     index: dict[str, Any],
     out_root: str | Path,
     *,
     config: ImgsegConfig = ImgsegConfig(),
     overwrite: bool = False,
+    workers: int = 0,
     progress: bool = True,
 ) -> int:
     """Writes the imgseg map of every keyframe of an info index; returns how many files were written.
 
     Existing files are kept unless `overwrite`, so an interrupted run resumes where it stopped.
+
+    Args:
+        index: info index (`infos.build_infos` / `load_infos`).
+        out_root: imgseg folder; files go to `<out_root>/<scene>/<token>.npy`.
+        config: painting options.
+        overwrite: recompute existing files.
+        workers: worker processes (0 = this process); each keyframe is independent.
+        progress: tqdm bar.
     """
     dataroot, out_root = Path(index["dataroot"]), Path(out_root)
-    written = 0
-    for info in tqdm(index["samples"], desc="imgseg", unit="sample", disable=not progress):
-        target = out_root / info["imgseg_path"]
-        if target.exists() and not overwrite:
-            continue
-        xyz, labels = load_keyframe_lidarseg(dataroot, info, index["lidarseg_to_occ"])
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(target.stem + ".tmp.npy")
-        np.save(tmp, imgseg_for_sample(xyz, labels, info, config=config))
-        tmp.replace(target)
-        written += 1
-    return written
+    tasks = [
+        (dataroot, out_root / info["imgseg_path"], info, index["lidarseg_to_occ"], config)
+        for info in index["samples"]
+        if overwrite or not (out_root / info["imgseg_path"]).exists()
+    ]
+    bar = tqdm(total=len(tasks), desc="imgseg", unit="sample", disable=not progress)
+    if workers > 0 and len(tasks) > 1:
+        import multiprocessing
+
+        with multiprocessing.get_context("spawn").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_write_one, tasks, chunksize=8):
+                bar.update()
+    else:
+        for task in tasks:
+            _write_one(task)
+            bar.update()
+    bar.close()
+    return len(tasks)

@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)"
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute existing imgseg maps")
+    parser.add_argument(
+        "--workers", type=int, default=0, help="processes for the imgseg maps (default: 0 = this process)"
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -79,7 +82,9 @@ def run(args: argparse.Namespace) -> int:
                 file=sys.stderr,
             )
             return 2
-        written = write_imgseg(index, out / "imgseg", overwrite=args.overwrite, progress=not args.quiet)
+        written = write_imgseg(
+            index, out / "imgseg", overwrite=args.overwrite, workers=args.workers, progress=not args.quiet
+        )
         print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
     path = save_infos(index, out / DEFAULT_INFO_NAME)
     counts = {split: sum(i["split"] == split for i in index["samples"]) for split in ("train", "val", "test")}

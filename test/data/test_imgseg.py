@@ -13,6 +13,7 @@ from fusionocc_core.data.imgseg import (
     lidar_to_camera,
     load_keyframe_lidarseg,
     paint_imgseg,
+    write_imgseg,
 )
 from fusionocc_core.data.infos import InfoBuildConfig, build_infos
 from fusionocc_core.geometry import apply_transform, project_points
@@ -65,3 +66,16 @@ def test_projection_matches_devkit(synth_dataroot: Path) -> None:
     maps = imgseg_for_sample(xyz, labels, info, config=ImgsegConfig())
     assert maps.shape == (6, -(-cam["height"] // 8), -(-cam["width"] // 8)) and maps.dtype == np.uint8
     assert 0.05 < (maps != 17).mean() < 0.95
+
+
+def test_write_resumes_and_workers_match_serial(synth_dataroot: Path, tmp_path: Path) -> None:
+    nusc = NuScenes("v1.0-mini", str(synth_dataroot), verbose=False)
+    index = build_infos(nusc, config=InfoBuildConfig(version="v1.0-mini"), progress=False)
+    index["samples"] = index["samples"][:3]
+    assert write_imgseg(index, tmp_path / "serial", progress=False) == 3
+    assert write_imgseg(index, tmp_path / "serial", progress=False) == 0  # resumes: nothing left to do
+    assert write_imgseg(index, tmp_path / "parallel", workers=2, progress=False) == 3
+    for info in index["samples"]:
+        serial = np.load(tmp_path / "serial" / info["imgseg_path"])
+        np.testing.assert_array_equal(np.load(tmp_path / "parallel" / info["imgseg_path"]), serial)
+    assert not list((tmp_path / "parallel").rglob("*.tmp.npy"))

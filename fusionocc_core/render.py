@@ -273,18 +273,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--key", default="semantics", help="array name inside .npz files (default: semantics)"
     )
+    parser.add_argument(
+        "--infos",
+        type=Path,
+        default=None,
+        help="info index: take the ground truth and camera images of the sample (unless --gt/--images)",
+    )
+    parser.add_argument(
+        "--token", default=None, help="with --infos: the sample token (default: PATH's file name stem)"
+    )
     parser.add_argument("--azimuth", type=float, default=ViewConfig.azimuth_deg, help="3D view azimuth [deg]")
     parser.add_argument(
         "--elevation", type=float, default=ViewConfig.elevation_deg, help="3D view elevation [deg]"
     )
 
 
+def _sample_files(infos: Path, token: str) -> tuple[Path, list[Path]]:
+    """Ground-truth file and the six camera images of one sample of an info index."""
+    from fusionocc_core.data.infos import load_infos, samples_by_token
+    from fusionocc_core.occ3d import CAMERA_NAMES
+
+    index = load_infos(infos)
+    info = samples_by_token(index).get(token)
+    if info is None:
+        raise ValueError(f"sample {token} is not in {infos}; pass --token")
+    root = Path(index["dataroot"])
+    return root / info["occ_path"], [root / info["cams"][name]["path"] for name in CAMERA_NAMES]
+
+
 def run(args: argparse.Namespace) -> int:
+    from fusionocc_core.data.infos import InfoIndexError
+
     try:
+        if args.infos is not None:
+            gt_path, image_paths = _sample_files(args.infos, args.token or args.path.stem)
+            args.gt = args.gt or gt_path
+            args.images = args.images or image_paths
         pred, pred_mask = load_volume(args.path, key=args.key)
         gt, gt_mask = load_volume(args.gt, key=args.key) if args.gt else (None, None)
         images = [np.asarray(Image.open(p).convert("RGB")) for p in args.images] if args.images else None
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, InfoIndexError) as error:
         print(f"fusionocc render: {error}", file=sys.stderr)
         return 2
     if args.camera_mask:

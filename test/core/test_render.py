@@ -82,3 +82,13 @@ def test_cli(synth_dataroot: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert "needs a mask_camera" in capsys.readouterr().err
     assert cli_main(["render", str(tmp_path / "missing.npz"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
+    # With an info index, a saved prediction <token>.npz finds its ground truth and camera images.
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(tmp_path), "--no-imgseg", "--quiet"]) == 0
+    token = gt.parent.name
+    np.savez(tmp_path / f"{token}.npz", semantics=_empty())
+    infos = str(tmp_path / "fusionocc_infos.pkl")
+    assert cli_main(["render", str(tmp_path / f"{token}.npz"), "--infos", infos, "--out", str(out)]) == 0
+    with_images = Image.open(out).size
+    assert with_images[1] > 1200  # camera rows + prediction row + ground-truth row
+    assert cli_main(["render", str(tmp_path / "pred.npy"), "--infos", infos, "--out", str(out)]) == 2
+    assert "is not in" in capsys.readouterr().err

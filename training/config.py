@@ -30,8 +30,8 @@ class TrainConfig:
     dataroot: str = ""  # replaces the dataroot stored in the index ("" = keep it)
     train_split: str = "train"
     val_split: str = "val"
-    input_height: int = 512  # network input [px] (resize + bottom crop of the source images)
-    input_width: int = 1408
+    input_height: int = 0  # network input [px] (resize + bottom crop); 0 = the model preset's input size
+    input_width: int = 0
     with_imgseg: bool = True  # image segmentation targets (the aux seg loss needs them)
     num_workers: int = 4  # data loader processes per rank
     # -- model
@@ -73,11 +73,11 @@ class TrainConfig:
             raise ConfigError(f"modality must be one of {MODALITIES}, got '{self.modality}'")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got '{self.amp}'")
-        for name in ("input_height", "input_width", "batch_size", "epochs"):
+        for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("max_iters", "warmup_iters", "num_workers", "log_interval", "eval_interval",
-                     "ckpt_interval", "max_val_samples"):
+        for name in ("input_height", "input_width", "max_iters", "warmup_iters", "num_workers", "log_interval",
+                     "eval_interval", "ckpt_interval", "max_val_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_last < 1:

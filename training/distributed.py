@@ -77,7 +77,7 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
 
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """A well-mixed 63-bit seed for one sample of one epoch."""
-    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, dtype=np.uint64)[0] >> 1)
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
 class ResumableSampler(Sampler):

@@ -1,0 +1,507 @@
+"""Train FusionOcc on an info index (nuScenes + Occ3D or the synthetic world), one process or torchrun.
+
+    fusionocc train --config training/configs/tiny_synth.yaml --set info_path=DATA/fusionocc_infos.pkl
+    torchrun --nproc-per-node 2 -m training.train --config training/configs/official.yaml --info ...
+
+AdamW with linear warm-up + cosine decay, grad-norm clipping, EMA of the weights, optional AMP on CUDA,
+TensorBoard scalars and a metrics.jsonl in the run folder, periodic validation mIoU (camera-mask and no-mask
+protocols) and atomic checkpoints for an exact resume (`--resume auto` picks the newest valid one).
+Only rank 0 writes files; the validation confusion matrices are summed over ranks.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+import time
+from contextlib import nullcontext
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader, Subset
+
+from training.checkpointing import (
+    CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_name, find_latest_valid,
+    prune_checkpoints, read_checkpoint, rng_state, set_rng_state,
+)
+from training.config import ConfigError, TrainConfig, load_config, parse_set_options, save_config
+from training.distributed import (
+    DistInfo, ResumableSampler, SeededDataset, all_reduce_mean, cleanup_distributed, setup_distributed,
+)
+from training.ema import ModelEMA
+from training.schedule import lr_at, set_lr
+
+# Batch keys the model's forward takes, in its argument order.
+MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points", "sparse_depth")
+
+
+class TrainError(RuntimeError):
+    """A training run cannot start or continue (message names the file/option at fault)."""
+
+
+# -- model, loss, data -----------------------------------------------------------------------------------------
+
+
+def build_model(config: TrainConfig) -> nn.Module:
+    """The preset's `FusionOcc` with the branches of `config.modality` switched on (the other is not computed)."""
+    from fusionocc_core.model.fusionocc import FusionOcc
+    from fusionocc_core.model.presets import get_config
+
+    try:
+        preset = get_config(config.model)
+    except KeyError as error:
+        raise TrainError(str(error.args[0])) from None
+    return FusionOcc(replace(preset, camera_enabled=config.modality != "lidar",
+                             lidar_enabled=config.modality != "camera"))
+
+
+def build_loss(config: TrainConfig, model: nn.Module) -> nn.Module:
+    """FusionOccLoss matching the model's camera feature stride and depth bins."""
+    from fusionocc_core.model.losses import FusionOccLoss
+
+    camera = model.config.camera
+    return FusionOccLoss(downsample=camera.downsample, depth_bins=camera.depth_bins,
+                         use_camera_mask=config.use_mask)
+
+
+class LossModel(nn.Module):
+    """Model + loss as one module whose forward takes a batch dict and returns the named losses.
+
+    DDP must wrap the module whose forward runs the whole graph (its gradient hooks are armed in forward), and
+    the model's training entry point is `forward_with_aux`, so this wrapper is what DDP sees.
+    """
+
+    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        self.loss = loss
+
+    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS))
+        has_seg = "imgseg" in batch  # absent when the index has no imgseg maps (with_imgseg off)
+        return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"), key_depth=out.key_depth,
+                         sparse_depth=batch["sparse_depth"], key_seg_logits=out.key_seg_logits if has_seg else None,
+                         seg_labels=batch.get("imgseg"))
+
+
+def input_size(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
+    """(H, W) from the config, or the model's own input size when the config leaves it at 0."""
+    if config.input_height and config.input_width:
+        return config.input_height, config.input_width
+    size = getattr(getattr(getattr(model, "config", None), "camera", None), "input_size", None)
+    if size is None:
+        raise TrainError(f"model preset '{config.model}' does not state its input size; set input_height and "
+                         f"input_width in the config")
+    return int(size[0]), int(size[1])
+
+
+def check_info_path(config: TrainConfig) -> None:
+    if not config.info_path:
+        raise TrainError("no info index given: pass --info PATH (written by `fusionocc prepare DATAROOT`)")
+    if not Path(config.info_path).is_file():
+        raise TrainError(f"info index {config.info_path} does not exist; run `fusionocc prepare DATAROOT` first")
+
+
+def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
+    from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
+
+    check_info_path(config)
+    data_config = DatasetConfig(with_imgseg=config.with_imgseg)
+    dataroot = config.dataroot or None
+    train = OccupancyDataset(config.info_path, input_size=size, train=True, split=config.train_split,
+                             config=data_config, dataroot=dataroot)
+    val = OccupancyDataset(config.info_path, input_size=size, train=False, split=config.val_split,
+                           config=data_config, dataroot=dataroot)
+    return train, val
+
+
+def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The plain FusionOcc module under DDP and `LossModel`."""
+    if isinstance(model, DistributedDataParallel):
+        model = model.module
+    return model.model if isinstance(model, LossModel) else model
+
+
+# -- one optimisation step -------------------------------------------------------------------------------------
+
+
+def autocast_context(config: TrainConfig, device: torch.device):
+    if device.type != "cuda" or config.amp == "none":
+        return nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
+
+
+def train_step(loss_model: nn.Module, batch: dict[str, Any], optimizer: torch.optim.Optimizer, *,
+               config: TrainConfig, device: torch.device, scaler: torch.amp.GradScaler | None = None
+               ) -> dict[str, float]:
+    """Forward, backward, clip, optimizer step on one batch; returns the losses and the grad norm as floats.
+
+    Raises:
+        TrainError: the loss is not finite (names the step's losses; the weights are not updated).
+    """
+    optimizer.zero_grad(set_to_none=True)
+    with autocast_context(config, device):
+        losses = loss_model(batch)
+    total = sum(losses.values())
+    if not torch.isfinite(total):
+        raise TrainError("non-finite loss: " + ", ".join(f"{k}={float(v):.4g}" for k, v in losses.items()))
+    if scaler is not None:
+        scaler.scale(total).backward()
+        scaler.unscale_(optimizer)
+    else:
+        total.backward()
+    params = [p for p in loss_model.parameters() if p.grad is not None]
+    if config.grad_clip > 0:
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
+    else:
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+    if scaler is not None:
+        scaler.step(optimizer)
+        scaler.update()
+    else:
+        optimizer.step()
+    out = {f"loss/{k}": float(v.detach()) for k, v in losses.items()}
+    out["loss/total"] = float(total.detach())
+    out["grad_norm"] = grad_norm
+    return out
+
+
+# -- validation ------------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info: DistInfo) -> dict[str, float]:
+    """mIoU of `model` over this rank's share of the val loader, confusion matrices summed over ranks.
+
+    Returns:
+        {"miou_mask", "miou_nomask", "geo_iou_mask", "geo_iou_nomask"} in percent (NaN when nothing scored).
+    """
+    from fusionocc_core.metrics import OccupancyMetric
+
+    was_training = model.training
+    model.eval()
+    metrics = {"mask": OccupancyMetric(use_camera_mask=True), "nomask": OccupancyMetric(use_camera_mask=False)}
+    for batch in loader:
+        batch = move_batch(batch, info.device)
+        with autocast_context(config, info.device):
+            logits = model(*(batch[k] for k in MODEL_INPUTS))
+        pred = logits.argmax(-1)  # (B, X, Y, Z)
+        for metric in metrics.values():
+            metric.update(pred, batch["voxel_semantics"], mask=batch["mask_camera"])
+    model.train(was_training)
+    out = {}
+    for name, metric in metrics.items():
+        metric.all_reduce(info.device)
+        scores = metric.compute()
+        out[f"miou_{name}"] = 100.0 * scores.miou
+        out[f"geo_iou_{name}"] = 100.0 * scores.geometry_iou
+    return out
+
+
+# -- checkpoints and initialisation ----------------------------------------------------------------------------
+
+
+def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
+    """Every rank's RNG state (rank order); a collective, so every rank must call it."""
+    state = rng_state()
+    if not info.distributed:
+        return [state]
+    states: list[Any] = [None] * info.world_size
+    dist.all_gather_object(states, state)
+    return states
+
+
+def save_training_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                             ema: ModelEMA | None, scaler: torch.amp.GradScaler | None, step: int,
+                             total_steps: int, config: TrainConfig, rng: list[dict[str, Any]],
+                             val: dict[str, float] | None) -> None:
+    atomic_save({
+        "format": CHECKPOINT_FORMAT,
+        "format_version": CHECKPOINT_FORMAT_VERSION,
+        "step": step,
+        "total_steps": total_steps,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict(),
+        "ema": ema.state_dict() if ema is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "rng": rng,  # one entry per rank
+        "world_size": len(rng),
+        "config": config.to_dict(),
+        "val": val,
+    }, path)
+
+
+def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
+    """The checkpoint to resume from: none (""), the newest valid one of out_dir ("auto") or a path.
+
+    Raises:
+        CheckpointError: an explicit path that cannot be used.
+    """
+    if not resume:
+        return None
+    if resume == "auto":
+        path, data, skipped = find_latest_valid(out_dir)
+        for message in skipped:
+            log(message)
+        if path is None:
+            log(f"resume auto: no valid checkpoint in {out_dir}, starting from scratch")
+            return None
+        log(f"resuming from {path} (step {data['step']})")
+        return data
+    data = read_checkpoint(resume)
+    log(f"resuming from {resume} (step {data['step']})")
+    return data
+
+
+def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
+    """`init_from`: a published FusionOcc .pth, every weight (strict). `init_camera_from`: a BEVDet-Occ .pth,
+    whatever fits (the camera branch), with the load report printed so real mismatches are visible.
+
+    Raises:
+        TrainError: the file cannot be read or (init_from) does not fit the model; the message has the report.
+    """
+    from fusionocc_core.model.checkpoint import CheckpointError as ModelCheckpointError
+    from fusionocc_core.model.checkpoint import load_original_checkpoint
+
+    path, strict = (config.init_from, True) if config.init_from else (config.init_camera_from, False)
+    if not path:
+        return
+    try:
+        report = load_original_checkpoint(model, path, strict=strict)
+    except ModelCheckpointError as error:
+        raise TrainError(f"cannot initialise from {path}: {error}") from None
+    if strict:
+        log(f"initialised every weight from {path}: {report}")
+        return
+    camera = [k for k in report.loaded if k.startswith("camera.")]
+    log(f"camera branch initialised from {path} (non-strict): {len(camera)} camera tensors loaded\n{report}")
+    if not camera:
+        raise TrainError(f"{path} initialised no camera weight; is it a BEVDet-Occ/FusionOcc checkpoint of "
+                         f"the same image backbone as preset '{config.model}'?\n{report}")
+
+
+def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None) -> None:
+    """The (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load)."""
+    from fusionocc_core.model.checkpoint import save_checkpoint
+    from fusionocc_core.model.fusionocc import FusionOcc
+
+    if not isinstance(model, FusionOcc):  # a test stand-in has no config to store
+        return
+    save_checkpoint(path, model, step=step, val=val)
+
+
+# -- the loop --------------------------------------------------------------------------------------------------
+
+
+def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
+          model_factory: Callable[[TrainConfig], nn.Module] = build_model) -> dict[str, Any]:
+    """Runs (or continues) a training run; returns a summary (final step, last losses, validation scores).
+
+    Args:
+        config: the run's options (a resumed run keeps the checkpoint's config except out_dir/max_iters/
+            intervals/num_workers/progress, which may change between sessions).
+        info: this process's rank, world size and device (`setup_distributed`).
+        resume: "" (fresh), "auto" (newest valid checkpoint of out_dir, fresh if none) or a checkpoint path.
+        log: where rank 0 prints its messages.
+        model_factory: builds the network from the config (tests pass a cheaper stand-in with the same forward
+            contract).
+    """
+    log = log if info.is_main else (lambda *_: None)
+    out_dir = Path(config.out_dir)
+    state = resolve_resume(resume, out_dir, log)
+    if state is not None:
+        stored = TrainConfig(**state["config"])
+        config = replace(stored, out_dir=config.out_dir, max_iters=config.max_iters or stored.max_iters,
+                         log_interval=config.log_interval, eval_interval=config.eval_interval,
+                         ckpt_interval=config.ckpt_interval, num_workers=config.num_workers,
+                         progress=config.progress, keep_last=config.keep_last)
+    check_info_path(config)  # before the (slow) model build
+    torch.manual_seed(config.seed + info.rank)
+    device = info.device
+
+    model = model_factory(config).to(device)
+    if state is None:
+        initialise_weights(model, config, log)
+    loss_model = LossModel(model, build_loss(config, model)).to(device)
+    ema = ModelEMA(model, decay=config.ema_decay, ramp=config.ema_ramp) if config.ema else None
+    optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
+                                  weight_decay=config.weight_decay)
+    scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.amp == "fp16" else None
+
+    size = input_size(config, model)
+    train_set, val_set = build_datasets(config, size)
+    from fusionocc_core.data.collate import collate
+
+    sampler = ResumableSampler(len(train_set), num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                               seed=config.seed)
+    loader_kw = dict(collate_fn=collate, num_workers=config.num_workers, pin_memory=device.type == "cuda",
+                     persistent_workers=False)
+    # A private generator: creating a loader iterator must not consume the global RNG (exact resume).
+    train_loader = DataLoader(SeededDataset(train_set), batch_size=config.batch_size, sampler=sampler,
+                              generator=torch.Generator(), **loader_kw)
+    val_count = min(len(val_set), config.max_val_samples or len(val_set))
+    val_loader = DataLoader(Subset(val_set, range(info.rank, val_count, info.world_size)), batch_size=1,
+                            shuffle=False, generator=torch.Generator(), **loader_kw)
+    steps_per_epoch = math.ceil(sampler.per_rank() / config.batch_size)
+    total_steps = config.max_iters or config.epochs * steps_per_epoch
+
+    step, val = 0, None
+    if state is not None:
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None and state["ema"] is not None:
+            ema.load_state_dict(state["ema"])
+        if scaler is not None and state["scaler"] is not None:
+            scaler.load_state_dict(state["scaler"])
+        step, val = int(state["step"]), state["val"]
+        if state["world_size"] == info.world_size:
+            set_rng_state(state["rng"][info.rank])
+        else:
+            log(f"checkpoint was written by {state['world_size']} ranks, now {info.world_size}: RNG streams "
+                f"are reseeded (the run continues, not bit-exactly)")
+            torch.manual_seed(config.seed + info.rank + 1_000_003 * step)
+        del state
+    if info.distributed:
+        # Unused parameters exist when a branch is switched off (ablations).
+        loss_model = DistributedDataParallel(loss_model, device_ids=[device.index] if device.type == "cuda" else None,
+                                             find_unused_parameters=config.modality != "fusion")
+
+    writer = None
+    if info.is_main:
+        from torch.utils.tensorboard import SummaryWriter
+
+        out_dir.mkdir(parents=True, exist_ok=True)
+        save_config(config, out_dir / "config.yaml")
+        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
+        log(f"training {config.model} ({config.modality}) on {len(train_set)} samples x {info.world_size} rank(s) "
+            f"on {device}: {total_steps} steps, {steps_per_epoch} per epoch, input {size[0]}x{size[1]}")
+    metrics_file = out_dir / "metrics.jsonl"
+
+    def record(kind: str, values: dict[str, float]) -> None:
+        if writer is None:
+            return
+        for key, value in values.items():
+            writer.add_scalar(f"{kind}/{key}", value, step)
+        with open(metrics_file, "a") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+
+    def checkpoint() -> None:
+        rng = gather_rng_states(info)  # collective: every rank
+        if info.is_main:
+            save_training_checkpoint(out_dir / checkpoint_name(step), model=model, optimizer=optimizer, ema=ema,
+                                     scaler=scaler, step=step, total_steps=total_steps, config=config, rng=rng,
+                                     val=val)
+            prune_checkpoints(out_dir, config.keep_last)
+
+    def validate() -> dict[str, float]:
+        scores = evaluate(ema.module if ema is not None else model, val_loader, config=config, info=info)
+        record("val", scores)
+        log(f"step {step}: val mIoU {scores['miou_mask']:.2f} (camera mask) / {scores['miou_nomask']:.2f} "
+            f"(no mask), geometry IoU {scores['geo_iou_mask']:.2f} / {scores['geo_iou_nomask']:.2f}")
+        return scores
+
+    from tqdm import tqdm
+
+    bar = tqdm(total=total_steps, initial=step, disable=not (info.is_main and config.progress), dynamic_ncols=True)
+    history: list[dict[str, float]] = []
+    loss_model.train()
+    t_last = time.perf_counter()
+    while step < total_steps:
+        epoch, start = divmod(step, steps_per_epoch)
+        sampler.set_epoch(epoch, start * config.batch_size)
+        for batch in train_loader:
+            lr = lr_at(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=config.warmup_iters,
+                       warmup_ratio=config.warmup_ratio, min_lr_ratio=config.min_lr_ratio)
+            set_lr(optimizer, lr)
+            values = train_step(loss_model, move_batch(batch, device), optimizer, config=config, device=device,
+                                scaler=scaler)
+            if ema is not None:
+                ema.update(model)
+            step += 1
+            history.append(values)
+            bar.update(1)
+            bar.set_postfix(loss=f"{values['loss/total']:.4f}", lr=f"{lr:.2e}")
+            if step % config.log_interval == 0 or step == total_steps:
+                mean = all_reduce_mean(values, info)
+                now = time.perf_counter()
+                record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": (now - t_last) / config.log_interval})
+                t_last = now
+            if (config.eval_interval and step % config.eval_interval == 0) or step == total_steps:
+                val = validate()
+            if (config.ckpt_interval and step % config.ckpt_interval == 0) or step == total_steps:
+                checkpoint()
+            if step >= total_steps:
+                break
+    bar.close()
+    if writer is not None:
+        writer.close()
+    if info.is_main:
+        export_model(out_dir / "model_final.pth", ema.module if ema is not None else model, step=step, val=val)
+        log(f"{'EMA ' if ema is not None else ''}weights of step {step} exported to {out_dir / 'model_final.pth'}")
+    return {"step": step, "history": history, "val": val, "config": config}
+
+
+# -- command line ----------------------------------------------------------------------------------------------
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig options "
+                        "(training/configs/*.yaml)")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="override any TrainConfig option, e.g. --set lr=1e-4 (repeatable)")
+    parser.add_argument("--info", dest="info_path", default=None, help="info index (fusionocc prepare DATAROOT)")
+    parser.add_argument("--out-dir", default=None, help="run folder: checkpoints, TensorBoard, metrics.jsonl")
+    parser.add_argument("--model", default=None, help="model preset: official, fast, tiny")
+    parser.add_argument("--modality", default=None, choices=("fusion", "camera", "lidar"))
+    parser.add_argument("--max-iters", type=int, default=None, help="total optimizer steps (default: epochs)")
+    parser.add_argument("--batch-size", type=int, default=None, help="samples per rank and step")
+    parser.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"), help="autocast on CUDA")
+    parser.add_argument("--init-from", default=None, help="published FusionOcc .pth (all weights)")
+    parser.add_argument("--init-camera-from", default=None, help="BEVDet-Occ .pth (camera branch, non-strict)")
+    parser.add_argument("--resume", default="", metavar="auto|PATH",
+                        help="continue a run: 'auto' = newest valid checkpoint of the run folder, or a file")
+    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        overrides = parse_set_options(args.overrides)
+        for key in ("info_path", "out_dir", "model", "modality", "max_iters", "batch_size", "amp", "init_from",
+                    "init_camera_from"):
+            if getattr(args, key) is not None:
+                overrides[key] = getattr(args, key)
+        config = load_config(args.config, overrides)
+    except ConfigError as error:
+        print(f"fusionocc train: {error}", file=sys.stderr)
+        return 2
+    info = setup_distributed(args.device)
+    try:
+        summary = train(config, info, resume=args.resume)
+    except (TrainError, CheckpointError) as error:
+        print(f"fusionocc train: {error}", file=sys.stderr)
+        return 1
+    finally:
+        cleanup_distributed()
+    if info.is_main and summary["history"]:
+        print(f"done: step {summary['step']}, last loss {summary['history'][-1]['loss/total']:.4f}")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -219,26 +219,46 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--limit", type=int, default=None, help="score only the first N samples (smoke tests)"
     )
+    parser.add_argument(
+        "--original",
+        metavar="PRESET",
+        default=None,
+        help="the checkpoint is a published mmdet3d FusionOcc .pth: build this preset (the released weights: "
+        "official) and convert the weights",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def load_model(path: Path, device: str, *, original_preset: str | None = None) -> torch.nn.Module:
+    """A FusionOcc in eval mode from our checkpoint format, or from an original .pth through a preset.
+
+    Raises:
+        EvaluationError: unreadable or non-fitting checkpoint, unknown preset (message from the loader).
+    """
+    from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint, load_original_checkpoint
+    from fusionocc_core.model.presets import build_model
+
+    try:
+        if original_preset is None:
+            model = load_checkpoint(path, device)
+        else:
+            model = build_model(original_preset)
+            print(load_original_checkpoint(model, path), file=sys.stderr)  # the load report
+            model.to(device)
+    except (CheckpointError, KeyError) as error:
+        raise EvaluationError(str(error).strip("'\"")) from None
+    return model.eval()
 
 
 def _run_checkpoint(
     args: argparse.Namespace, index_path: Path, split: str | None, primary: str
 ) -> EvaluationResult:
-    try:
-        from fusionocc_core.model.checkpoint import load_checkpoint
-    except ImportError as error:
-        raise EvaluationError(
-            f"checkpoint loading is not available in this install ({error}); "
-            f"score saved predictions with --pred-dir"
-        ) from None
     from torch.utils.data import DataLoader, Subset
 
     from fusionocc_core.data.collate import collate
     from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
 
-    model = load_checkpoint(args.checkpoint, args.device)
-    model.eval()
+    model = load_model(args.checkpoint, args.device, original_preset=args.original)
     input_size = tuple(model.config.camera.input_size)
     dataset = OccupancyDataset(
         index_path,

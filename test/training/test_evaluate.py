@@ -145,3 +145,14 @@ def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
     index["samples"] = [i for i in index["samples"] if i["token"] == saved[0].stem]
     again = evaluate_predictions(index, preds, split="val", progress=False)
     assert again.camera_mask.confusion.tolist() == scores["camera_mask"]["confusion_matrix"]
+
+
+def test_checkpoint_errors_are_named(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    base = ["eval", "--infos", str(infos), "--device", "cpu", "--num-workers", "0", "--quiet"]
+    assert cli_main([*base, "--checkpoint", str(tmp_path / "none.pt")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
+    assert cli_main([*base, "--checkpoint", str(tmp_path / "foreign.pt")]) == 2
+    assert "foreign.pt" in capsys.readouterr().err
+    assert cli_main([*base, "--checkpoint", str(tmp_path / "foreign.pt"), "--original", "huge"]) == 2
+    assert "unknown model preset 'huge'" in capsys.readouterr().err

@@ -130,3 +130,19 @@ def test_collate_and_missing_files(infos: Path, tmp_path: Path) -> None:
     (tmp_path / "imgseg").mkdir()
     with pytest.raises(DatasetError, match="imgseg map .* is missing; run `fusionocc prepare"):
         OccupancyDataset(moved, input_size=INPUT, train=False)[0]
+
+
+def test_dataloader_workers_draw_their_own_augmentations(infos: Path) -> None:
+    """Worker-safe: the dataset crosses into worker processes, and workers do not repeat each other's draws."""
+    from torch.utils.data import DataLoader
+
+    ds = OccupancyDataset(
+        infos, input_size=INPUT, train=True, split="train", config=DatasetConfig(with_imgseg=False)
+    )
+    torch.manual_seed(3)
+    loader = DataLoader(torch.utils.data.Subset(ds, [0] * 4), batch_size=1, num_workers=2, collate_fn=collate)
+    draws = [
+        (tuple(b["post_trans"][0, 0, 0].tolist()), tuple(torch.diagonal(b["bda"][0]).tolist()))
+        for b in loader
+    ]
+    assert len(draws) == 4 and len(set(draws)) == 4  # same sample, four different augmentations

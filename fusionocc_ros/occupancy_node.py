@@ -30,7 +30,7 @@ import numpy as np
 from rclpy.node import Node
 
 from fusionocc_core.geometry import quat_to_matrix
-from fusionocc_core.predictor import Predictor, PredictorError, SensorFrame
+from fusionocc_core.predictor import Predictor, SensorFrame
 from fusionocc_ros import conversions
 from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration
 from fusionocc_ros.conversions import ConversionError
@@ -248,8 +248,8 @@ class OccupancyNode(Node):
                 "occupancy is meaningless, set `checkpoint` for real output"
             )
             return Predictor.from_preset(p["preset"], seed=p["seed"], **options)
-        except (PredictorError, OSError, ValueError, ImportError) as error:
-            raise NodeSetupError(f"cannot build the model: {error}") from None
+        except Exception as error:  # checkpoint, preset, device and import errors all stop the start-up
+            raise NodeSetupError(f"cannot build the model: {type(error).__name__}: {error}") from None
 
     def _create_interfaces(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray

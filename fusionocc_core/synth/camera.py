@@ -7,6 +7,7 @@ the tests use to check that lidar points project onto pixels of their own class.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 
@@ -74,13 +75,18 @@ def render_camera(
     occ[idx] = scene.boxes.occ_class[prim]
     rgb = rgb.reshape(height, width, 3)
     # Sensor: per-image exposure, vignetting, pixel noise.
-    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
-    r2 = (u / width - 0.5) ** 2 + (v / height - 0.5) ** 2
-    rgb *= (rng.uniform(0.92, 1.08) * (1.0 - 0.35 * r2))[..., None]
-    rgb += rng.normal(0.0, 0.012, rgb.shape).astype(np.float32)
+    rgb *= (rng.uniform(0.92, 1.08) * _vignette(width, height))[..., None]
+    rgb += 0.012 * rng.standard_normal(rgb.shape, dtype=np.float32)
     image = (np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     depth = np.where(hits.hit, hits.distance, np.inf).astype(np.float32).reshape(height, width)
     return CameraRender(image, occ.reshape(height, width), depth)
+
+
+@lru_cache(maxsize=8)
+def _vignette(width: int, height: int) -> np.ndarray:
+    """Radial brightness fall-off of the lens, (H, W) float32."""
+    v, u = np.mgrid[0:height, 0:width].astype(np.float32)
+    return 1.0 - 0.35 * ((u / width - 0.5) ** 2 + (v / height - 0.5) ** 2)
 
 
 def _albedo(scene: BoxScene, prim: np.ndarray, points: np.ndarray, normal: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from fusionocc_core.synth.errors import SynthError
-from fusionocc_core.synth.generate import generate_dataset
+from fusionocc_core.synth.generate import default_workers, generate_dataset
 
 
 def _image_size(text: str) -> tuple[int, int]:
@@ -57,6 +57,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="render scale of non-keyframe camera images, upsampled to full size (default: %(default)s)",
     )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=default_workers(),
+        help="processes rendering frames; the output does not depend on it (default: %(default)s)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
@@ -74,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
             image_height=height,
             with_sweeps=not args.no_sweeps,
             sweep_image_scale=args.sweep_image_scale,
+            workers=args.workers,
             progress=not args.quiet,
         )
     except SynthError as error:

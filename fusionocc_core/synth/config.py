@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass
 from fusionocc_core.synth.errors import SynthError
 
 # Bump whenever the generator's output changes, so cached datasets are regenerated.
-GENERATOR_VERSION = "synth-2026.11.25-3"
+GENERATOR_VERSION = "synth-2026.11.25-4"
 VERSION = "v1.0-mini"  # the nuScenes version (tables folder) written
 
 

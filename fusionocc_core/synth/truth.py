@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 from fusionocc_core.synth.camera import CameraRender, render_camera
-from fusionocc_core.synth.generate import scene_world
+from fusionocc_core.synth.frames import scene_world
 from fusionocc_core.synth.raycast import BoxScene
 from fusionocc_core.synth.sensors import CAMERAS, CameraSpec
 from fusionocc_core.synth.transforms import rot_z

@@ -78,3 +78,9 @@ def test_refuses_non_empty_output_and_bad_options(tmp_path):
         SynthConfig(keyframes_per_scene=0)
     with pytest.raises(SynthError, match="image size"):
         SynthConfig(image_width=8, image_height=900)
+
+
+def test_worker_processes_write_the_same_bytes(tmp_path):
+    one = generate_dataset(tmp_path / "one", seed=6, workers=1, **TINY)
+    two = generate_dataset(tmp_path / "two", seed=6, workers=2, **TINY)
+    assert _digest(one) == _digest(two)

@@ -52,3 +52,15 @@ def test_box_corners_are_the_extreme_points():
 def test_empty_scene_is_an_error():
     with pytest.raises(ValueError, match="at least one box"):
         BoxScene(_boxes(np.zeros((0, 3)), np.zeros((0, 3)), np.zeros(0)))
+
+
+@pytest.mark.parametrize("yaw", [0.0, 0.7])
+def test_normals_of_all_six_faces_point_back_at_the_ray(yaw):
+    boxes = _boxes([[0.0, 0.0, 0.0]], [[2.0, 3.0, 1.0]], [yaw])
+    scene = BoxScene(boxes)
+    c, s = np.cos(yaw), np.sin(yaw)
+    axes = np.array([[c, s, 0.0], [-s, c, 0.0], [0.0, 0.0, 1.0]])
+    dirs = np.concatenate([axes, -axes])
+    hits = scene.cast(-10.0 * dirs, dirs)
+    assert np.all(hits.primitive == 0)
+    np.testing.assert_allclose(hits.normal, -dirs, atol=1e-9)

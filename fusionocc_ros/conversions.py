@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import array
 import io
+import warnings
 from dataclasses import dataclass
 from typing import Any
 
@@ -64,6 +65,7 @@ _IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
     "mono16": (1, 2, None),
 }
 SUPPORTED_IMAGE_ENCODINGS: tuple[str, ...] = tuple(_IMAGE_ENCODINGS)
+MAX_COMPRESSED_PIXELS = 8192 * 8192  # largest declared size decoded from a CompressedImage [pixels]
 
 
 class ConversionError(ValueError):
@@ -77,6 +79,10 @@ class ConversionError(ValueError):
     def __init__(self, message: str, *, reason: str = "invalid") -> None:
         super().__init__(message)
         self.reason = reason
+
+
+class _DeclaredSizeError(Exception):
+    """Internal: a compressed image's header declares an unacceptable size."""
 
 
 def _as_uint8(data: Any) -> np.ndarray:
@@ -165,7 +171,9 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     return np.ascontiguousarray(pixels[:, :, list(order)])
 
 
-def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None) -> np.ndarray:
+def compressed_image_to_rgb(
+    msg: Any, *, min_size: tuple[int, int] | None = None, max_pixels: int = MAX_COMPRESSED_PIXELS
+) -> np.ndarray:
     """Decodes a `sensor_msgs/CompressedImage` (JPEG or PNG, any `format` string) to an RGB array.
 
     Args:
@@ -173,12 +181,15 @@ def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None
         min_size: optional (width, height): JPEGs are decoded at the smallest DCT scale (1/2, 1/4, 1/8) whose
             size is still at least this (Pillow's `draft`), which is several times faster when the network
             input is much smaller than the image. The caller must scale the intrinsics by the returned size.
+        max_pixels: images whose header declares more pixels are rejected before anything is decoded (a few
+            bytes can declare a 60000 x 60000 image; Pillow would allocate it).
 
     Returns:
         (height, width, 3) uint8 RGB array.
 
     Raises:
-        ConversionError: empty data or bytes that are not a readable image.
+        ConversionError: empty data (reason "empty"), a declared size of zero or above `max_pixels`
+            ("size"), or bytes that are not a readable image ("decode").
     """
     from PIL import Image as PILImage
 
@@ -186,11 +197,23 @@ def compressed_image_to_rgb(msg: Any, *, min_size: tuple[int, int] | None = None
     if data.size == 0:
         raise ConversionError(f"compressed image (format {str(msg.format)!r}) has no data", reason="empty")
     try:
-        with PILImage.open(io.BytesIO(data.tobytes())) as image:
-            if min_size is not None and image.format == "JPEG":
-                image.draft("RGB", (int(min_size[0]), int(min_size[1])))
-            rgb = np.asarray(image.convert("RGB"))
-    except (OSError, SyntaxError, ValueError) as error:  # Pillow raises these for corrupt or truncated data
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", PILImage.DecompressionBombWarning)  # max_pixels decides
+            with PILImage.open(io.BytesIO(data.tobytes())) as image:
+                width, height = image.size  # from the header; nothing decoded yet
+                if width <= 0 or height <= 0 or width * height > max_pixels:
+                    raise _DeclaredSizeError(f"{width} x {height}")
+                if min_size is not None and image.format == "JPEG":
+                    image.draft("RGB", (int(min_size[0]), int(min_size[1])))
+                rgb = np.asarray(image.convert("RGB"))
+    except (_DeclaredSizeError, PILImage.DecompressionBombError) as error:  # Pillow's own bomb check
+        raise ConversionError(
+            f"compressed image (format {str(msg.format)!r}, {data.size} bytes) declares too large or empty "
+            f"a size ({error}); accepted: 1 to {max_pixels} pixels",
+            reason="size",
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as error:
+        # Pillow raises these for corrupt or truncated data
         raise ConversionError(
             f"cannot decode compressed image (format {str(msg.format)!r}, {data.size} bytes): {error}",
             reason="decode",
@@ -550,6 +573,23 @@ def occupancy_grid_to_bev(msg: Any) -> np.ndarray:
     return data.reshape(height, width).T.copy()
 
 
+def marker_voxels(labels: np.ndarray, *, max_cubes: int) -> tuple[np.ndarray, np.ndarray, int]:
+    """The occupied voxels the markers draw: at most `max_cubes`, the columns nearest to the ego first.
+
+    Returns:
+        (M, 3) voxel indices in [x, y, z] order, their (M,) labels, and how many voxels the cap left out.
+    """
+    labels = _check_labels(labels)
+    if max_cubes < 0:
+        raise ConversionError(f"max_cubes must be >= 0, got {max_cubes}")
+    indices = np.argwhere(labels != FREE_LABEL)
+    capped = max(0, indices.shape[0] - max_cubes)
+    if capped:
+        ring = np.abs(indices[:, :2] - (GRID_SHAPE[0] - 1) / 2.0).max(axis=1)  # Chebyshev distance, columns
+        indices = indices[np.sort(np.argsort(ring, kind="stable")[:max_cubes])]
+    return indices, labels[indices[:, 0], indices[:, 1], indices[:, 2]], capped
+
+
 @dataclass(frozen=True)
 class MarkerStats:
     """What `occupancy_to_marker_array` drew: cubes drawn and cubes left out by the cap."""
@@ -593,14 +633,7 @@ def occupancy_to_marker_array(
         raise ConversionError(f"max_cubes must be >= 0, got {max_cubes}")
     if not 0.0 <= alpha <= 1.0 or not 0.0 < cube_scale <= 1.0:
         raise ConversionError(f"alpha must be in [0, 1] and cube_scale in (0, 1], got {alpha}, {cube_scale}")
-    indices = np.argwhere(labels != FREE_LABEL)
-    capped = max(0, indices.shape[0] - max_cubes)
-    if capped:
-        ring = np.abs(indices[:, :2] - (GRID_SHAPE[0] - 1) / 2.0).max(
-            axis=1
-        )  # Chebyshev distance from centre
-        indices = indices[np.sort(np.argsort(ring, kind="stable")[:max_cubes])]
-    values = labels[indices[:, 0], indices[:, 1], indices[:, 2]]
+    indices, values, capped = marker_voxels(labels, max_cubes=max_cubes)
     centres = _voxel_centres(indices).astype(np.float64)
 
     array_msg = MarkerArray()

@@ -31,7 +31,7 @@ from rclpy.node import Node
 
 from fusionocc_core.geometry import quat_to_matrix
 from fusionocc_core.predictor import Predictor, SensorFrame
-from fusionocc_ros import conversions
+from fusionocc_ros import conversions, marker_cdr
 from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration
 from fusionocc_ros.conversions import ConversionError
 from fusionocc_ros.node_params import PARAMETERS, SPECS, ParameterError, check_value, descriptor, validate
@@ -172,6 +172,7 @@ class OccupancyNode(Node):
         self._odometry = OdometryBuffer(
             capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS)
         )
+        self._marker_cdr = self._marker_cdr_available()
         self._create_interfaces()
         self._last_output_monotonic: float | None = None
         self._last_processing_ms = float("nan")
@@ -214,6 +215,13 @@ class OccupancyNode(Node):
             if parameter.name in SPECS and hasattr(self, "_params"):
                 self._params[parameter.name] = parameter.value
         return SetParametersResult(successful=True)
+
+    def _marker_cdr_available(self) -> bool:
+        try:
+            return marker_cdr.cdr_layout_matches()
+        except Exception as error:  # an unexpected message layout: fall back to message objects
+            self.get_logger().info(f"MarkerArray CDR fast path unavailable ({error}); using message objects")
+            return False
 
     def _load_calibration(self) -> Calibration:
         try:
@@ -523,16 +531,32 @@ class OccupancyNode(Node):
         self._pub_dense.publish(conversions.dense_grid_to_image(labels, header=header))
         self._pub_grid.publish(conversions.occupancy_to_occupancy_grid(labels, header=header))
         if self._pub_markers.get_subscription_count() > 0:
-            markers, stats = conversions.occupancy_to_marker_array(
-                labels,
-                header=header,
-                max_cubes=int(self._params["markers.max_cubes"]),
-                alpha=float(self._params["markers.alpha"]),
+            self._publish_markers(labels, header)
+
+    def _publish_markers(self, labels: np.ndarray, header: Any) -> None:
+        """MarkerArray, serialised straight to CDR with numpy where the installed layout allows it."""
+        max_cubes, alpha = int(self._params["markers.max_cubes"]), float(self._params["markers.alpha"])
+        if self._marker_cdr:
+            indices, values, capped = conversions.marker_voxels(labels, max_cubes=max_cubes)
+            self._pub_markers.publish(
+                marker_cdr.marker_array_cdr(
+                    indices,
+                    values,
+                    sec=header.stamp.sec,
+                    nanosec=header.stamp.nanosec,
+                    frame_id=header.frame_id,
+                    alpha=alpha,
+                )
             )
-            if stats.capped:
-                self._count("markers_capped_cubes", stats.capped)
+        else:
+            markers, stats = conversions.occupancy_to_marker_array(
+                labels, header=header, max_cubes=max_cubes, alpha=alpha
+            )
+            capped = stats.capped
             self._pub_markers.publish(markers)
-            self._count("published_markers")
+        if capped:
+            self._count("markers_capped_cubes", capped)
+        self._count("published_markers")
 
     def _publish_timings(self, timings: dict[str, float]) -> None:
         from std_msgs.msg import Float64

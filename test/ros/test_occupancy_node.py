@@ -378,6 +378,12 @@ def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(wo
             conv.occupancy_grid_to_bev(by_stamp["grid"][frame.stamp_us]), conv.bev_obstacles(expected)
         )
         markers = by_stamp["markers"][frame.stamp_us].markers
+        reference, _ = conv.occupancy_to_marker_array(expected, header=dense.header)
+        assert [(m.id, m.ns, len(m.points)) for m in markers] == [
+            (m.id, m.ns, len(m.points)) for m in reference.markers
+        ]
+        assert all(p == q for m, r in zip(markers, reference.markers, strict=True)
+                   for p, q in zip(m.points, r.points, strict=True))
         assert sum(len(m.points) for m in markers[1:]) == min(int((expected != FREE_LABEL).sum()), 40_000)
     assert len(harness.received["time"]) >= len(world.frames)
     assert all(m.data > 0 for m in harness.received["time"])

@@ -1,0 +1,74 @@
+"""Topic names, message types, frames and QoS of the bags written by `fusionocc convert`.
+
+Topic names follow Foxglove's nuscenes2mcap where one exists, so users find what they know; unlike that tool
+the messages are standard ROS 2 types, so `ros2 bag play` replays them.
+
+| Topic | Type | QoS offered | Stamp (header = log time) |
+|---|---|---|---|
+| `/<CAM>/image_rect_compressed` | sensor_msgs/msg/CompressedImage | reliable, volatile, keep last 10 | camera sample_data |
+| `/<CAM>/camera_info` | sensor_msgs/msg/CameraInfo | reliable, volatile, keep last 10 | camera sample_data |
+| `/LIDAR_TOP` | sensor_msgs/msg/PointCloud2 | reliable, volatile, keep last 10 | lidar sample_data |
+| `/tf` | tf2_msgs/msg/TFMessage | reliable, volatile, keep last 100 | every written sample_data's ego_pose |
+| `/tf_static` | tf2_msgs/msg/TFMessage | reliable, transient local, keep last 1 | first stamp of the scene |
+| `/odom` | nav_msgs/msg/Odometry | reliable, volatile, keep last 100 | every written sample_data's ego_pose |
+| `/occ_gt` (optional) | sensor_msgs/msg/PointCloud2 | reliable, volatile, keep last 10 | keyframe lidar sample_data |
+
+`<CAM>` is each of `fusionocc_core.occ3d.CAMERA_NAMES`. Sensor messages carry their sensor's name as
+`header.frame_id`; `/tf_static` holds `base_link -> <sensor>` for the six cameras and LIDAR_TOP
+(calibrated_sensor), `/tf` and `/odom` hold `map -> base_link` (ego_pose).
+"""
+
+from __future__ import annotations
+
+from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+
+MAP_FRAME = "map"
+EGO_FRAME = "base_link"
+
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+ODOM_TOPIC = "/odom"
+LIDAR_TOPIC = f"/{LIDAR_NAME}"
+OCC_GT_TOPIC = "/occ_gt"
+CLOCK_TOPIC = "/clock"
+
+COMPRESSED_IMAGE_TYPE = "sensor_msgs/msg/CompressedImage"
+CAMERA_INFO_TYPE = "sensor_msgs/msg/CameraInfo"
+POINTCLOUD2_TYPE = "sensor_msgs/msg/PointCloud2"
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+ODOM_TYPE = "nav_msgs/msg/Odometry"
+CLOCK_TYPE = "rosgraph_msgs/msg/Clock"
+
+# Keep-last depths offered per topic (all reliable; /tf_static also transient local).
+SENSOR_DEPTH = 10
+POSE_DEPTH = 100
+STATIC_DEPTH = 1
+
+# LIDAR_TOP PointCloud2 layout (little endian, height 1): x, y, z, intensity FLOAT32 at 0, 4, 8, 12 and ring
+# UINT16 at 16 (the .pcd.bin's fifth column, laser index 0..31); point_step 20. Same layout as
+# `fusionocc_ros.conversions.xyzir_to_pointcloud2`.
+LIDAR_POINT_STEP = 20
+# /occ_gt layout = the node's voxel output: x, y, z, rgb FLOAT32 at 0, 4, 8, 12, label UINT8 at 16; step 20.
+OCC_POINT_STEP = 20
+
+
+def image_topic(camera: str) -> str:
+    """`/<camera>/image_rect_compressed` (nuscenes2mcap's name; the JPEG is nuScenes' undistorted image)."""
+    return f"/{camera}/image_rect_compressed"
+
+
+def camera_info_topic(camera: str) -> str:
+    """`/<camera>/camera_info`."""
+    return f"/{camera}/camera_info"
+
+
+def sensor_topics(*, with_occ_gt: bool = False) -> dict[str, str]:
+    """Every topic a converted bag holds -> its message type."""
+    topics: dict[str, str] = {TF_STATIC_TOPIC: TF_TYPE, TF_TOPIC: TF_TYPE, ODOM_TOPIC: ODOM_TYPE}
+    for camera in CAMERA_NAMES:
+        topics[image_topic(camera)] = COMPRESSED_IMAGE_TYPE
+        topics[camera_info_topic(camera)] = CAMERA_INFO_TYPE
+    topics[LIDAR_TOPIC] = POINTCLOUD2_TYPE
+    if with_occ_gt:
+        topics[OCC_GT_TOPIC] = POINTCLOUD2_TYPE
+    return topics

@@ -555,3 +555,12 @@ def test_rviz_config_shows_markers_cloud_six_images_and_tf_in_base_link():
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
     topics = [d.get("Topic", {}).get("Value", "") for d in displays]
     assert "/fusionocc/occupancy_node/output/markers" in topics
+
+
+def test_main_returns_1_with_a_reason_instead_of_a_traceback(caplog):
+    from fusionocc_ros.occupancy_node import main
+
+    code = main(["occupancy_node", "--ros-args", "-p", "calibration_file:=/nonexistent/calibration.yaml",
+                 "-p", "preset:=tiny"])
+    assert code == 1
+    assert any("does not exist" in record.getMessage() for record in caplog.records)

@@ -1,0 +1,96 @@
+"""The full model's contract: config serialisation, forward/predict shapes, modality switches, autocast."""
+import dataclasses
+import json
+
+import pytest
+import torch
+
+from fusionocc_core.model.flops import example_inputs
+from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
+from fusionocc_core.model.presets import PRESETS, get_config
+
+
+def _micro_config() -> FusionOccConfig:
+    """The tiny preset at 64 x 96 input and narrower 3D widths: every module, a fraction of the CPU time."""
+    tiny = get_config("tiny")
+    camera = dataclasses.replace(tiny.camera, input_size=(64, 96), feature_channels=4)
+    return dataclasses.replace(tiny, camera=camera, lidar_out_channels=4, lidar_stage_channels=(4, 4, 8, 8),
+                               encoder_channels=(4, 8, 8), fpn_channels=4, head_hidden_channels=8)
+
+
+@pytest.fixture(scope="module")
+def model_and_inputs():
+    torch.manual_seed(0)
+    config = _micro_config()
+    return FusionOcc(config).eval(), example_inputs(config, batch_size=1, num_points=2000)
+
+
+@pytest.fixture(scope="module")
+def outputs(model_and_inputs):
+    model, inputs = model_and_inputs
+    with torch.no_grad():
+        return model.forward_with_aux(*inputs.as_tuple()), model.predict(*inputs.as_tuple())
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_config_round_trips_through_json(name):
+    config = PRESETS[name]
+    assert FusionOccConfig.from_dict(json.loads(json.dumps(config.to_dict()))) == config
+
+
+def test_config_rejects_unknown_keys():
+    data = get_config("tiny").to_dict()
+    data["camera"]["swin_deep"] = 3
+    with pytest.raises(ValueError, match="unknown config key.*swin_deep"):
+        FusionOccConfig.from_dict(data)
+
+
+def test_forward_predict_and_aux(outputs):
+    out, labels = outputs
+    assert out.logits.shape == (1, 200, 200, 16, 18)
+    assert out.camera_volumes.shape == (1, 8, 16, 200, 200) and out.lidar_volume.shape == (1, 4, 16, 200, 200)
+    assert out.key_depth.shape == (6, 88, 4, 6) and out.key_seg_logits.shape == (6, 18, 4, 6)
+    assert labels.dtype == torch.uint8 and labels.shape == (1, 200, 200, 16)
+    assert torch.equal(labels, out.logits.argmax(-1).to(torch.uint8))
+
+
+def test_modality_switches_zero_the_volume(model_and_inputs, outputs):
+    model, inputs = model_and_inputs
+    try:
+        model.camera_enabled = False
+        with torch.no_grad():
+            lidar_only = model.forward_with_aux(*inputs.as_tuple())
+        assert lidar_only.key_depth is None and lidar_only.camera_volumes.abs().sum() == 0
+        assert torch.equal(lidar_only.lidar_volume, outputs[0].lidar_volume)
+        model.camera_enabled, model.lidar_enabled = True, False
+        # Camera-only; also: points outside the grid or none at all are fine.
+        with torch.no_grad():
+            camera_only = model.forward_with_aux(*inputs.as_tuple()[:6], torch.zeros(0, 6), inputs.sparse_depth)
+        assert camera_only.lidar_volume.abs().sum() == 0
+        assert torch.equal(camera_only.camera_volumes, outputs[0].camera_volumes)
+    finally:
+        model.camera_enabled = model.lidar_enabled = True
+
+
+def test_no_points_in_range_gives_an_empty_lidar_volume(model_and_inputs):
+    model, inputs = model_and_inputs
+    far = torch.tensor([[0.0, 100.0, 0.0, 0.0, 1.0, 0.0]])
+    volume = model.encode_lidar(far, batch_size=2)
+    assert volume.shape == (2, 4, 16, 200, 200) and volume.abs().sum() == 0
+    with pytest.raises(ValueError, match=r"points must be \(P, 6\)"):
+        model.encode_lidar(torch.zeros(4, 5), batch_size=1)
+
+
+def test_bfloat16_autocast_on_cpu(model_and_inputs, outputs):
+    model, inputs = model_and_inputs
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model.forward_with_aux(*inputs.as_tuple())
+    assert out.lidar_volume.dtype == torch.bfloat16  # cast after the fp32 sparse encoder
+    torch.testing.assert_close(out.lidar_volume.float(), outputs[0].lidar_volume, rtol=1e-2, atol=1e-2)
+    assert torch.isfinite(out.logits.float()).all()
+
+
+def test_grid_mismatch_is_rejected():
+    config = _micro_config()
+    with pytest.raises(ValueError, match="lidar_voxel_size"):
+        FusionOcc(dataclasses.replace(config, lidar_voxel_size=0.1))

@@ -8,11 +8,13 @@ ground truth per keyframe. A test world for the whole pipeline, not a substitute
 from fusionocc_core.synth.config import GENERATOR_VERSION, VERSION, SynthConfig
 from fusionocc_core.synth.errors import SynthError
 from fusionocc_core.synth.generate import COMPLETE_MARKER, ensure_dataset, generate_dataset
+from fusionocc_core.synth.truth import SceneTruth
 
 __all__ = [
     "COMPLETE_MARKER",
     "GENERATOR_VERSION",
     "VERSION",
+    "SceneTruth",
     "SynthConfig",
     "SynthError",
     "ensure_dataset",

@@ -134,7 +134,11 @@ def ensure_dataset(
         tmp = cache_dir / f".tmp-{config.cache_key()}-{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(final, ignore_errors=True)  # an incomplete leftover
-        _generate(tmp, config, workers=workers, progress=progress)
+        try:
+            _generate(tmp, config, workers=workers, progress=progress)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)  # never leave half a dataset behind
+            raise
         os.rename(tmp, final)
     return final
 

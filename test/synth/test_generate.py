@@ -84,3 +84,14 @@ def test_worker_processes_write_the_same_bytes(tmp_path):
     one = generate_dataset(tmp_path / "one", seed=6, workers=1, **TINY)
     two = generate_dataset(tmp_path / "two", seed=6, workers=2, **TINY)
     assert _digest(one) == _digest(two)
+
+
+def test_a_failed_generation_leaves_nothing_behind(tmp_path, monkeypatch):
+    def crash(root, config, **kwargs):
+        (root / "half").mkdir(parents=True)
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(generate_module, "_generate", crash)
+    with pytest.raises(RuntimeError, match="disk full"):
+        ensure_dataset(tmp_path, seed=9, **TINY)
+    assert [p for p in tmp_path.iterdir() if not p.name.endswith(".lock")] == []

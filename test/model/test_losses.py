@@ -1,0 +1,66 @@
+"""Losses against hand computations."""
+import math
+
+import pytest
+import torch
+
+from fusionocc_core.model.losses import FusionOccLoss, depth_loss, image_seg_loss, occupancy_loss
+
+
+def test_occupancy_loss_plain_and_camera_masked():
+    logits = torch.zeros(1, 2, 1, 1, 3)
+    logits[0, 0, 0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    labels = torch.tensor([[[[0]], [[1]]]])  # (1, 2, 1, 1)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    ce1 = -math.log(1 / 3)
+    assert occupancy_loss(logits, labels).item() == pytest.approx((ce0 + ce1) / 2, rel=1e-6)
+    mask = torch.tensor([[[[1]], [[0]]]])
+    assert occupancy_loss(logits, labels, mask).item() == pytest.approx(ce0, rel=1e-6)
+    assert occupancy_loss(logits, labels, torch.zeros_like(mask)).item() == 0.0
+    with pytest.raises(ValueError, match="do not match"):
+        occupancy_loss(logits, labels[..., 0])
+
+
+def test_depth_loss_only_over_patches_with_lidar():
+    bins = (1.0, 45.0, 0.5)
+    sparse = torch.zeros(1, 1, 32, 16)  # two 16 x 16 patches; only the top one has points
+    sparse[0, 0, 3, 4] = 10.2
+    sparse[0, 0, 5, 9] = 20.0  # the minimum depth of the patch wins: 10.2 -> bin int((10.2 - 0.5) / 0.5) - 1 = 18
+    probs = torch.full((1, 88, 2, 1), 1.0 / 88)
+    loss = depth_loss(probs, sparse, downsample=16, depth_bins=bins)
+    expected = -(math.log(1 / 88) + 87 * math.log(1 - 1 / 88))  # BCE summed over bins of one valid patch
+    assert loss.item() == pytest.approx(expected, rel=1e-5)
+    sharp = probs.clone()
+    sharp[0, :, 0, 0] = 1e-6
+    sharp[0, 18, 0, 0] = 1 - 87e-6
+    assert depth_loss(sharp, sparse, 16, bins).item() < 1e-3
+    assert depth_loss(probs, torch.zeros_like(sparse), 16, bins).item() == 0.0
+
+
+def test_image_seg_loss_samples_patches_and_ignores_free():
+    logits = torch.zeros(1, 18, 1, 2)
+    logits[0, 5, 0, 0] = 3.0
+    labels = torch.full((1, 1, 16, 32), 17)
+    labels[0, 0, 0, 0] = 5  # top-left pixel of patch 0 is labelled; patch 1 stays "free" -> ignored
+    labels[0, 0, 1, 16] = 4  # not a sampled pixel
+    expected = -math.log(math.exp(3) / (math.exp(3) + 17))
+    assert image_seg_loss(logits, labels).item() == pytest.approx(expected, rel=1e-6)
+    assert image_seg_loss(logits, torch.full_like(labels, 17)).item() == 0.0
+
+
+def test_fusion_occ_loss_weights_and_requirements():
+    torch.manual_seed(0)
+    logits = torch.randn(1, 2, 2, 1, 18)
+    labels = torch.randint(0, 18, (1, 2, 2, 1))
+    depth = torch.softmax(torch.randn(6, 88, 1, 1), dim=1)
+    sparse = torch.zeros(1, 6, 16, 16)
+    sparse[0, :, 2, 2] = 7.0
+    seg = torch.randn(6, 18, 1, 1)
+    seg_labels = torch.randint(0, 17, (1, 6, 16, 16))
+    losses = FusionOccLoss()(logits, labels, key_depth=depth, sparse_depth=sparse, key_seg_logits=seg,
+                             seg_labels=seg_labels)
+    assert losses["loss_depth"].item() == pytest.approx(0.1 * depth_loss(depth, sparse, 16, (1.0, 45.0, 0.5)).item())
+    assert losses["loss_seg"].item() == pytest.approx(0.1 * image_seg_loss(seg, seg_labels).item())
+    assert set(FusionOccLoss()(logits, labels)) == {"loss_occ"}
+    with pytest.raises(ValueError, match="camera_mask"):
+        FusionOccLoss(use_camera_mask=True)(logits, labels)

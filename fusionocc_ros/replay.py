@@ -101,7 +101,7 @@ def _open_reader(path: Path) -> Any:
     try:
         reader = Reader(path)
         reader.open()
-    except ReaderError as error:
+    except (ReaderError, OSError) as error:
         raise ReplayError(f"{path} is not a readable rosbag2: {error}") from None
     return reader
 

@@ -599,8 +599,20 @@ def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertO
                       msgs.camera_info(stamp, frame.channel, intrinsics, width, height))
         report.start_ns = writer.min_timestamp if writer.counts else 0
         report.end_ns = writer.max_timestamp
+    if options.distro == "humble":
+        _strip_type_hashes(bag_path / "metadata.yaml")
     report.seconds = time.perf_counter() - started
     return report
+
+
+def _strip_type_hashes(metadata_path: Path) -> None:
+    """Drops `type_description_hash` (Jazzy and later) from metadata.yaml: Humble's rosbag2 does not know it."""
+    import yaml
+
+    metadata = yaml.safe_load(metadata_path.read_text())
+    for entry in metadata["rosbag2_bagfile_information"]["topics_with_message_count"]:
+        entry["topic_metadata"].pop("type_description_hash", None)
+    metadata_path.write_text(yaml.safe_dump(metadata, sort_keys=False))
 
 
 def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:

@@ -310,3 +310,20 @@ def test_predictor_equals_calling_the_tiny_model_on_the_same_tensors():
     assert len(model.calls) == 2
     assert result.lidar_sweeps == 2 and result.previous_camera_lag_s == pytest.approx(0.5)
     assert result.timings_ms["inference"] > 0
+
+
+def test_from_preset_and_from_checkpoint_build_the_same_tiny_model(tmp_path):
+    pytest.importorskip("fusionocc_core.model.presets")
+    from fusionocc_core.model.checkpoint import save_checkpoint
+
+    first = Predictor.from_preset("tiny", device="cpu", seed=3, precision="bf16")
+    again = Predictor.from_preset("tiny", device="cpu", seed=3)
+    assert first.precision == "bf16" and first.input_size == tuple(first.model.config.camera.input_size)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, first.model)
+    loaded = Predictor.from_checkpoint(str(path), device="cpu", temporal=False)
+    assert loaded.temporal is False and loaded.input_size == first.input_size
+    for reference in (again, loaded):
+        state, other = first.model.state_dict(), reference.model.state_dict()
+        assert state.keys() == other.keys()
+        assert all(torch.equal(state[k], other[k]) for k in state)

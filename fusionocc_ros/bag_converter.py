@@ -2,14 +2,14 @@
 
 The official nuscenes-devkit reads the dataroot; `rosbags` writes standard ROS 2 messages (MCAP by default,
 sqlite3 on request): per camera the ORIGINAL JPEG bytes as CompressedImage plus CameraInfo, LIDAR_TOP as
-PointCloud2 (x, y, z, intensity float32, ring uint16), /tf_static (sensor extrinsics, transient local), /tf and
-/odom (map -> base_link per ego pose) and optionally the Occ3D ground truth as a labelled PointCloud2. Every
-message is stamped with its sensor's own sample_data timestamp, and the log time equals the header stamp.
+PointCloud2 (x, y, z, intensity float32, ring uint16), /tf_static (sensor extrinsics, transient local),
+/tf and /odom (map -> base_link per ego pose) and optionally the Occ3D ground truth as a labelled
+PointCloud2. Every message is stamped with its sensor's own sample_data timestamp; log time = header stamp.
 
 Each scene becomes the bag directory `OUT/<scene name>/` with `metadata.yaml`, the storage file and
-`calibration.yaml` (the occupancy node's calibration file). Inputs (tables, scenes, every source file, gts when
-asked) are checked before anything is written; each bag is written under a hidden temporary directory in OUT
-and renamed into place when complete, so an interrupted run leaves no half-written bag behind.
+`calibration.yaml` (the occupancy node's calibration file). Inputs (tables, scenes, every source file,
+gts when asked) are checked before anything is written; each bag is written under a hidden temporary
+directory in OUT and renamed into place when complete, so an interrupted run leaves no half-written bag.
 Topic layout: see `fusionocc_ros.bag_layout`.
 """
 
@@ -29,7 +29,13 @@ from typing import Any
 import numpy as np
 
 from fusionocc_core.geometry import quat_to_matrix
-from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, LIDAR_NAME, POINT_CLOUD_RANGE, VOXEL_SIZE
+from fusionocc_core.occ3d import (
+    CAMERA_NAMES,
+    FREE_LABEL,
+    LIDAR_NAME,
+    POINT_CLOUD_RANGE,
+    VOXEL_SIZE,
+)
 from fusionocc_ros import bag_layout as layout
 from fusionocc_ros.errors import ConvertError, SourceError
 
@@ -163,9 +169,16 @@ def _plan_scene(nusc: Any, scene_name: str, *, options: ConvertOptions) -> _Scen
         for record in _channel_chain(nusc, first_sample["data"][channel], scene["token"]):
             if options.keyframes_only and not record["is_key_frame"]:
                 continue
-            frames.append(_Frame(int(record["timestamp"]), channel, record["token"],
-                                 dataroot / record["filename"], bool(record["is_key_frame"]),
-                                 record["sample_token"]))
+            frames.append(
+                _Frame(
+                    int(record["timestamp"]),
+                    channel,
+                    record["token"],
+                    dataroot / record["filename"],
+                    bool(record["is_key_frame"]),
+                    record["sample_token"],
+                )
+            )
     frames.sort(key=lambda f: (f.stamp_us, f.channel))
     missing = [f.path for f in frames if not f.path.is_file()]
     gts: dict[str, Path] = {}
@@ -177,9 +190,13 @@ def _plan_scene(nusc: Any, scene_name: str, *, options: ConvertOptions) -> _Scen
     if missing:
         shown = "\n  ".join(str(p) for p in missing[:10])
         more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-        hint = " (Occ3D gts/ are needed for --with-occ-gt)" if any(_GTS_DIR in p.parts for p in missing) else ""
-        raise SourceError(missing[0], f"missing; scene {scene_name} lacks {len(missing)} source file(s)"
-                          f"{hint}:\n  {shown}{more}")
+        hint = (
+            " (Occ3D gts/ are needed for --with-occ-gt)" if any(_GTS_DIR in p.parts for p in missing) else ""
+        )
+        raise SourceError(
+            missing[0],
+            f"missing; scene {scene_name} lacks {len(missing)} source file(s){hint}:\n  {shown}{more}",
+        )
     return _ScenePlan(scene_name, scene["token"], frames, gts)
 
 
@@ -214,62 +231,135 @@ class _Messages:
         self.Twist = types["geometry_msgs/msg/Twist"]
 
     def header(self, stamp_us: int, frame_id: str) -> Any:
-        return self.Header(stamp=self.Time(sec=stamp_us // 1_000_000, nanosec=(stamp_us % 1_000_000) * 1000),
-                           frame_id=frame_id)
+        return self.Header(
+            stamp=self.Time(sec=stamp_us // 1_000_000, nanosec=(stamp_us % 1_000_000) * 1000),
+            frame_id=frame_id,
+        )
 
     def quaternion(self, wxyz: Sequence[float]) -> Any:
         w, x, y, z = (float(v) for v in wxyz)
         return self.Quaternion(x=x, y=y, z=z, w=w)
 
-    def transform(self, stamp_us: int, parent: str, child: str, translation: Sequence[float],
-                  rotation_wxyz: Sequence[float]) -> Any:
+    def transform(
+        self,
+        stamp_us: int,
+        parent: str,
+        child: str,
+        translation: Sequence[float],
+        rotation_wxyz: Sequence[float],
+    ) -> Any:
         tx, ty, tz = (float(v) for v in translation)
         return self.TransformStamped(
-            header=self.header(stamp_us, parent), child_frame_id=child,
-            transform=self.Transform(translation=self.Vector3(x=tx, y=ty, z=tz),
-                                     rotation=self.quaternion(rotation_wxyz)))
+            header=self.header(stamp_us, parent),
+            child_frame_id=child,
+            transform=self.Transform(
+                translation=self.Vector3(x=tx, y=ty, z=tz),
+                rotation=self.quaternion(rotation_wxyz),
+            ),
+        )
 
     def compressed_image(self, stamp_us: int, frame_id: str, jpeg: bytes) -> Any:
-        return self.CompressedImage(header=self.header(stamp_us, frame_id), format="jpeg",
-                                    data=np.frombuffer(jpeg, dtype=np.uint8))
+        return self.CompressedImage(
+            header=self.header(stamp_us, frame_id),
+            format="jpeg",
+            data=np.frombuffer(jpeg, dtype=np.uint8),
+        )
 
-    def camera_info(self, stamp_us: int, frame_id: str, intrinsics: np.ndarray, width: int, height: int) -> Any:
+    def camera_info(
+        self,
+        stamp_us: int,
+        frame_id: str,
+        intrinsics: np.ndarray,
+        width: int,
+        height: int,
+    ) -> Any:
         k = np.asarray(intrinsics, dtype=np.float64).reshape(3, 3)
         p = np.zeros((3, 4), dtype=np.float64)
         p[:, :3] = k
         return self.CameraInfo(
-            header=self.header(stamp_us, frame_id), height=int(height), width=int(width),
-            distortion_model="plumb_bob", d=np.zeros(5, dtype=np.float64), k=k.reshape(-1),
-            r=np.eye(3, dtype=np.float64).reshape(-1), p=p.reshape(-1), binning_x=0, binning_y=0,
-            roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+            header=self.header(stamp_us, frame_id),
+            height=int(height),
+            width=int(width),
+            distortion_model="plumb_bob",
+            d=np.zeros(5, dtype=np.float64),
+            k=k.reshape(-1),
+            r=np.eye(3, dtype=np.float64).reshape(-1),
+            p=p.reshape(-1),
+            binning_x=0,
+            binning_y=0,
+            roi=self.RegionOfInterest(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False),
+        )
 
-    def cloud(self, stamp_us: int, frame_id: str, fields: Sequence[tuple[str, int, int]], payload: np.ndarray,
-              point_step: int) -> Any:
+    def cloud(
+        self,
+        stamp_us: int,
+        frame_id: str,
+        fields: Sequence[tuple[str, int, int]],
+        payload: np.ndarray,
+        point_step: int,
+    ) -> Any:
         count = int(payload.shape[0])
         return self.PointCloud2(
-            header=self.header(stamp_us, frame_id), height=1, width=count,
+            header=self.header(stamp_us, frame_id),
+            height=1,
+            width=count,
             fields=[self.PointField(name=n, offset=o, datatype=d, count=1) for n, o, d in fields],
-            is_bigendian=False, point_step=point_step, row_step=point_step * count,
-            data=np.frombuffer(payload.tobytes(), dtype=np.uint8), is_dense=True)
+            is_bigendian=False,
+            point_step=point_step,
+            row_step=point_step * count,
+            data=np.frombuffer(payload.tobytes(), dtype=np.uint8),
+            is_dense=True,
+        )
 
-    def odometry(self, stamp_us: int, translation: np.ndarray, rotation_wxyz: np.ndarray, linear: np.ndarray,
-                 angular: np.ndarray) -> Any:
+    def odometry(
+        self,
+        stamp_us: int,
+        translation: np.ndarray,
+        rotation_wxyz: np.ndarray,
+        linear: np.ndarray,
+        angular: np.ndarray,
+    ) -> Any:
         tx, ty, tz = (float(v) for v in translation)
-        pose = self.Pose(position=self.Point(x=tx, y=ty, z=tz), orientation=self.quaternion(rotation_wxyz))
-        twist = self.Twist(linear=self.Vector3(x=float(linear[0]), y=float(linear[1]), z=float(linear[2])),
-                           angular=self.Vector3(x=float(angular[0]), y=float(angular[1]), z=float(angular[2])))
+        pose = self.Pose(
+            position=self.Point(x=tx, y=ty, z=tz),
+            orientation=self.quaternion(rotation_wxyz),
+        )
+        twist = self.Twist(
+            linear=self.Vector3(x=float(linear[0]), y=float(linear[1]), z=float(linear[2])),
+            angular=self.Vector3(x=float(angular[0]), y=float(angular[1]), z=float(angular[2])),
+        )
         zeros = np.zeros(36, dtype=np.float64)
-        return self.Odometry(header=self.header(stamp_us, layout.MAP_FRAME), child_frame_id=layout.EGO_FRAME,
-                             pose=self.PoseWithCovariance(pose=pose, covariance=zeros),
-                             twist=self.TwistWithCovariance(twist=twist, covariance=zeros.copy()))
+        return self.Odometry(
+            header=self.header(stamp_us, layout.MAP_FRAME),
+            child_frame_id=layout.EGO_FRAME,
+            pose=self.PoseWithCovariance(pose=pose, covariance=zeros),
+            twist=self.TwistWithCovariance(twist=twist, covariance=zeros.copy()),
+        )
 
 
-_LIDAR_RECORD = np.dtype({"names": ["x", "y", "z", "intensity", "ring"],
-                          "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
-                          "offsets": [0, 4, 8, 12, 16], "itemsize": layout.LIDAR_POINT_STEP})
-_LIDAR_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4))
-_OCC_RECORD = np.dtype({"names": ["x", "y", "z", "rgb", "label"], "formats": ["<f4", "<f4", "<f4", "<f4", "u1"],
-                        "offsets": [0, 4, 8, 12, 16], "itemsize": layout.OCC_POINT_STEP})
+_LIDAR_RECORD = np.dtype(
+    {
+        "names": ["x", "y", "z", "intensity", "ring"],
+        "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
+        "offsets": [0, 4, 8, 12, 16],
+        "itemsize": layout.LIDAR_POINT_STEP,
+    }
+)
+_LIDAR_FIELDS = (
+    ("x", 0, 7),
+    ("y", 4, 7),
+    ("z", 8, 7),
+    ("intensity", 12, 7),
+    ("ring", 16, 4),
+)
+_OCC_RECORD = np.dtype(
+    {
+        "names": ["x", "y", "z", "rgb", "label"],
+        "formats": ["<f4", "<f4", "<f4", "<f4", "u1"],
+        "offsets": [0, 4, 8, 12, 16],
+        "itemsize": layout.OCC_POINT_STEP,
+    }
+)
 _OCC_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 12, 7), ("label", 16, 2))
 
 
@@ -284,8 +374,11 @@ def read_points(path: Path) -> np.ndarray:
     except OSError as error:
         raise SourceError(path, f"cannot read: {error.strerror or error}") from None
     if raw.size % _PCD_COLUMNS:
-        raise SourceError(path, f"corrupt point cloud: {raw.size * 4} bytes is not a multiple of "
-                                f"{_PCD_COLUMNS * 4} (x, y, z, intensity, ring float32)")
+        raise SourceError(
+            path,
+            f"corrupt point cloud: {raw.size * 4} bytes is not a multiple of "
+            f"{_PCD_COLUMNS * 4} (x, y, z, intensity, ring float32)",
+        )
     return raw.reshape(-1, _PCD_COLUMNS)
 
 
@@ -299,14 +392,18 @@ def lidar_payload(points: np.ndarray) -> np.ndarray:
 
 
 def occ_payload(semantics: np.ndarray) -> np.ndarray:
-    """Non-free voxels of a (200, 200, 16) label grid in the /occ_gt record layout (voxel centres, base_link)."""
+    """Non-free voxels of a (200, 200, 16) label grid in the /occ_gt layout (voxel centres in base_link)."""
     from fusionocc_ros.conversions import packed_rgb_floats
 
     indices = np.argwhere(semantics != FREE_LABEL)  # (M, 3) [x, y, z], C order
     values = semantics[indices[:, 0], indices[:, 1], indices[:, 2]]
     centres = (np.asarray(POINT_CLOUD_RANGE[:3]) + VOXEL_SIZE * (indices + 0.5)).astype(np.float32)
     payload = np.zeros(indices.shape[0], dtype=_OCC_RECORD)
-    payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
+    payload["x"], payload["y"], payload["z"] = (
+        centres[:, 0],
+        centres[:, 1],
+        centres[:, 2],
+    )
     payload["rgb"] = packed_rgb_floats(values)
     payload["label"] = values
     return payload
@@ -343,8 +440,9 @@ def _read_gt(path: Path) -> np.ndarray:
     return semantics.astype(np.uint8, copy=False)
 
 
-def _velocities(stamps_us: np.ndarray, translations: np.ndarray,
-                rotations: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _velocities(
+    stamps_us: np.ndarray, translations: np.ndarray, rotations: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """Central-difference linear [m/s] and angular [rad/s] velocities in the ego (child) frame.
 
     Args:
@@ -361,8 +459,14 @@ def _velocities(stamps_us: np.ndarray, translations: np.ndarray,
     relative = np.einsum("nji,njk->nik", rotations[lo], rotations[hi])  # R_lo^T R_hi
     cos = np.clip((np.trace(relative, axis1=1, axis2=2) - 1) / 2, -1.0, 1.0)
     angle = np.arccos(cos)
-    axis = np.stack([relative[:, 2, 1] - relative[:, 1, 2], relative[:, 0, 2] - relative[:, 2, 0],
-                     relative[:, 1, 0] - relative[:, 0, 1]], axis=1)
+    axis = np.stack(
+        [
+            relative[:, 2, 1] - relative[:, 1, 2],
+            relative[:, 0, 2] - relative[:, 2, 0],
+            relative[:, 1, 0] - relative[:, 0, 1],
+        ],
+        axis=1,
+    )
     sin = np.sin(angle)[:, None]
     scale = np.where(sin > 1e-9, angle[:, None] / (2 * np.where(sin > 1e-9, sin, 1.0)), 0.5)
     return linear, axis * scale / dt
@@ -376,18 +480,37 @@ def _velocities(stamps_us: np.ndarray, translations: np.ndarray,
 def _typestore(distro: str) -> Any:
     from rosbags.typesys import Stores, get_typestore
 
-    return get_typestore({"humble": Stores.ROS2_HUMBLE, "jazzy": Stores.ROS2_JAZZY,
-                          "kilted": Stores.ROS2_KILTED}[distro])
+    return get_typestore(
+        {
+            "humble": Stores.ROS2_HUMBLE,
+            "jazzy": Stores.ROS2_JAZZY,
+            "kilted": Stores.ROS2_KILTED,
+        }[distro]
+    )
 
 
 def _qos(depth: int, *, transient_local: bool) -> Any:
-    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+    from rosbags.interfaces import (
+        Qos,
+        QosDurability,
+        QosHistory,
+        QosLiveliness,
+        QosReliability,
+        QosTime,
+    )
 
     zero = QosTime(sec=0, nsec=0)
-    return Qos(history=QosHistory.KEEP_LAST, depth=depth, reliability=QosReliability.RELIABLE,
-               durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
-               deadline=zero, lifespan=zero, liveliness=QosLiveliness.AUTOMATIC,
-               liveliness_lease_duration=zero, avoid_ros_namespace_conventions=False)
+    return Qos(
+        history=QosHistory.KEEP_LAST,
+        depth=depth,
+        reliability=QosReliability.RELIABLE,
+        durability=QosDurability.TRANSIENT_LOCAL if transient_local else QosDurability.VOLATILE,
+        deadline=zero,
+        lifespan=zero,
+        liveliness=QosLiveliness.AUTOMATIC,
+        liveliness_lease_duration=zero,
+        avoid_ros_namespace_conventions=False,
+    )
 
 
 def topic_qos(topic: str) -> tuple[int, bool]:
@@ -413,8 +536,9 @@ def _calibration(nusc: Any, plan: _ScenePlan) -> Any:
         pose[:3, 3] = cs["translation"]
         intrinsics = np.asarray(cs["camera_intrinsic"]) if cs.get("camera_intrinsic") else None
         size = (int(record["width"]), int(record["height"])) if intrinsics is not None else None
-        sensors[frame.channel] = SensorCalibration.from_matrix(frame.channel, pose, intrinsics=intrinsics,
-                                                               image_size=size)
+        sensors[frame.channel] = SensorCalibration.from_matrix(
+            frame.channel, pose, intrinsics=intrinsics, image_size=size
+        )
     ordered = {name: sensors[name] for name in (*CAMERA_NAMES, LIDAR_NAME) if name in sensors}
     return Calibration(ordered, ego_frame=layout.EGO_FRAME)
 
@@ -440,8 +564,14 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
         shutil.rmtree(stale, ignore_errors=True)
 
 
-def convert_scene(nusc: Any, scene_name: str, out_path: Path, *, options: ConvertOptions,
-                  progress: Callable[[int], None] | None = None) -> ConvertReport:
+def convert_scene(
+    nusc: Any,
+    scene_name: str,
+    out_path: Path,
+    *,
+    options: ConvertOptions,
+    progress: Callable[[int], None] | None = None,
+) -> ConvertReport:
     """Writes one scene as a rosbag2 directory `out_path` (plus `calibration.yaml` inside it).
 
     Every source file is checked before writing; the bag is written to a temporary directory next to
@@ -512,8 +642,14 @@ def _message_total(plan: _ScenePlan) -> int:
     return 1 + 2 * cameras + (len(plan.frames) - cameras) + 2 * poses + len(plan.gts)
 
 
-def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertOptions,
-               progress: Callable[[int], None] | None) -> ConvertReport:
+def _write_bag(
+    nusc: Any,
+    plan: _ScenePlan,
+    bag_path: Path,
+    *,
+    options: ConvertOptions,
+    progress: Callable[[int], None] | None,
+) -> ConvertReport:
     from rosbags.rosbag2 import StoragePlugin, Writer
 
     started = time.perf_counter()
@@ -541,7 +677,11 @@ def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertO
         for topic, msgtype in topics.items():
             depth, latched = topic_qos(topic)
             connections[topic] = writer.add_connection(
-                topic, msgtype, typestore=store, offered_qos_profiles=[_qos(depth, transient_local=latched)])
+                topic,
+                msgtype,
+                typestore=store,
+                offered_qos_profiles=[_qos(depth, transient_local=latched)],
+            )
 
         def write(topic: str, stamp_us: int, message: Any) -> None:
             data = store.serialize_cdr(message, topics[topic])
@@ -557,9 +697,19 @@ def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertO
             if frame.channel in seen:
                 continue
             seen.add(frame.channel)
-            cs = nusc.get("calibrated_sensor", nusc.get("sample_data", frame.token)["calibrated_sensor_token"])
-            static.append(msgs.transform(first_stamp, layout.EGO_FRAME, frame.channel, cs["translation"],
-                                         cs["rotation"]))
+            cs = nusc.get(
+                "calibrated_sensor",
+                nusc.get("sample_data", frame.token)["calibrated_sensor_token"],
+            )
+            static.append(
+                msgs.transform(
+                    first_stamp,
+                    layout.EGO_FRAME,
+                    frame.channel,
+                    cs["translation"],
+                    cs["rotation"],
+                )
+            )
         write(layout.TF_STATIC_TOPIC, first_stamp, msgs.TFMessage(transforms=static))
 
         for frame in plan.frames:
@@ -567,36 +717,85 @@ def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertO
             if stamp not in emitted_pose:
                 emitted_pose.add(stamp)
                 i = pose_index[stamp]
-                write(layout.TF_TOPIC, stamp, msgs.TFMessage(transforms=[msgs.transform(
-                    stamp, layout.MAP_FRAME, layout.EGO_FRAME, translations[i], quaternions[i])]))
-                write(layout.ODOM_TOPIC, stamp,
-                      msgs.odometry(stamp, translations[i], quaternions[i], linear[i], angular[i]))
+                write(
+                    layout.TF_TOPIC,
+                    stamp,
+                    msgs.TFMessage(
+                        transforms=[
+                            msgs.transform(
+                                stamp,
+                                layout.MAP_FRAME,
+                                layout.EGO_FRAME,
+                                translations[i],
+                                quaternions[i],
+                            )
+                        ]
+                    ),
+                )
+                write(
+                    layout.ODOM_TOPIC,
+                    stamp,
+                    msgs.odometry(stamp, translations[i], quaternions[i], linear[i], angular[i]),
+                )
             record = nusc.get("sample_data", frame.token)
             if frame.channel == LIDAR_NAME:
                 points = read_points(frame.path)
                 report.source_bytes += frame.path.stat().st_size
-                write(layout.LIDAR_TOPIC, stamp, msgs.cloud(stamp, frame.channel, _LIDAR_FIELDS,
-                                                            lidar_payload(points), layout.LIDAR_POINT_STEP))
+                write(
+                    layout.LIDAR_TOPIC,
+                    stamp,
+                    msgs.cloud(
+                        stamp,
+                        frame.channel,
+                        _LIDAR_FIELDS,
+                        lidar_payload(points),
+                        layout.LIDAR_POINT_STEP,
+                    ),
+                )
                 if frame.sample_token in plan.gts and frame.is_key_frame:
                     gt_path = plan.gts[frame.sample_token]
                     semantics = _read_gt(gt_path)
                     report.source_bytes += gt_path.stat().st_size
-                    write(layout.OCC_GT_TOPIC, stamp, msgs.cloud(stamp, layout.EGO_FRAME, _OCC_FIELDS,
-                                                                 occ_payload(semantics), layout.OCC_POINT_STEP))
+                    write(
+                        layout.OCC_GT_TOPIC,
+                        stamp,
+                        msgs.cloud(
+                            stamp,
+                            layout.EGO_FRAME,
+                            _OCC_FIELDS,
+                            occ_payload(semantics),
+                            layout.OCC_POINT_STEP,
+                        ),
+                    )
             else:
                 jpeg = _read_bytes(frame.path)
                 report.source_bytes += len(jpeg)
                 width, height = _jpeg_size(frame.path, jpeg)
                 cs = nusc.get("calibrated_sensor", record["calibrated_sensor_token"])
                 if not cs.get("camera_intrinsic"):
-                    raise ConvertError(f"calibrated_sensor {cs['token']} of {frame.channel} has no camera_intrinsic.")
+                    raise ConvertError(
+                        f"calibrated_sensor {cs['token']} of {frame.channel} has no camera_intrinsic."
+                    )
                 intrinsics = np.asarray(cs["camera_intrinsic"], dtype=np.float64)
-                ref_w, ref_h = int(record.get("width") or width), int(record.get("height") or height)
-                if (width, height) != (ref_w, ref_h):  # intrinsics refer to the sample_data's size
+                ref_w, ref_h = (
+                    int(record.get("width") or width),
+                    int(record.get("height") or height),
+                )
+                if (width, height) != (
+                    ref_w,
+                    ref_h,
+                ):  # intrinsics refer to the sample_data's size
                     intrinsics = np.diag([width / ref_w, height / ref_h, 1.0]) @ intrinsics
-                write(layout.image_topic(frame.channel), stamp, msgs.compressed_image(stamp, frame.channel, jpeg))
-                write(layout.camera_info_topic(frame.channel), stamp,
-                      msgs.camera_info(stamp, frame.channel, intrinsics, width, height))
+                write(
+                    layout.image_topic(frame.channel),
+                    stamp,
+                    msgs.compressed_image(stamp, frame.channel, jpeg),
+                )
+                write(
+                    layout.camera_info_topic(frame.channel),
+                    stamp,
+                    msgs.camera_info(stamp, frame.channel, intrinsics, width, height),
+                )
         report.start_ns = writer.min_timestamp if writer.counts else 0
         report.end_ns = writer.max_timestamp
     if options.distro == "humble":
@@ -606,7 +805,7 @@ def _write_bag(nusc: Any, plan: _ScenePlan, bag_path: Path, *, options: ConvertO
 
 
 def _strip_type_hashes(metadata_path: Path) -> None:
-    """Drops `type_description_hash` (Jazzy and later) from metadata.yaml: Humble's rosbag2 does not know it."""
+    """Drops `type_description_hash` (Jazzy+) from metadata.yaml: Humble's rosbag2 does not know it."""
     import yaml
 
     metadata = yaml.safe_load(metadata_path.read_text())
@@ -625,8 +824,21 @@ def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
     if not dataroot.is_dir():
         raise ConvertError(f"{dataroot} is not a directory (expected a nuScenes dataroot).")
     tables = dataroot / version
-    required = ("scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "log", "map",
-                "category", "attribute", "visibility", "instance", "sample_annotation")
+    required = (
+        "scene",
+        "sample",
+        "sample_data",
+        "ego_pose",
+        "calibrated_sensor",
+        "sensor",
+        "log",
+        "map",
+        "category",
+        "attribute",
+        "visibility",
+        "instance",
+        "sample_annotation",
+    )
     missing = [f"{tables / name}.json" for name in required if not (tables / f"{name}.json").is_file()]
     if missing:
         raise ConvertError(f"{dataroot} lacks nuScenes {version} table(s): {', '.join(missing)}.")
@@ -638,8 +850,14 @@ def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
         raise ConvertError(f"the devkit cannot load {tables}: {type(error).__name__}: {error}") from None
 
 
-def convert_dataroot(dataroot: Path | str, out_dir: Path | str, *, options: ConvertOptions,
-                     version: str = "v1.0-mini", scenes: Sequence[str] | None = None) -> list[ConvertReport]:
+def convert_dataroot(
+    dataroot: Path | str,
+    out_dir: Path | str,
+    *,
+    options: ConvertOptions,
+    version: str = "v1.0-mini",
+    scenes: Sequence[str] | None = None,
+) -> list[ConvertReport]:
     """Converts scenes of a dataroot, one bag directory `out_dir/<scene name>` per scene.
 
     All scenes, all their source files and all destinations are checked before the first bag is written.
@@ -675,11 +893,24 @@ def convert_dataroot(dataroot: Path | str, out_dir: Path | str, *, options: Conv
     if options.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=sum(_message_total(p) for p in plans), desc="convert", unit="msg", file=sys.stderr)
+        bar = tqdm(
+            total=sum(_message_total(p) for p in plans),
+            desc="convert",
+            unit="msg",
+            file=sys.stderr,
+        )
         update = bar.update
     try:
-        return [convert_scene(nusc, name, out_dir / name, options=options, progress=update or _no_progress)
-                for name in names]
+        return [
+            convert_scene(
+                nusc,
+                name,
+                out_dir / name,
+                options=options,
+                progress=update or _no_progress,
+            )
+            for name in names
+        ]
     finally:
         if bar is not None:
             bar.close()
@@ -696,22 +927,48 @@ def _no_progress(_: int) -> None:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `fusionocc convert`."""
-    parser.add_argument("dataroot", type=Path, help="nuScenes dataroot (with v1.0-*/ tables, samples/, sweeps/)")
-    parser.add_argument("--out", type=Path, required=True, help="output directory; one bag directory per scene")
+    parser.add_argument(
+        "dataroot",
+        type=Path,
+        help="nuScenes dataroot (with v1.0-*/ tables, samples/, sweeps/)",
+    )
+    parser.add_argument(
+        "--out",
+        type=Path,
+        required=True,
+        help="output directory; one bag directory per scene",
+    )
     parser.add_argument("--version", default="v1.0-mini", help="devkit version (default: %(default)s)")
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scenes", nargs="+", metavar="NAME", help="scene names, e.g. scene-0061")
     which.add_argument("--all", action="store_true", help="every scene of the version")
-    parser.add_argument("--storage", choices=STORAGES, default="mcap", help="bag storage (default: %(default)s)")
-    parser.add_argument("--distro", choices=DISTROS, default="jazzy",
-                        help="typestore for message definitions; humble writes bag format 8, others 9 "
-                             "(default: %(default)s)")
-    parser.add_argument("--keyframes-only", action="store_true",
-                        help="only the 2 Hz keyframes (default: every sweep: cameras 12 Hz, lidar 20 Hz)")
-    parser.add_argument("--with-occ-gt", action="store_true",
-                        help="add Occ3D ground truth on /occ_gt (needs gts/<scene>/<token>/labels.npz)")
-    parser.add_argument("--no-calibration", action="store_true",
-                        help="do not write calibration.yaml into each bag directory")
+    parser.add_argument(
+        "--storage",
+        choices=STORAGES,
+        default="mcap",
+        help="bag storage (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--distro",
+        choices=DISTROS,
+        default="jazzy",
+        help="typestore for message definitions; humble writes bag format 8, others 9 (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--keyframes-only",
+        action="store_true",
+        help="only the 2 Hz keyframes (default: every sweep: cameras 12 Hz, lidar 20 Hz)",
+    )
+    parser.add_argument(
+        "--with-occ-gt",
+        action="store_true",
+        help="add Occ3D ground truth on /occ_gt (needs gts/<scene>/<token>/labels.npz)",
+    )
+    parser.add_argument(
+        "--no-calibration",
+        action="store_true",
+        help="do not write calibration.yaml into each bag directory",
+    )
     parser.add_argument("--overwrite", action="store_true", help="replace existing bags")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -721,19 +978,32 @@ def run(args: argparse.Namespace) -> int:
     from fusionocc_ros.errors import BagToolError
 
     try:
-        options = ConvertOptions(storage=args.storage, distro=args.distro, keyframes_only=args.keyframes_only,
-                                 with_occ_gt=args.with_occ_gt, with_calibration=not args.no_calibration,
-                                 overwrite=args.overwrite, progress=not args.no_progress)
-        reports = convert_dataroot(args.dataroot, args.out, options=options, version=args.version,
-                                   scenes=None if args.all else args.scenes)
+        options = ConvertOptions(
+            storage=args.storage,
+            distro=args.distro,
+            keyframes_only=args.keyframes_only,
+            with_occ_gt=args.with_occ_gt,
+            with_calibration=not args.no_calibration,
+            overwrite=args.overwrite,
+            progress=not args.no_progress,
+        )
+        reports = convert_dataroot(
+            args.dataroot,
+            args.out,
+            options=options,
+            version=args.version,
+            scenes=None if args.all else args.scenes,
+        )
     except BagToolError as error:
         print(f"fusionocc convert: {error}", file=sys.stderr)
         return 1
     for report in reports:
         duration = (report.end_ns - report.start_ns) * 1e-9
-        print(f"{report.path}: {report.messages} messages, {duration:.1f} s of data, "
-              f"{report.bag_bytes / 1e6:.1f} MB (sources {report.source_bytes / 1e6:.1f} MB), "
-              f"written in {report.seconds:.1f} s")
+        print(
+            f"{report.path}: {report.messages} messages, {duration:.1f} s of data, "
+            f"{report.bag_bytes / 1e6:.1f} MB (sources {report.source_bytes / 1e6:.1f} MB), "
+            f"written in {report.seconds:.1f} s"
+        )
     return 0
 
 

@@ -5,17 +5,17 @@ the messages are standard ROS 2 types, so `ros2 bag play` replays them.
 
 | Topic | Type | QoS offered | Stamp (header = log time) |
 |---|---|---|---|
-| `/<CAM>/image_rect_compressed` | sensor_msgs/msg/CompressedImage | reliable, volatile, keep last 10 | camera sample_data |
-| `/<CAM>/camera_info` | sensor_msgs/msg/CameraInfo | reliable, volatile, keep last 10 | camera sample_data |
-| `/LIDAR_TOP` | sensor_msgs/msg/PointCloud2 | reliable, volatile, keep last 10 | lidar sample_data |
-| `/tf` | tf2_msgs/msg/TFMessage | reliable, volatile, keep last 100 | every written sample_data's ego_pose |
-| `/tf_static` | tf2_msgs/msg/TFMessage | reliable, transient local, keep last 1 | first stamp of the scene |
-| `/odom` | nav_msgs/msg/Odometry | reliable, volatile, keep last 100 | every written sample_data's ego_pose |
-| `/occ_gt` (optional) | sensor_msgs/msg/PointCloud2 | reliable, volatile, keep last 10 | keyframe lidar sample_data |
+| `/<CAM>/image_rect_compressed` | sensor_msgs/CompressedImage | reliable, keep last 10 | camera sample_data |
+| `/<CAM>/camera_info` | sensor_msgs/CameraInfo | reliable, keep last 10 | camera sample_data |
+| `/LIDAR_TOP` | sensor_msgs/PointCloud2 | reliable, keep last 10 | lidar sample_data |
+| `/tf` | tf2_msgs/TFMessage | reliable, keep last 100 | each written sample_data's ego_pose |
+| `/tf_static` | tf2_msgs/TFMessage | reliable, transient local, keep last 1 | first stamp of the scene |
+| `/odom` | nav_msgs/Odometry | reliable, keep last 100 | each written sample_data's ego_pose |
+| `/occ_gt` (optional) | sensor_msgs/PointCloud2 | reliable, keep last 10 | keyframe lidar sample_data |
 
-`<CAM>` is each of `fusionocc_core.occ3d.CAMERA_NAMES`. Sensor messages carry their sensor's name as
-`header.frame_id`; `/tf_static` holds `base_link -> <sensor>` for the six cameras and LIDAR_TOP
-(calibrated_sensor), `/tf` and `/odom` hold `map -> base_link` (ego_pose).
+Durability is volatile except for /tf_static. `<CAM>` is each of `fusionocc_core.occ3d.CAMERA_NAMES`.
+Sensor messages carry their sensor's name as `header.frame_id`; `/tf_static` holds `base_link -> <sensor>`
+for the six cameras and LIDAR_TOP (calibrated_sensor), `/tf` and `/odom` hold `map -> base_link` (ego_pose).
 """
 
 from __future__ import annotations
@@ -64,7 +64,11 @@ def camera_info_topic(camera: str) -> str:
 
 def sensor_topics(*, with_occ_gt: bool = False) -> dict[str, str]:
     """Every topic a converted bag holds -> its message type."""
-    topics: dict[str, str] = {TF_STATIC_TOPIC: TF_TYPE, TF_TOPIC: TF_TYPE, ODOM_TOPIC: ODOM_TYPE}
+    topics: dict[str, str] = {
+        TF_STATIC_TOPIC: TF_TYPE,
+        TF_TOPIC: TF_TYPE,
+        ODOM_TOPIC: ODOM_TYPE,
+    }
     for camera in CAMERA_NAMES:
         topics[image_topic(camera)] = COMPRESSED_IMAGE_TYPE
         topics[camera_info_topic(camera)] = CAMERA_INFO_TYPE

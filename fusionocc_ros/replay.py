@@ -87,9 +87,11 @@ def _qos_profile(topic: str, offered: Sequence[Any], depth_override: int | None)
     if depth_override is not None:
         depth = depth_override
     return QoSProfile(
-        history=HistoryPolicy.KEEP_LAST, depth=depth,
+        history=HistoryPolicy.KEEP_LAST,
+        depth=depth,
         reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE)
+        durability=DurabilityPolicy.TRANSIENT_LOCAL if transient else DurabilityPolicy.VOLATILE,
+    )
 
 
 def _open_reader(path: Path) -> Any:
@@ -119,6 +121,7 @@ def replay_bag(
     wait_for_subscribers: float = 0.0,
     qos_depth: int | None = None,
     node: Any = None,
+    domain_id: int | None = None,
     on_published: PublishedCallback | None = None,
     stop_event: threading.Event | None = None,
 ) -> ReplayReport:
@@ -136,7 +139,9 @@ def replay_bag(
         delay: wait this long after creating the publishers, before the first message [s].
         wait_for_subscribers: wait up to this long until every publisher has a subscriber [s].
         qos_depth: keep-last depth of every publisher instead of the bag's offered depth.
-        node: an rclpy node to create the publishers on (default: a private context and node "replay").
+        node: an rclpy node to create the publishers on (default: a private context and node "replay");
+            the publishers are destroyed again at the end, the node is left alone.
+        domain_id: ROS domain of the private context (default: ROS_DOMAIN_ID); unused with `node`.
         on_published: called after each publish with (topic, bag time [ns], time.monotonic() [s]).
         stop_event: set it to stop between messages.
 
@@ -153,13 +158,16 @@ def replay_bag(
     path = Path(path)
     reader = _open_reader(path)
     own_context = None
+    created: list[Any] = []
     try:
         connections = list(reader.connections)
         available = sorted({c.topic for c in connections})
         if topics:
             unknown = [t for t in topics if t not in available]
             if unknown:
-                raise ReplayError(f"{path} has no topic(s) {', '.join(unknown)}; it has {', '.join(available)}.")
+                raise ReplayError(
+                    f"{path} has no topic(s) {', '.join(unknown)}; it has {', '.join(available)}."
+                )
             connections = [c for c in connections if c.topic in set(topics)]
         report = ReplayReport()
         classes: dict[str, Any] = {}
@@ -176,7 +184,7 @@ def replay_bag(
             import rclpy
 
             own_context = rclpy.Context()
-            rclpy.init(context=own_context)
+            rclpy.init(context=own_context, domain_id=domain_id)
             node = rclpy.create_node("replay", context=own_context)
         for topic, reason in report.skipped_topics.items():
             node.get_logger().warning(f"not publishing {topic}: {reason}")
@@ -186,23 +194,31 @@ def replay_bag(
             if connection.topic not in by_topic:
                 offered = getattr(connection.ext, "offered_qos_profiles", []) or []
                 by_topic[connection.topic] = node.create_publisher(
-                    classes[connection.msgtype], connection.topic,
-                    _qos_profile(connection.topic, offered, qos_depth))
+                    classes[connection.msgtype],
+                    connection.topic,
+                    _qos_profile(connection.topic, offered, qos_depth),
+                )
             publishers[connection.id] = by_topic[connection.topic]
+        created.extend(by_topic.values())
         clock_publisher = None
         clock_class = None
         if clock:
             clock_class = message_class("rosgraph_msgs/msg/Clock")
             clock_publisher = node.create_publisher(clock_class, CLOCK_TOPIC, 10)
+            created.append(clock_publisher)
         _wait_for(by_topic, wait_for_subscribers, stop_event)
         if delay > 0:
             time.sleep(delay)
 
         bag_start = reader.start_time
-        first = bag_start + int(round(start_offset * 1e9))
+        first = bag_start + round(start_offset * 1e9)
         report.bag_seconds = max(0, reader.end_time - first) * 1e-9
-        latched = [c for c in connections if getattr(c.ext, "offered_qos_profiles", None)
-                   and c.ext.offered_qos_profiles[0].durability.name == "TRANSIENT_LOCAL"]
+        latched = [
+            c
+            for c in connections
+            if getattr(c.ext, "offered_qos_profiles", None)
+            and c.ext.offered_qos_profiles[0].durability.name == "TRANSIENT_LOCAL"
+        ]
         if not latched:
             latched = [c for c in connections if c.topic == TF_STATIC_TOPIC]
 
@@ -210,8 +226,9 @@ def replay_bag(
             if clock_publisher is not None:
                 from builtin_interfaces.msg import Time
 
-                clock_publisher.publish(clock_class(clock=Time(sec=bag_ns // 1_000_000_000,
-                                                               nanosec=bag_ns % 1_000_000_000)))
+                clock_publisher.publish(
+                    clock_class(clock=Time(sec=bag_ns // 1_000_000_000, nanosec=bag_ns % 1_000_000_000))
+                )
 
         def publish(connection: Any, stamp: int, raw: Any) -> None:
             publishers[connection.id].publish(bytes(raw))
@@ -253,6 +270,9 @@ def replay_bag(
             if node is not None:
                 node.destroy_node()
             own_context.try_shutdown()
+        else:
+            for publisher in created:
+                node.destroy_publisher(publisher)
 
 
 def _wait_for(publishers: dict[str, Any], timeout: float, stop_event: threading.Event | None) -> None:
@@ -269,31 +289,65 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `fusionocc replay` / `replay`."""
     parser.add_argument("bag", type=Path, help="rosbag2 directory (e.g. written by `fusionocc convert`)")
     speed = parser.add_mutually_exclusive_group()
-    speed.add_argument("--rate", type=float, default=1.0, help="playback speed factor (default: %(default)s)")
+    speed.add_argument(
+        "--rate",
+        type=float,
+        default=1.0,
+        help="playback speed factor (default: %(default)s)",
+    )
     speed.add_argument("--fast", action="store_true", help="publish as fast as possible")
-    parser.add_argument("--clock", action="store_true", help="publish /clock (rosgraph_msgs/Clock) with bag time")
+    parser.add_argument(
+        "--clock",
+        action="store_true",
+        help="publish /clock (rosgraph_msgs/Clock) with bag time",
+    )
     parser.add_argument("--loop", action="store_true", help="start again at the end (until Ctrl-C)")
     parser.add_argument("--topics", nargs="+", metavar="TOPIC", help="publish only these topics")
-    parser.add_argument("--start-offset", type=float, default=0.0, metavar="S",
-                        help="skip S seconds of bag time (latched /tf_static still published) [s]")
-    parser.add_argument("--delay", type=float, default=0.0, metavar="S",
-                        help="wait S seconds after creating the publishers [s]")
-    parser.add_argument("--wait-for-subscribers", type=float, default=0.0, metavar="S",
-                        help="wait up to S seconds until every topic has a subscriber [s]")
+    parser.add_argument(
+        "--start-offset",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="skip S seconds of bag time (latched /tf_static still published) [s]",
+    )
+    parser.add_argument(
+        "--delay",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait S seconds after creating the publishers [s]",
+    )
+    parser.add_argument(
+        "--wait-for-subscribers",
+        type=float,
+        default=0.0,
+        metavar="S",
+        help="wait up to S seconds until every topic has a subscriber [s]",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Runs a replay from parsed arguments; returns 1 with a message on a named error."""
     try:
-        report = replay_bag(args.bag, rate=args.rate, fast=args.fast, clock=args.clock, loop=args.loop,
-                            topics=args.topics, start_offset=args.start_offset, delay=args.delay,
-                            wait_for_subscribers=args.wait_for_subscribers)
+        report = replay_bag(
+            args.bag,
+            rate=args.rate,
+            fast=args.fast,
+            clock=args.clock,
+            loop=args.loop,
+            topics=args.topics,
+            start_offset=args.start_offset,
+            delay=args.delay,
+            wait_for_subscribers=args.wait_for_subscribers,
+        )
     except ReplayError as error:
         print(f"replay: {error}", file=sys.stderr)
         return 1
-    print(f"{args.bag}: {report.messages} messages on {len(report.published)} topics in {report.seconds:.2f} s "
-          f"({report.loops} pass(es) of {report.bag_seconds:.2f} s bag time)"
-          + (f"; skipped {', '.join(report.skipped_topics)}" if report.skipped_topics else ""))
+    print(
+        f"{args.bag}: {report.messages} messages on {len(report.published)} topics in {report.seconds:.2f} s "
+        f"({report.loops} pass(es) of {report.bag_seconds:.2f} s bag time)"
+        + (f"; skipped {', '.join(report.skipped_topics)}" if report.skipped_topics else "")
+    )
     return 0
 
 

@@ -37,8 +37,12 @@ def bags(tmp_path_factory: pytest.TempPathFactory, synth_dataroot: Path) -> dict
     """The first synthetic scene, every sweep plus /occ_gt, as MCAP and as sqlite3."""
     out = tmp_path_factory.mktemp("bags")
     mcap = convert_dataroot(synth_dataroot, out / "mcap", options=QUIET, scenes=[SCENE])
-    sqlite = convert_dataroot(synth_dataroot, out / "sqlite3", scenes=[SCENE],
-                              options=ConvertOptions(progress=False, with_occ_gt=True, storage="sqlite3"))
+    sqlite = convert_dataroot(
+        synth_dataroot,
+        out / "sqlite3",
+        scenes=[SCENE],
+        options=ConvertOptions(progress=False, with_occ_gt=True, storage="sqlite3"),
+    )
     return {"mcap": mcap[0].path, "sqlite3": sqlite[0].path}
 
 
@@ -77,8 +81,14 @@ def test_every_topic_count_stamp_and_frame(bags, nusc):
     for channel in (*CAMERA_NAMES, LIDAR_NAME):
         expected = [r["timestamp"] * 1000 for r in _scene_records(nusc, channel)]
         all_stamps.update(expected)
-        topics = [bag_layout.LIDAR_TOPIC] if channel == LIDAR_NAME else [
-            bag_layout.image_topic(channel), bag_layout.camera_info_topic(channel)]
+        topics = (
+            [bag_layout.LIDAR_TOPIC]
+            if channel == LIDAR_NAME
+            else [
+                bag_layout.image_topic(channel),
+                bag_layout.camera_info_topic(channel),
+            ]
+        )
         for topic in topics:
             assert [t for t, _ in by_topic[topic]] == expected, topic
             assert all(_stamp_ns(m) == t and m.header.frame_id == channel for t, m in by_topic[topic]), topic
@@ -113,7 +123,12 @@ def test_pointcloud_round_trips_to_the_pcd_bin(bags, nusc, synth_dataroot):
     for record, cloud in zip(records, clouds, strict=True):
         source = np.fromfile(synth_dataroot / record["filename"], dtype=np.float32).reshape(-1, 5)
         assert [(f.name, f.offset, f.datatype) for f in cloud.fields] == [
-            ("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4)]
+            ("x", 0, 7),
+            ("y", 4, 7),
+            ("z", 8, 7),
+            ("intensity", 12, 7),
+            ("ring", 16, 4),
+        ]
         assert (cloud.height, cloud.width, cloud.point_step) == (1, source.shape[0], 20)
         raw = cloud.data.reshape(-1, 20)
         xyzi = raw[:, :16].copy().view("<f4")
@@ -134,7 +149,10 @@ def test_tf_odom_and_tf_static_reproduce_the_devkit(bags, nusc):
         assert t == t_odom
         pose = poses[t]
         (transform,) = tf.transforms
-        assert (transform.header.frame_id, transform.child_frame_id) == ("map", "base_link")
+        assert (transform.header.frame_id, transform.child_frame_id) == (
+            "map",
+            "base_link",
+        )
         tr, q = transform.transform.translation, transform.transform.rotation
         assert [tr.x, tr.y, tr.z] == pose["translation"]
         assert [q.w, q.x, q.y, q.z] == pose["rotation"]
@@ -152,7 +170,10 @@ def test_tf_odom_and_tf_static_reproduce_the_devkit(bags, nusc):
     by_child = {t.child_frame_id: t for t in static.transforms}
     assert set(by_child) == {*CAMERA_NAMES, LIDAR_NAME}
     for channel, transform in by_child.items():
-        cs = nusc.get("calibrated_sensor", _scene_records(nusc, channel)[0]["calibrated_sensor_token"])
+        cs = nusc.get(
+            "calibrated_sensor",
+            _scene_records(nusc, channel)[0]["calibrated_sensor_token"],
+        )
         tr, q = transform.transform.translation, transform.transform.rotation
         assert transform.header.frame_id == "base_link"
         assert [tr.x, tr.y, tr.z] == cs["translation"] and [q.w, q.x, q.y, q.z] == cs["rotation"]
@@ -259,13 +280,24 @@ sys.exit(bag_converter.main(sys.argv[1:]))
 def test_killed_conversion_leaves_no_bag_and_a_rerun_cleans_up(tmp_path, synth_dataroot):
     out = tmp_path / "out"
     args = [str(synth_dataroot), "--out", str(out), "--scenes", SCENE, "--no-progress"]
-    killed = subprocess.run([sys.executable, "-c", _KILLED_RUN, *args], cwd=REPO, capture_output=True,
-                            timeout=120)
+    killed = subprocess.run(
+        [sys.executable, "-c", _KILLED_RUN, *args],
+        cwd=REPO,
+        capture_output=True,
+        check=False,
+        timeout=120,
+    )
     assert killed.returncode == -9, killed.stderr.decode()
     assert not (out / SCENE).exists()
     assert all(name.startswith(".fusionocc-convert-") for name in _leftovers(out))  # hidden temporary only
-    rerun = subprocess.run([sys.executable, "-m", "fusionocc_ros.bag_converter", *args], cwd=REPO,
-                           capture_output=True, text=True, timeout=120)
+    rerun = subprocess.run(
+        [sys.executable, "-m", "fusionocc_ros.bag_converter", *args],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     assert rerun.returncode == 0, rerun.stderr
     assert _leftovers(out) == [SCENE]
     assert (out / SCENE / "metadata.yaml").is_file()
@@ -288,7 +320,12 @@ def test_missing_source_file_is_named_before_anything_is_written(tmp_path, nusc,
     _mirror(synth_dataroot, tmp_path / "root", skip={missing})
     out = tmp_path / "out"
     with pytest.raises(SourceError, match=record["filename"].split("/")[-1]) as caught:
-        convert_dataroot(tmp_path / "root", out, options=ConvertOptions(progress=False), scenes=[SCENE])
+        convert_dataroot(
+            tmp_path / "root",
+            out,
+            options=ConvertOptions(progress=False),
+            scenes=[SCENE],
+        )
     assert caught.value.path == tmp_path / "root" / record["filename"]
     assert "missing" in str(caught.value)
     assert _leftovers(out) == []
@@ -301,8 +338,12 @@ def test_missing_gts_named_only_when_asked(tmp_path, synth_dataroot):
     with pytest.raises(SourceError, match=r"gts.*needed for --with-occ-gt"):
         convert_dataroot(tmp_path / "root", out, options=QUIET, scenes=[SCENE])
     assert _leftovers(out) == []
-    reports = convert_dataroot(tmp_path / "root", out, options=ConvertOptions(progress=False, keyframes_only=True),
-                               scenes=[SCENE])
+    reports = convert_dataroot(
+        tmp_path / "root",
+        out,
+        options=ConvertOptions(progress=False, keyframes_only=True),
+        scenes=[SCENE],
+    )
     assert reports[0].path == out / SCENE
 
 
@@ -314,7 +355,12 @@ def test_corrupt_point_cloud_is_named_and_nothing_is_left(tmp_path, nusc, synth_
     corrupt.write_bytes(source.read_bytes()[:-6])
     out = tmp_path / "out"
     with pytest.raises(SourceError, match="corrupt point cloud") as caught:
-        convert_dataroot(tmp_path / "root", out, options=ConvertOptions(progress=False), scenes=[SCENE])
+        convert_dataroot(
+            tmp_path / "root",
+            out,
+            options=ConvertOptions(progress=False),
+            scenes=[SCENE],
+        )
     assert caught.value.path == corrupt
     assert _leftovers(out) == []
 
@@ -346,8 +392,21 @@ def test_fusionocc_convert_cli(tmp_path, synth_dataroot, capsys):
     from fusionocc_ros.cli import main
 
     out = tmp_path / "out"
-    code = main(["convert", str(synth_dataroot), "--out", str(out), "--all", "--keyframes-only",
-                 "--storage", "sqlite3", "--distro", "humble", "--no-progress"])
+    code = main(
+        [
+            "convert",
+            str(synth_dataroot),
+            "--out",
+            str(out),
+            "--all",
+            "--keyframes-only",
+            "--storage",
+            "sqlite3",
+            "--distro",
+            "humble",
+            "--no-progress",
+        ]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert printed.count("messages") == 2 and str(out / SCENE) in printed

@@ -15,21 +15,31 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy  # noqa: E402
-from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime  # noqa: E402
-from rosbags.rosbag2 import Reader, Writer  # noqa: E402
-from rosbags.typesys import Stores, get_typestore  # noqa: E402
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+from rosbags.interfaces import (
+    Qos,
+    QosDurability,
+    QosHistory,
+    QosLiveliness,
+    QosReliability,
+    QosTime,
+)
+from rosbags.rosbag2 import Reader, Writer
+from rosbags.typesys import Stores, get_typestore
 
-from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME  # noqa: E402
-from fusionocc_ros import bag_layout  # noqa: E402
-from fusionocc_ros.bag_converter import ConvertOptions, convert_dataroot  # noqa: E402
-from fusionocc_ros.errors import ReplayError  # noqa: E402
-from fusionocc_ros.replay import main, message_class, replay_bag  # noqa: E402
+from fusionocc_core.occ3d import CAMERA_NAMES
+from fusionocc_ros import bag_layout
+from fusionocc_ros.bag_converter import ConvertOptions, convert_dataroot
+from fusionocc_ros.errors import ReplayError
+from fusionocc_ros.replay import main, message_class, replay_bag
 
 DOMAIN_ID = 1 + (os.getpid() + 101) % 200
-SENSOR_TOPICS = [bag_layout.LIDAR_TOPIC, *(bag_layout.image_topic(c) for c in CAMERA_NAMES)]
+SENSOR_TOPICS = [
+    bag_layout.LIDAR_TOPIC,
+    *(bag_layout.image_topic(c) for c in CAMERA_NAMES),
+]
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -46,22 +56,37 @@ def ros_domain():
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory: pytest.TempPathFactory, synth_dataroot: Path) -> Path:
     out = tmp_path_factory.mktemp("replay")
-    return convert_dataroot(synth_dataroot, out, options=ConvertOptions(progress=False), scenes=["scene-0001"])[0].path
+    return convert_dataroot(
+        synth_dataroot,
+        out,
+        options=ConvertOptions(progress=False),
+        scenes=["scene-0001"],
+    )[0].path
 
 
 class Recorder:
     """A subscriber node on its own context, spun in a thread; records (topic, stamp ns, monotonic, msg)."""
 
-    def __init__(self, topics: dict[str, type], *, depth: int = 1000, transient: tuple[str, ...] = ()) -> None:
+    def __init__(
+        self,
+        topics: dict[str, type],
+        *,
+        depth: int = 1000,
+        transient: tuple[str, ...] = (),
+    ) -> None:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=DOMAIN_ID)
         self.node = rclpy.create_node("replay_recorder", context=self.context)
         self.received: list[tuple[str, int, float, object]] = []
         self.lock = threading.Lock()
         for topic, msg_type in topics.items():
-            qos = QoSProfile(depth=depth, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL if topic in transient
-                             else DurabilityPolicy.VOLATILE)
+            qos = QoSProfile(
+                depth=depth,
+                reliability=ReliabilityPolicy.RELIABLE,
+                durability=DurabilityPolicy.TRANSIENT_LOCAL
+                if topic in transient
+                else DurabilityPolicy.VOLATILE,
+            )
             self.node.create_subscription(msg_type, topic, self._callback(topic), qos)
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
@@ -74,6 +99,7 @@ class Recorder:
             stamp = msg.clock if topic == "/clock" else getattr(msg, "header", msg).stamp
             with self.lock:
                 self.received.append((topic, stamp.sec * 1_000_000_000 + stamp.nanosec, now, msg))
+
         return record
 
     def wait_for(self, count: int, timeout: float = 20.0) -> None:
@@ -105,17 +131,24 @@ def test_replay_preserves_order_content_and_relative_timing(bag):
     published: list[tuple[str, int, float]] = []
     rate = 2.0
     try:
-        report = replay_bag(bag, rate=rate, topics=SENSOR_TOPICS, wait_for_subscribers=10.0,
-                            on_published=lambda topic, stamp, now: published.append((topic, stamp, now)))
+        report = replay_bag(
+            bag,
+            rate=rate,
+            topics=SENSOR_TOPICS,
+            wait_for_subscribers=10.0,
+            on_published=lambda topic, stamp, now: published.append((topic, stamp, now)),
+        )
         recorder.wait_for(len(expected))
     finally:
         recorder.close()
     # Published in bag order, at bag time / rate after the first message.
-    assert [(topic, stamp) for topic, stamp, _ in published] == [(topic, stamp) for topic, stamp, _ in expected]
+    assert [(topic, stamp) for topic, stamp, _ in published] == [
+        (topic, stamp) for topic, stamp, _ in expected
+    ]
     bag_offsets = np.array([stamp - expected[0][1] for _, stamp, _ in expected]) * 1e-9 / rate
     wall_offsets = np.array([now - published[0][2] for _, _, now in published])
     lateness = wall_offsets - bag_offsets
-    # (offsets count from the first publish *returning*, so a few ms early is possible; a rate bug is 100s of ms)
+    # (offsets count from the first publish *returning*: a few ms early is possible; a rate bug is 100s of ms)
     assert lateness.min() > -0.02
     assert np.median(np.abs(lateness)) < 0.02 and lateness.max() < 0.25
     assert report.seconds == pytest.approx(bag_offsets[-1], abs=0.3)
@@ -137,7 +170,11 @@ def test_replay_preserves_order_content_and_relative_timing(bag):
 
 
 def test_fast_replay_delivers_everything_quicker_than_real_time(bag):
-    topics = [bag_layout.LIDAR_TOPIC, bag_layout.ODOM_TOPIC, bag_layout.camera_info_topic("CAM_FRONT")]
+    topics = [
+        bag_layout.LIDAR_TOPIC,
+        bag_layout.ODOM_TOPIC,
+        bag_layout.camera_info_topic("CAM_FRONT"),
+    ]
     expected = _bag_messages(bag, topics)
     recorder = Recorder(_types(topics))
     try:
@@ -149,7 +186,8 @@ def test_fast_replay_delivers_everything_quicker_than_real_time(bag):
     assert report.seconds < bag_span / 2
     for topic in topics:
         assert [s for t, s, _, _ in recorder.received if t == topic] == [
-            s for t, s, _ in expected if t == topic], topic
+            s for t, s, _ in expected if t == topic
+        ], topic
 
 
 def test_clock_start_offset_and_loop(bag):
@@ -167,8 +205,17 @@ def test_clock_start_offset_and_loop(bag):
             stop.set()
 
     try:
-        report = replay_bag(bag, rate=4.0, clock=True, loop=True, topics=topics, start_offset=0.5,
-                            wait_for_subscribers=10.0, stop_event=stop, on_published=on_published)
+        report = replay_bag(
+            bag,
+            rate=4.0,
+            clock=True,
+            loop=True,
+            topics=topics,
+            start_offset=0.5,
+            wait_for_subscribers=10.0,
+            stop_event=stop,
+            on_published=on_published,
+        )
         recorder.wait_for(2 * len(after) + 1, timeout=3.0)
     finally:
         recorder.close()
@@ -186,21 +233,53 @@ def _latched_bag(path: Path) -> None:
     zero = QosTime(sec=0, nsec=0)
 
     def qos(durability: QosDurability) -> Qos:
-        return Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, durability, zero, zero,
-                   QosLiveliness.AUTOMATIC, zero, False)
+        return Qos(
+            QosHistory.KEEP_LAST,
+            1,
+            QosReliability.RELIABLE,
+            durability,
+            zero,
+            zero,
+            QosLiveliness.AUTOMATIC,
+            zero,
+            False,
+        )
 
-    Header, Time = store.types["std_msgs/msg/Header"], store.types["builtin_interfaces/msg/Time"]
+    Header, Time = (
+        store.types["std_msgs/msg/Header"],
+        store.types["builtin_interfaces/msg/Time"],
+    )
     with Writer(path, version=9) as writer:
-        latched = writer.add_connection("/latched", "std_msgs/msg/Header", typestore=store,
-                                        offered_qos_profiles=[qos(QosDurability.TRANSIENT_LOCAL)])
-        data = writer.add_connection("/data", "std_msgs/msg/Header", typestore=store,
-                                     offered_qos_profiles=[qos(QosDurability.VOLATILE)])
-        writer.write(latched, 10**9, store.serialize_cdr(Header(stamp=Time(sec=1, nanosec=0), frame_id="static"),
-                                                        "std_msgs/msg/Header"))
+        latched = writer.add_connection(
+            "/latched",
+            "std_msgs/msg/Header",
+            typestore=store,
+            offered_qos_profiles=[qos(QosDurability.TRANSIENT_LOCAL)],
+        )
+        data = writer.add_connection(
+            "/data",
+            "std_msgs/msg/Header",
+            typestore=store,
+            offered_qos_profiles=[qos(QosDurability.VOLATILE)],
+        )
+        writer.write(
+            latched,
+            10**9,
+            store.serialize_cdr(
+                Header(stamp=Time(sec=1, nanosec=0), frame_id="static"),
+                "std_msgs/msg/Header",
+            ),
+        )
         for i in range(11):
             t = 10**9 + i * 100_000_000
-            writer.write(data, t, store.serialize_cdr(Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9),
-                                                             frame_id=f"d{i}"), "std_msgs/msg/Header"))
+            writer.write(
+                data,
+                t,
+                store.serialize_cdr(
+                    Header(stamp=Time(sec=t // 10**9, nanosec=t % 10**9), frame_id=f"d{i}"),
+                    "std_msgs/msg/Header",
+                ),
+            )
 
 
 def test_transient_local_topic_survives_start_offset(tmp_path):
@@ -209,12 +288,24 @@ def test_transient_local_topic_survives_start_offset(tmp_path):
     _latched_bag(tmp_path / "latched")
     recorder = Recorder({"/latched": Header, "/data": Header}, transient=("/latched",))
     try:
-        report = replay_bag(tmp_path / "latched", fast=True, start_offset=0.55, wait_for_subscribers=10.0)
+        report = replay_bag(
+            tmp_path / "latched",
+            fast=True,
+            start_offset=0.55,
+            wait_for_subscribers=10.0,
+        )
         recorder.wait_for(6)
     finally:
         recorder.close()
     assert report.published == {"/latched": 1, "/data": 5}
-    assert sorted(msg.frame_id for _, _, _, msg in recorder.received) == ["d10", "d6", "d7", "d8", "d9", "static"]
+    assert sorted(msg.frame_id for _, _, _, msg in recorder.received) == [
+        "d10",
+        "d6",
+        "d7",
+        "d8",
+        "d9",
+        "static",
+    ]
 
 
 def test_errors_are_named(bag, tmp_path):
@@ -246,3 +337,22 @@ def test_replay_console_script(bag, capsys):
     assert "messages on 1 topics" in capsys.readouterr().out
     assert main([str(bag), "--topics", "/nope"]) == 1
     assert "no topic(s) /nope" in capsys.readouterr().err
+
+
+def test_replay_on_a_given_node_leaves_it_as_it_was(bag):
+    topics = [bag_layout.ODOM_TOPIC]
+    expected = _bag_messages(bag, topics)
+    recorder = Recorder(_types(topics))
+    try:
+        before = {p.topic_name for p in recorder.node.publishers}
+        report = replay_bag(
+            bag, fast=True, topics=topics, node=recorder.node, qos_depth=1000, wait_for_subscribers=10.0
+        )
+        recorder.wait_for(len(expected))
+        after = {p.topic_name for p in recorder.node.publishers}
+        assert recorder.context.ok()
+    finally:
+        recorder.close()
+    assert report.published == {bag_layout.ODOM_TOPIC: len(expected)}
+    assert [s for _, s, _, _ in recorder.received] == [s for _, s, _ in expected]
+    assert after == before

@@ -137,6 +137,25 @@ def test_pointcloud_round_trips_to_the_pcd_bin(bags, nusc, synth_dataroot):
         np.testing.assert_array_equal(ring, source[:, 4].astype(np.uint16))
 
 
+def test_the_nodes_decoders_read_the_bag_messages(bags, synth_dataroot, nusc):
+    """The occupancy node's own decoders (fusionocc_ros.conversions) accept what the converter writes."""
+    from PIL import Image
+
+    from fusionocc_ros.conversions import compressed_image_to_rgb, pointcloud2_to_xyzir
+
+    messages = _read(bags["mcap"])
+    cloud = next(m for topic, _, m in messages if topic == bag_layout.LIDAR_TOPIC)
+    record = _scene_records(nusc, LIDAR_NAME)[0]
+    source = np.fromfile(synth_dataroot / record["filename"], dtype=np.float32).reshape(-1, 5)
+    decoded = pointcloud2_to_xyzir(cloud)
+    assert decoded.dropped_non_finite == 0
+    np.testing.assert_array_equal(decoded.points, source)
+    image = next(m for topic, _, m in messages if topic == bag_layout.image_topic("CAM_FRONT"))
+    camera = _scene_records(nusc, "CAM_FRONT")[0]
+    expected = np.asarray(Image.open(synth_dataroot / camera["filename"]).convert("RGB"))
+    np.testing.assert_array_equal(compressed_image_to_rgb(image), expected)
+
+
 def test_tf_odom_and_tf_static_reproduce_the_devkit(bags, nusc):
     messages = _read(bags["mcap"])
     poses = {}
@@ -363,6 +382,39 @@ def test_corrupt_point_cloud_is_named_and_nothing_is_left(tmp_path, nusc, synth_
         )
     assert caught.value.path == corrupt
     assert _leftovers(out) == []
+
+
+def test_corrupt_image_is_named_and_nothing_is_left(tmp_path, nusc, synth_dataroot):
+    record = _scene_records(nusc, "CAM_BACK_LEFT")[3]
+    source = synth_dataroot / record["filename"]
+    _mirror(synth_dataroot, tmp_path / "root", skip={source})
+    corrupt = tmp_path / "root" / record["filename"]
+    corrupt.write_bytes(b"not a jpeg" * 100)
+    out = tmp_path / "out"
+    with pytest.raises(SourceError, match="corrupt image") as caught:
+        convert_dataroot(tmp_path / "root", out, options=ConvertOptions(progress=False), scenes=[SCENE])
+    assert caught.value.path == corrupt
+    assert _leftovers(out) == []
+
+
+def test_camera_info_follows_the_jpeg_size(tmp_path, nusc, synth_dataroot):
+    """An image stored at half the sample_data size gets its intrinsics scaled with it."""
+    from PIL import Image
+
+    record = _scene_records(nusc, "CAM_FRONT", keyframes_only=True)[1]
+    source = synth_dataroot / record["filename"]
+    _mirror(synth_dataroot, tmp_path / "root", skip={source})
+    half = (record["width"] // 2, record["height"] // 2)
+    Image.open(source).resize(half).save(tmp_path / "root" / record["filename"], quality=90)
+    options = ConvertOptions(progress=False, keyframes_only=True)
+    (report,) = convert_dataroot(tmp_path / "root", tmp_path / "out", options=options, scenes=[SCENE])
+    infos = [m for topic, _, m in _read(report.path) if topic == bag_layout.camera_info_topic("CAM_FRONT")]
+    k = np.asarray(nusc.get("calibrated_sensor", record["calibrated_sensor_token"])["camera_intrinsic"])
+    scale = np.diag([half[0] / record["width"], half[1] / record["height"], 1.0])
+    assert (infos[1].width, infos[1].height) == half
+    np.testing.assert_allclose(infos[1].k.reshape(3, 3), scale @ k)
+    assert (infos[0].width, infos[0].height) == (record["width"], record["height"])
+    np.testing.assert_array_equal(infos[0].k.reshape(3, 3), k)
 
 
 def test_missing_table_unknown_scene_and_existing_destination(tmp_path, synth_dataroot, bags):

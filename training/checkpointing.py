@@ -1,9 +1,9 @@
 """Training checkpoints: atomic writes, keep-last-N, finding the newest valid one, RNG state capture.
 
 A training checkpoint is one `torch.save`d dict of tensors and plain Python values only (format
-"fusionocc-train"), so it loads with `torch.load(weights_only=True)`: no pickled code runs when resuming from a
-file of unknown origin. Files are written to a temporary name in the same folder, fsynced and renamed with
-`os.replace`, so a crash at any point leaves either the old or the new file, never half a file under the real name.
+"fusionocc-train"), so it loads with `torch.load(weights_only=True)`: no pickled code runs when resuming from
+a file of unknown origin. Files are written to a temporary name in the same folder, fsynced and renamed with
+`os.replace`, so a crash at any point leaves the old or the new file, never half a file under the real name.
 """
 from __future__ import annotations
 
@@ -65,8 +65,8 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Loads a training checkpoint on the CPU with `weights_only=True` and checks its format.
 
     Raises:
-        CheckpointError: the file is missing, truncated/corrupt, holds pickled objects beyond tensors and plain
-            types, or is not a fusionocc training checkpoint (e.g. a published model .pth).
+        CheckpointError: the file is missing, truncated/corrupt, holds pickled objects beyond tensors and
+            plain types, or is not a fusionocc training checkpoint (e.g. a published model .pth).
     """
     path = Path(path)
     if not path.is_file():
@@ -75,8 +75,9 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, zipfile errors
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read, it is truncated, "
-                              f"corrupt or holds more than tensors and plain types: {reason[:200]}") from None
+        raise CheckpointError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read, it is "
+                              f"truncated, corrupt or holds more than tensors and plain types: "
+                              f"{reason[:200]}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format", "no 'format' key") if isinstance(data, dict) else type(data).__name__
         raise CheckpointError(f"{path} is not a fusionocc training checkpoint (format: {found}); a published "

@@ -76,19 +76,21 @@ class TrainConfig:
         for name in ("batch_size", "epochs"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
-        for name in ("input_height", "input_width", "max_iters", "warmup_iters", "num_workers", "log_interval",
-                     "eval_interval", "ckpt_interval", "max_val_samples"):
+        for name in ("input_height", "input_width", "max_iters", "warmup_iters", "num_workers",
+                     "log_interval", "eval_interval", "ckpt_interval", "max_val_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_last < 1:
             raise ConfigError(f"keep_last must be >= 1, got {self.keep_last}")
         if self.lr <= 0 or not 0 < self.warmup_ratio <= 1 or not 0 <= self.min_lr_ratio <= 1:
-            raise ConfigError(f"need lr > 0, 0 < warmup_ratio <= 1, 0 <= min_lr_ratio <= 1; got lr={self.lr}, "
-                              f"warmup_ratio={self.warmup_ratio}, min_lr_ratio={self.min_lr_ratio}")
+            raise ConfigError(f"need lr > 0, 0 < warmup_ratio <= 1, 0 <= min_lr_ratio <= 1; got "
+                              f"lr={self.lr}, warmup_ratio={self.warmup_ratio}, "
+                              f"min_lr_ratio={self.min_lr_ratio}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.init_from and self.init_camera_from:
-            raise ConfigError("init_from and init_camera_from exclude each other (init_from sets every weight)")
+            raise ConfigError("init_from and init_camera_from exclude each other (init_from sets every "
+                              "weight)")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -98,7 +100,7 @@ _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
 def _coerce(key: str, value: Any, where: str) -> Any:
-    """Checks/converts one value to its field's type (int -> float allowed; YAML strings for CLI overrides)."""
+    """Checks/converts one value to its field's type (int -> float allowed; CLI strings parsed as YAML)."""
     if key not in _FIELD_TYPES:
         close = [f for f in _FIELD_TYPES if f.startswith(key[:3])]
         hint = f" (did you mean {', '.join(close)}?)" if close else ""

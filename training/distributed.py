@@ -2,8 +2,8 @@
 
 Exact resume needs the data order and the augmentation of every sample to be a function of (seed, epoch,
 position) only, not of how many samples a worker happened to draw before. `ResumableSampler` therefore yields
-(index, sample_seed) pairs, can start in the middle of an epoch, and `SeededDataset` seeds torch's RNG with the
-sample seed around each `__getitem__` (the dataset draws its augmentation from torch's RNG).
+(index, sample_seed) pairs, can start in the middle of an epoch, and `SeededDataset` seeds torch's RNG with
+the sample seed around each `__getitem__` (the dataset draws its augmentation from torch's RNG).
 """
 from __future__ import annotations
 
@@ -50,7 +50,8 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"local rank {local_rank} but only {torch.cuda.device_count()} GPUs are visible")
+            raise RuntimeError(f"local rank {local_rank} but only {torch.cuda.device_count()} GPUs are "
+                               f"visible")
         torch.cuda.set_device(local_rank)
         dev = torch.device("cuda", local_rank)
     else:

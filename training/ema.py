@@ -1,8 +1,9 @@
 """Exponential moving average of a model's weights (BEVDet's MEGVII EMA hook, without the hook machinery).
 
-ema = d * ema + (1 - d) * weights after every optimizer step, for every floating-point entry of the state dict
-(parameters and BatchNorm running statistics); integer buffers (num_batches_tracked) are copied. The decay ramps
-up as d = decay * (1 - exp(-updates / ramp)), so early averages are not dominated by the random init.
+ema = d * ema + (1 - d) * weights after every optimizer step, for every floating-point entry of the state
+dict (parameters and BatchNorm running statistics); integer buffers (num_batches_tracked) are copied. The
+decay ramps up as d = decay * (1 - exp(-updates / ramp)), so early averages are not dominated by the random
+init.
 """
 from __future__ import annotations
 
@@ -50,7 +51,8 @@ class ModelEMA:
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay, "ramp": self.ramp}
+        return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay,
+                "ramp": self.ramp}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.module.load_state_dict(state["module"])

@@ -1,8 +1,8 @@
 """Learning rate of the original FusionOcc schedule: linear warm-up, then cosine annealing to a floor.
 
 mmcv's `CosineAnnealing` + linear warm-up, evaluated per optimizer step (the original anneals per epoch; per
-step is smoother and does not depend on the epoch length). The rate is a pure function of the step, so a resume
-needs only the step count, and the test can check values by hand.
+step is smoother and does not depend on the epoch length). The rate is a pure function of the step, so a
+resume needs only the step count, and the test can check values by hand.
 """
 from __future__ import annotations
 

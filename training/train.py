@@ -27,8 +27,8 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
 from training.checkpointing import (
-    CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_name, find_latest_valid,
-    prune_checkpoints, read_checkpoint, rng_state, set_rng_state,
+    CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_name,
+    find_latest_valid, prune_checkpoints, read_checkpoint, rng_state, set_rng_state,
 )
 from training.config import ConfigError, TrainConfig, load_config, parse_set_options, save_config
 from training.distributed import (
@@ -38,18 +38,19 @@ from training.ema import ModelEMA
 from training.schedule import lr_at, set_lr
 
 # Batch keys the model's forward takes, in its argument order.
-MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points", "sparse_depth")
+MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points",
+                "sparse_depth")
 
 
 class TrainError(RuntimeError):
     """A training run cannot start or continue (message names the file/option at fault)."""
 
 
-# -- model, loss, data -----------------------------------------------------------------------------------------
+# -- model, loss, data ---------------------------------------------------------------------------------------
 
 
 def build_model(config: TrainConfig) -> nn.Module:
-    """The preset's `FusionOcc` with the branches of `config.modality` switched on (the other is not computed)."""
+    """The preset's `FusionOcc` with the branches of `config.modality` on (a disabled one is not computed)."""
     from fusionocc_core.model.fusionocc import FusionOcc
     from fusionocc_core.model.presets import get_config
 
@@ -85,8 +86,9 @@ class LossModel(nn.Module):
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS))
         has_seg = "imgseg" in batch  # absent when the index has no imgseg maps (with_imgseg off)
-        return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"), key_depth=out.key_depth,
-                         sparse_depth=batch["sparse_depth"], key_seg_logits=out.key_seg_logits if has_seg else None,
+        return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"),
+                         key_depth=out.key_depth, sparse_depth=batch["sparse_depth"],
+                         key_seg_logits=out.key_seg_logits if has_seg else None,
                          seg_labels=batch.get("imgseg"))
 
 
@@ -105,7 +107,8 @@ def check_info_path(config: TrainConfig) -> None:
     if not config.info_path:
         raise TrainError("no info index given: pass --info PATH (written by `fusionocc prepare DATAROOT`)")
     if not Path(config.info_path).is_file():
-        raise TrainError(f"info index {config.info_path} does not exist; run `fusionocc prepare DATAROOT` first")
+        raise TrainError(f"info index {config.info_path} does not exist; run `fusionocc prepare DATAROOT` "
+                         f"first")
 
 
 def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
@@ -122,7 +125,8 @@ def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
-    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
+    return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
+            for k, v in batch.items()}
 
 
 def unwrap(model: nn.Module) -> nn.Module:
@@ -132,7 +136,7 @@ def unwrap(model: nn.Module) -> nn.Module:
     return model.model if isinstance(model, LossModel) else model
 
 
-# -- one optimisation step -------------------------------------------------------------------------------------
+# -- one optimisation step -----------------------------------------------------------------------------------
 
 
 def autocast_context(config: TrainConfig, device: torch.device):
@@ -176,11 +180,12 @@ def train_step(loss_model: nn.Module, batch: dict[str, Any], optimizer: torch.op
     return out
 
 
-# -- validation ------------------------------------------------------------------------------------------------
+# -- validation ----------------------------------------------------------------------------------------------
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info: DistInfo) -> dict[str, float]:
+def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info: DistInfo
+             ) -> dict[str, float]:
     """mIoU of `model` over this rank's share of the val loader, confusion matrices summed over ranks.
 
     Returns:
@@ -190,7 +195,8 @@ def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info:
 
     was_training = model.training
     model.eval()
-    metrics = {"mask": OccupancyMetric(use_camera_mask=True), "nomask": OccupancyMetric(use_camera_mask=False)}
+    metrics = {"mask": OccupancyMetric(use_camera_mask=True),
+               "nomask": OccupancyMetric(use_camera_mask=False)}
     for batch in loader:
         batch = move_batch(batch, info.device)
         with autocast_context(config, info.device):
@@ -208,7 +214,7 @@ def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info:
     return out
 
 
-# -- checkpoints and initialisation ----------------------------------------------------------------------------
+# -- checkpoints and initialisation --------------------------------------------------------------------------
 
 
 def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
@@ -300,7 +306,7 @@ def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, floa
     save_checkpoint(path, model, step=step, val=val)
 
 
-# -- the loop --------------------------------------------------------------------------------------------------
+# -- the loop ------------------------------------------------------------------------------------------------
 
 
 def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
@@ -373,7 +379,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
         del state
     if info.distributed:
         # Unused parameters exist when a branch is switched off (ablations).
-        loss_model = DistributedDataParallel(loss_model, device_ids=[device.index] if device.type == "cuda" else None,
+        device_ids = [device.index] if device.type == "cuda" else None
+        loss_model = DistributedDataParallel(loss_model, device_ids=device_ids,
                                              find_unused_parameters=config.modality != "fusion")
 
     writer = None
@@ -383,8 +390,9 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
         writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
-        log(f"training {config.model} ({config.modality}) on {len(train_set)} samples x {info.world_size} rank(s) "
-            f"on {device}: {total_steps} steps, {steps_per_epoch} per epoch, input {size[0]}x{size[1]}")
+        log(f"training {config.model} ({config.modality}) on {len(train_set)} samples x {info.world_size} "
+            f"rank(s) on {device}: {total_steps} steps, {steps_per_epoch} per epoch, "
+            f"input {size[0]}x{size[1]}")
     metrics_file = out_dir / "metrics.jsonl"
 
     def record(kind: str, values: dict[str, float]) -> None:
@@ -398,9 +406,9 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     def checkpoint() -> None:
         rng = gather_rng_states(info)  # collective: every rank
         if info.is_main:
-            save_training_checkpoint(out_dir / checkpoint_name(step), model=model, optimizer=optimizer, ema=ema,
-                                     scaler=scaler, step=step, total_steps=total_steps, config=config, rng=rng,
-                                     val=val)
+            save_training_checkpoint(out_dir / checkpoint_name(step), model=model, optimizer=optimizer,
+                                     ema=ema, scaler=scaler, step=step, total_steps=total_steps,
+                                     config=config, rng=rng, val=val)
             prune_checkpoints(out_dir, config.keep_last)
 
     def validate() -> dict[str, float]:
@@ -412,7 +420,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
 
     from tqdm import tqdm
 
-    bar = tqdm(total=total_steps, initial=step, disable=not (info.is_main and config.progress), dynamic_ncols=True)
+    bar = tqdm(total=total_steps, initial=step, disable=not (info.is_main and config.progress),
+               dynamic_ncols=True)
     history: list[dict[str, float]] = []
     loss_model.train()
     t_last = time.perf_counter()
@@ -423,8 +432,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
             lr = lr_at(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=config.warmup_iters,
                        warmup_ratio=config.warmup_ratio, min_lr_ratio=config.min_lr_ratio)
             set_lr(optimizer, lr)
-            values = train_step(loss_model, move_batch(batch, device), optimizer, config=config, device=device,
-                                scaler=scaler)
+            values = train_step(loss_model, move_batch(batch, device), optimizer, config=config,
+                                device=device, scaler=scaler)
             if ema is not None:
                 ema.update(model)
             step += 1
@@ -434,7 +443,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
             if step % config.log_interval == 0 or step == total_steps:
                 mean = all_reduce_mean(values, info)
                 now = time.perf_counter()
-                record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": (now - t_last) / config.log_interval})
+                seconds = (now - t_last) / config.log_interval
+                record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds})
                 t_last = now
             if (config.eval_interval and step % config.eval_interval == 0) or step == total_steps:
                 val = validate()
@@ -446,12 +456,13 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     if writer is not None:
         writer.close()
     if info.is_main:
-        export_model(out_dir / "model_final.pth", ema.module if ema is not None else model, step=step, val=val)
-        log(f"{'EMA ' if ema is not None else ''}weights of step {step} exported to {out_dir / 'model_final.pth'}")
+        final = out_dir / "model_final.pth"
+        export_model(final, ema.module if ema is not None else model, step=step, val=val)
+        log(f"{'EMA ' if ema is not None else ''}weights of step {step} exported to {final}")
     return {"step": step, "history": history, "val": val, "config": config}
 
 
-# -- command line ----------------------------------------------------------------------------------------------
+# -- command line --------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -459,7 +470,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(training/configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig option, e.g. --set lr=1e-4 (repeatable)")
-    parser.add_argument("--info", dest="info_path", default=None, help="info index (fusionocc prepare DATAROOT)")
+    parser.add_argument("--info", dest="info_path", default=None,
+                        help="info index written by `fusionocc prepare DATAROOT`")
     parser.add_argument("--out-dir", default=None, help="run folder: checkpoints, TensorBoard, metrics.jsonl")
     parser.add_argument("--model", default=None, help="model preset: official, fast, tiny")
     parser.add_argument("--modality", default=None, choices=("fusion", "camera", "lidar"))
@@ -467,7 +479,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=None, help="samples per rank and step")
     parser.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"), help="autocast on CUDA")
     parser.add_argument("--init-from", default=None, help="published FusionOcc .pth (all weights)")
-    parser.add_argument("--init-camera-from", default=None, help="BEVDet-Occ .pth (camera branch, non-strict)")
+    parser.add_argument("--init-camera-from", default=None,
+                        help="BEVDet-Occ .pth (camera branch, non-strict)")
     parser.add_argument("--resume", default="", metavar="auto|PATH",
                         help="continue a run: 'auto' = newest valid checkpoint of the run folder, or a file")
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -476,8 +489,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_set_options(args.overrides)
-        for key in ("info_path", "out_dir", "model", "modality", "max_iters", "batch_size", "amp", "init_from",
-                    "init_camera_from"):
+        for key in ("info_path", "out_dir", "model", "modality", "max_iters", "batch_size", "amp",
+                    "init_from", "init_camera_from"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
         config = load_config(args.config, overrides)

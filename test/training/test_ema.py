@@ -40,7 +40,8 @@ def test_update_formula_params_and_buffers():
     assert not any(p.requires_grad for p in ema.module.parameters())
     # Two updates with the same weights: ema -> w + 0.81 * (start - w).
     ema.update(model)
-    torch.testing.assert_close(ema.module.state_dict()["0.bias"], live["0.bias"] + 0.81 * (start["0.bias"] - live["0.bias"]))
+    want = live["0.bias"] + 0.81 * (start["0.bias"] - live["0.bias"])
+    torch.testing.assert_close(ema.module.state_dict()["0.bias"], want)
 
 
 def test_state_round_trip():

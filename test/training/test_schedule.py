@@ -43,7 +43,8 @@ def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1\nmodel: tiny\nepochs: 2\n")
     config = load_config(path, {"warmup_iters": "7", "amp": "bf16"})
-    assert (config.lr, config.model, config.epochs, config.warmup_iters, config.amp) == (1.0, "tiny", 2, 7, "bf16")
+    got = (config.lr, config.model, config.epochs, config.warmup_iters, config.amp)
+    assert got == (1.0, "tiny", 2, 7, "bf16")
     path.write_text("lrate: 1\n")
     with pytest.raises(ConfigError, match="unknown option 'lrate'"):
         load_config(path)

@@ -1,10 +1,10 @@
-"""The training loop end to end on the real OccupancyDataset over the synthetic world: a few dozen steps on one
-sample drive the loss down, the CLI rejects bad options clearly, and `torchrun --nproc-per-node 2 -m
+"""The training loop end to end on the real OccupancyDataset over the synthetic world: a few dozen steps on
+one sample drive the loss down, the CLI rejects bad options clearly, and `torchrun --nproc-per-node 2 -m
 training.train` runs the real tiny preset on CPU.
 
-The full FusionOcc keeps its 200 x 200 x 16 grid even in the tiny preset (tens of seconds per CPU step here), so
-the multi-step tests train `MicroOcc`: FusionOcc's exact forward contract (same inputs, same `FusionOccOutput`,
-the real `FusionOccLoss` with its depth and image-seg terms) at a thousandth of the cost.
+The full FusionOcc keeps its 200 x 200 x 16 grid even in the tiny preset (seconds to tens of seconds per CPU
+step here), so the multi-step tests train `MicroOcc`: FusionOcc's exact forward contract (same inputs, same
+`FusionOccOutput`, the real `FusionOccLoss` with its depth and image-seg terms) at a fraction of the cost.
 """
 from __future__ import annotations
 
@@ -39,8 +39,9 @@ class MicroOcc(nn.Module):
     at the voxels holding points (the same function as the head on the concatenation, without a 640k x 24
     tensor); depth and seg heads on stride-16 average-pooled images."""
 
-    def __init__(self, config: TrainConfig | None = None) -> None:
+    def __init__(self, config: TrainConfig | None = None, *, patch_dropout: float = 0.3) -> None:
         super().__init__()
+        self.patch_dropout = patch_dropout
         tiny = get_config("tiny")
         self.config = replace(tiny, camera=replace(tiny.camera, input_size=INPUT_SIZE))
         classes = occ3d.NUM_CLASSES
@@ -59,8 +60,8 @@ class MicroOcc(nn.Module):
                          sparse_depth):
         b, _, n = images.shape[:3]
         feat = F.relu(self.image(F.avg_pool2d(images[:, 0].flatten(0, 1), 16)))  # (B*N, 8, h, w)
-        if self.training:  # random patch dropout, like the real depth-patch dropout: resume must restore the RNG
-            feat = feat * (torch.rand_like(feat[:, :1]) > 0.3)
+        if self.training and self.patch_dropout:  # like the depth-patch dropout: resume must restore the RNG
+            feat = feat * (torch.rand_like(feat[:, :1]) >= self.patch_dropout)
         image_term = self.image_head(feat.mean((2, 3)).view(b, n, 8).mean(1))  # (B, C)
         x, y, z = occ3d.GRID_SHAPE
         lo = torch.tensor(occ3d.POINT_CLOUD_RANGE[:3])
@@ -72,7 +73,8 @@ class MicroOcc(nn.Module):
         classes = self.z_logits.shape[1]
         mean = torch.zeros(len(voxels), classes).index_add_(0, inverse, self.point(pts[:, 1:6]))
         mean = mean / torch.bincount(inverse, minlength=len(voxels)).clamp(min=1)[:, None]
-        base = (self.z_logits.view(1, 1, 1, z, classes) + image_term.view(b, 1, 1, 1, classes)).expand(b, x, y, z, classes)
+        base = self.z_logits.view(1, 1, 1, z, classes) + image_term.view(b, 1, 1, 1, classes)
+        base = base.expand(b, x, y, z, classes)
         logits = base.reshape(-1, classes).index_add(0, voxels, mean).view(b, x, y, z, classes)
         empty = torch.zeros(0)
         return FusionOccOutput(logits, self.depth(feat).softmax(1), self.seg(feat), empty, empty, empty)
@@ -156,7 +158,8 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "'epochs' must be int" in capsys.readouterr().err
     assert T.run(_parse(["--out-dir", str(tmp_path), "--device", "cpu"])) == 1
     assert "no info index given" in capsys.readouterr().err
-    assert T.run(_parse(["--info", str(tmp_path / "nope.pkl"), "--out-dir", str(tmp_path), "--device", "cpu"])) == 1
+    missing = tmp_path / "nope.pkl"
+    assert T.run(_parse(["--info", str(missing), "--out-dir", str(tmp_path), "--device", "cpu"])) == 1
     assert "fusionocc prepare" in capsys.readouterr().err
 
 
@@ -175,7 +178,8 @@ def test_torchrun_two_processes_tiny_preset(infos, tmp_path):
     """The real tiny FusionOcc, 2 gloo ranks on CPU, 2 steps, a checkpoint and the final export."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "--master-port",
-           str(free_port()), "-m", "training.train", "--config", str(REPO / "training/configs/tiny_synth.yaml"),
+           str(free_port()), "-m", "training.train",
+           "--config", str(REPO / "training/configs/tiny_synth.yaml"),
            "--info", str(infos), "--out-dir", str(tmp_path), "--device", "cpu", "--max-iters", "2",
            "--set", "num_workers=0", "--set", "max_val_samples=2", "--set", "progress=false"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

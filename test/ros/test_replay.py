@@ -149,9 +149,11 @@ def test_replay_preserves_order_content_and_relative_timing(bag):
     wall_offsets = np.array([now - published[0][2] for _, _, now in published])
     lateness = wall_offsets - bag_offsets
     # (offsets count from the first publish *returning*: a few ms early is possible; a rate bug is 100s of ms)
-    assert lateness.min() > -0.02
-    assert np.median(np.abs(lateness)) < 0.02 and lateness.max() < 0.25
-    assert report.seconds == pytest.approx(bag_offsets[-1], abs=0.3)
+    # Never early (load only delays); ignoring the rate would make messages up to 0.77 s early, half the rate
+    # 0.77 s late. The upper bounds leave room for a loaded 2-core machine.
+    assert lateness.min() > -0.02, lateness
+    assert np.median(np.abs(lateness)) < 0.05 and lateness.max() < 0.5, lateness
+    assert report.seconds == pytest.approx(bag_offsets[-1], abs=0.5)
     assert report.published == {t: sum(1 for m in expected if m[0] == t) for t in SENSOR_TOPICS}
     # Everything arrived, each topic in order, unchanged, stamps = header stamps, no earlier than published.
     assert len(recorder.received) == len(expected)
@@ -166,7 +168,7 @@ def test_replay_preserves_order_content_and_relative_timing(bag):
     original = store.deserialize_cdr(first_lidar, bag_layout.POINTCLOUD2_TYPE)
     assert bytes(lidar[0].data) == original.data.tobytes() and lidar[0].width == original.width
     received_span = recorder.received[-1][2] - recorder.received[0][2]
-    assert received_span == pytest.approx(bag_offsets[-1], abs=0.3)
+    assert received_span == pytest.approx(bag_offsets[-1], abs=0.5)
 
 
 def test_fast_replay_delivers_everything_quicker_than_real_time(bag):

@@ -56,3 +56,13 @@ def test_tiny_trains_on_cpu_and_every_parameter_gets_a_gradient():
     without_grad = [name for name, p in model.named_parameters()
                     if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
     assert without_grad == []
+
+
+def test_static_flops_order_the_presets():
+    from fusionocc_core.model.flops import count_static_flops
+
+    flops = {name: count_static_flops(config) for name, config in PRESETS.items()}
+    assert flops["official"]["total_static"] > flops["fast"]["total_static"] > flops["tiny"]["total_static"] > 0
+    assert flops["official"]["volume_3d"] == flops["fast"]["volume_3d"]  # same 3D widths
+    # Level-0 first conv of the official 3D encoder alone: 2 * 96 * 64 * 27 * 640,000 voxels.
+    assert flops["official"]["volume_3d"] > 2 * 96 * 64 * 27 * 640_000

@@ -108,8 +108,11 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     kind = _FIELD_TYPES[key]
     if isinstance(kind, types.UnionType):
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
-    if isinstance(value, str) and kind is not str:
-        value = yaml.safe_load(value)  # CLI overrides arrive as strings: "3", "1e-4", "true"
+    if isinstance(value, str) and kind is not str:  # CLI overrides arrive as strings: "3", "1e-4", "true"
+        try:
+            value = float(value) if kind is float else yaml.safe_load(value)  # YAML reads "1e-4" as a string
+        except ValueError:
+            pass  # reported as a type error below
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is str and value is None:

@@ -42,12 +42,15 @@ def test_set_lr_changes_every_group():
 def test_config_yaml_and_overrides(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("lr: 1\nmodel: tiny\nepochs: 2\n")
-    config = load_config(path, {"warmup_iters": "7", "amp": "bf16"})
+    config = load_config(path, {"warmup_iters": "7", "amp": "bf16", "min_lr_ratio": "1e-4"})
+    assert config.min_lr_ratio == 1e-4
     got = (config.lr, config.model, config.epochs, config.warmup_iters, config.amp)
     assert got == (1.0, "tiny", 2, 7, "bf16")
     path.write_text("lrate: 1\n")
     with pytest.raises(ConfigError, match="unknown option 'lrate'"):
         load_config(path)
+    with pytest.raises(ConfigError, match="'lr' must be float"):
+        load_config(None, {"lr": "fast"})
     with pytest.raises(ConfigError, match="'epochs' must be int"):
         load_config(None, {"epochs": "two"})
     with pytest.raises(ConfigError, match="modality must be one of"):

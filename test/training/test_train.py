@@ -189,4 +189,4 @@ def test_torchrun_two_processes_tiny_preset(infos, tmp_path):
     from fusionocc_core.model.checkpoint import load_checkpoint
 
     model = load_checkpoint(tmp_path / "model_final.pth")
-    assert model.config.camera.input_size == (128, 352)
+    assert model.config == get_config("tiny")

@@ -291,3 +291,19 @@ def test_labels_with_wrong_shape_dtype_or_values_are_rejected():
         conv.dense_grid_to_image(np.zeros(GRID_SHAPE, np.int64))
     with pytest.raises(ConversionError, match="class id"):
         conv.bev_obstacles(np.full(GRID_SHAPE, 18, np.uint8))
+
+
+def test_a_compressed_image_declaring_a_huge_size_is_rejected_before_decoding():
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, payload: bytes) -> bytes:
+        return struct.pack(">I", len(payload)) + kind + payload + struct.pack(">I", zlib.crc32(kind + payload))
+
+    header = struct.pack(">IIBBBBB", 60_000, 60_000, 8, 2, 0, 0, 0)  # 60000 x 60000 RGB, 8 bit
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
+    msg = CompressedImage(format="png")
+    msg.data = array.array("B", png)
+    with pytest.raises(ConversionError, match="too large") as error:
+        conv.compressed_image_to_rgb(msg)
+    assert error.value.reason == "size"

@@ -564,3 +564,26 @@ def test_main_returns_1_with_a_reason_instead_of_a_traceback(caplog):
                  "-p", "preset:=tiny"])
     assert code == 1
     assert any("does not exist" in record.getMessage() for record in caplog.records)
+
+
+def test_runtime_parameters_are_validated_and_read_only_ones_refused(world):
+    from rclpy.parameter import Parameter
+
+    context = Context()
+    rclpy.init(context=context, domain_id=1 + (os.getpid() + 113) % 200)
+    try:
+        node = OccupancyNode(predictor=_predictor(StubModel()), context=context,
+                             parameter_overrides=[Parameter("calibration_file",
+                                                            value=str(world.calibration_file))])
+        ok, too_high, read_only = node.set_parameters([
+            Parameter("markers.max_cubes", value=1000), Parameter("markers.alpha", value=2.0),
+            Parameter("precision", value="fp16")])
+        assert ok.successful and node.get_parameter("markers.max_cubes").value == 1000
+        assert not too_high.successful and "markers.alpha" in too_high.reason
+        assert not read_only.successful and "read-only" in read_only.reason
+        descriptor = node.describe_parameter("sync.window_min_s")
+        assert descriptor.read_only and descriptor.floating_point_range[0].from_value == -1.0
+        assert "[s]" in descriptor.description
+        node.destroy_node()
+    finally:
+        context.try_shutdown()

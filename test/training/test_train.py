@@ -190,3 +190,15 @@ def test_torchrun_two_processes_tiny_preset(infos, tmp_path):
 
     model = load_checkpoint(tmp_path / "model_final.pth")
     assert model.config == get_config("tiny")
+
+
+def test_init_from_errors_are_named(infos, tmp_path):
+    config = micro_config(infos, tmp_path / "run", init_from=str(tmp_path / "missing.pth"))
+    with pytest.raises(T.TrainError, match="cannot initialise from .*missing.pth"):
+        T.train(config, CPU, model_factory=MicroOcc, log=lambda *_: None)
+    # A checkpoint holding nothing the camera branch can use: non-strict, but loading nothing is an error.
+    foreign = tmp_path / "foreign.pth"
+    torch.save({"state_dict": {"pts_bbox_head.weight": torch.zeros(3)}}, foreign)
+    config = micro_config(infos, tmp_path / "run", init_camera_from=str(foreign))
+    with pytest.raises(T.TrainError, match="initialised no camera weight"):
+        T.train(config, CPU, model_factory=MicroOcc, log=lambda *_: None)

@@ -181,8 +181,6 @@ def _predictor(model) -> Predictor:
 
 def _sensor_frame(frame: Frame, calibration: Calibration) -> SensorFrame:
     """The node's view of a frame, built independently: JPEG decode, calibration, pose as the node does."""
-    from fusionocc_ros.occupancy_node import DEFAULT_PARAMS_FILE  # noqa: F401  (import check only)
-
     images = [
         conv.compressed_image_to_rgb(SimpleNamespace(data=jpeg, format="jpeg"), min_size=None)
         for jpeg in frame.jpegs

@@ -378,10 +378,10 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
             torch.manual_seed(config.seed + info.rank + 1_000_003 * step)
         del state
     if info.distributed:
-        # Unused parameters exist when a branch is switched off (ablations).
+        # Unused parameters exist when a branch is switched off (ablations) or the seg head has no targets.
         device_ids = [device.index] if device.type == "cuda" else None
-        loss_model = DistributedDataParallel(loss_model, device_ids=device_ids,
-                                             find_unused_parameters=config.modality != "fusion")
+        unused = config.modality != "fusion" or not config.with_imgseg
+        loss_model = DistributedDataParallel(loss_model, device_ids=device_ids, find_unused_parameters=unused)
 
     writer = None
     if info.is_main:

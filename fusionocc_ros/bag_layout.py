@@ -1,6 +1,7 @@
 """Topic names, message types, frames and QoS of the bags written by `fusionocc convert`.
 
-Topic names follow Foxglove's nuscenes2mcap where one exists, so users find what they know; unlike that tool
+Topic names follow Foxglove's nuscenes2mcap where one exists (images: image_transport's `<base>/compressed`),
+so users find what they know; unlike that tool
 the messages are standard ROS 2 types, so `ros2 bag play` replays them.
 
 | Topic | Type | QoS offered | Stamp (header = log time) |
@@ -53,8 +54,9 @@ OCC_POINT_STEP = 20
 
 
 def image_topic(camera: str) -> str:
-    """`/<camera>/image_rect_compressed` (nuscenes2mcap's name; the JPEG is nuScenes' undistorted image)."""
-    return f"/{camera}/image_rect_compressed"
+    """`/<camera>/image_rect/compressed`: image_transport's naming (base topic + `/compressed`), so RViz's Image
+    display and image_transport subscribers find it; nuscenes2mcap's `image_rect_compressed` is not one."""
+    return f"/{camera}/image_rect/compressed"
 
 
 def camera_info_topic(camera: str) -> str:

@@ -42,6 +42,11 @@ MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_tra
                 "sparse_depth")
 
 
+# Options that may differ between the sessions of one run without changing its numbers.
+_FREE_ON_RESUME = {"out_dir", "num_workers", "log_interval", "eval_interval", "ckpt_interval", "keep_last",
+                   "progress", "max_val_samples", "init_from", "init_camera_from", "dataroot", "info_path"}
+
+
 class TrainError(RuntimeError):
     """A training run cannot start or continue (message names the file/option at fault)."""
 
@@ -314,8 +319,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     """Runs (or continues) a training run; returns a summary (final step, last losses, validation scores).
 
     Args:
-        config: the run's options (a resumed run keeps the checkpoint's config except out_dir/max_iters/
-            intervals/num_workers/progress, which may change between sessions).
+        config: the run's options; a resume uses them as given and logs those that differ from the
+            checkpoint's (see `resume_base_config` for the command line's rule).
         info: this process's rank, world size and device (`setup_distributed`).
         resume: "" (fresh), "auto" (newest valid checkpoint of out_dir, fresh if none) or a checkpoint path.
         log: where rank 0 prints its messages.
@@ -326,11 +331,11 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     out_dir = Path(config.out_dir)
     state = resolve_resume(resume, out_dir, log)
     if state is not None:
-        stored = TrainConfig(**state["config"])
-        config = replace(stored, out_dir=config.out_dir, max_iters=config.max_iters or stored.max_iters,
-                         log_interval=config.log_interval, eval_interval=config.eval_interval,
-                         ckpt_interval=config.ckpt_interval, num_workers=config.num_workers,
-                         progress=config.progress, keep_last=config.keep_last)
+        stored = state["config"]
+        changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in config.to_dict().items()
+                   if k in stored and stored[k] != v and k not in _FREE_ON_RESUME]
+        if changed:
+            log("resuming with changed options (the continuation is not bit-exact): " + "; ".join(changed))
     check_info_path(config)  # before the (slow) model build
     torch.manual_seed(config.seed + info.rank)
     device = info.device
@@ -486,6 +491,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
 
 
+def resume_base_config(resume: str, config_file: Path | None, out_dir: str | None) -> Path | None:
+    """The YAML a command-line resume starts from: --config when given, else the run folder's config.yaml
+    (written when the run started), so `--resume auto --out-dir RUN` needs nothing else. The run folder is
+    --out-dir, or the folder of `--resume PATH`.
+
+    Raises:
+        ConfigError: `--resume auto` with neither --config nor --out-dir (nowhere to look).
+    """
+    if not resume or config_file is not None:
+        return config_file
+    if out_dir is None and resume == "auto":
+        raise ConfigError("--resume auto needs --out-dir RUN (or --config) to know which run folder to "
+                          "continue")
+    run_dir = Path(out_dir) if out_dir is not None else Path(resume).parent
+    return run_dir / "config.yaml" if (run_dir / "config.yaml").is_file() else None
+
+
 def run(args: argparse.Namespace) -> int:
     try:
         overrides = parse_set_options(args.overrides)
@@ -493,7 +515,10 @@ def run(args: argparse.Namespace) -> int:
                     "init_from", "init_camera_from"):
             if getattr(args, key) is not None:
                 overrides[key] = getattr(args, key)
-        config = load_config(args.config, overrides)
+        if args.resume and args.resume != "auto" and args.config is None:
+            overrides.setdefault("out_dir", str(Path(args.resume).parent))
+        base = resume_base_config(args.resume, args.config, overrides.get("out_dir"))
+        config = load_config(base, overrides)
     except ConfigError as error:
         print(f"fusionocc train: {error}", file=sys.stderr)
         return 2

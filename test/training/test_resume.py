@@ -91,3 +91,15 @@ def test_resume_explicit_bad_path_is_a_clear_error(infos, tmp_path):
     torch.save({"state_dict": {"img_backbone.x": torch.zeros(1)}}, bad)
     with pytest.raises(T.CheckpointError, match="not a fusionocc training checkpoint.*--init-from"):
         T.train(micro_config(infos, tmp_path / "run"), CPU, resume=str(bad), model_factory=MicroOcc)
+
+
+def test_command_line_resume_continues_the_run_folders_config(tmp_path):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "config.yaml").write_text("lr: 0.125\nout_dir: somewhere\n")
+    assert T.resume_base_config("auto", None, str(run_dir)) == run_dir / "config.yaml"
+    assert T.resume_base_config(str(run_dir / "step_00000003.pt"), None, None) == run_dir / "config.yaml"
+    assert T.resume_base_config("auto", tmp_path / "given.yaml", None) == tmp_path / "given.yaml"
+    assert T.resume_base_config("", None, str(run_dir)) is None  # a fresh run starts from the defaults
+    with pytest.raises(T.ConfigError, match="--resume auto needs --out-dir"):
+        T.resume_base_config("auto", None, None)

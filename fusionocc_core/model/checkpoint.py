@@ -10,6 +10,7 @@ Expected skips: the Swin `relative_position_index` buffers (derived from the win
 Our own format (`save_checkpoint` / `load_checkpoint`) stores the config next to the weights so a deploy needs
 nothing else, and loads with `torch.load(weights_only=True)` (no arbitrary pickles).
 """
+
 from __future__ import annotations
 
 import os
@@ -55,18 +56,36 @@ _BN = r"(weight|bias|running_mean|running_var|num_batches_tracked)"
 RENAME_RULES: tuple[tuple[str, str, Any], ...] = (
     (r"^lidar_encoder\.conv_input\.0\.weight$", r"lidar_encoder.input_conv.weight", _pointwise),
     (r"^lidar_encoder\.conv_out\.0\.weight$", r"lidar_encoder.output_conv.weight", _pointwise),
-    (r"^lidar_encoder\.encoder_layers\.encoder_layer([1-4])\.(\d+)\.0\.weight$",
-     r"lidar_encoder.stages.{\1-1}.\2.conv.weight", _sparse_kernel),
-    (rf"^lidar_encoder\.encoder_layers\.encoder_layer([1-4])\.(\d+)\.1\.{_BN}$",
-     r"lidar_encoder.stages.{\1-1}.\2.norm.\3", _same),
-    (r"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.conv([12])\.conv\.weight$",
-     r"occ_encoder.levels.\1.\2.conv\3.weight", _same),
-    (rf"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.conv([12])\.bn\.{_BN}$",
-     r"occ_encoder.levels.\1.\2.bn\3.\4", _same),
-    (r"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.downsample\.conv\.weight$",
-     r"occ_encoder.levels.\1.\2.shortcut.0.weight", _same),
-    (rf"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.downsample\.bn\.{_BN}$",
-     r"occ_encoder.levels.\1.\2.shortcut.1.\3", _same),
+    (
+        r"^lidar_encoder\.encoder_layers\.encoder_layer([1-4])\.(\d+)\.0\.weight$",
+        r"lidar_encoder.stages.{\1-1}.\2.conv.weight",
+        _sparse_kernel,
+    ),
+    (
+        rf"^lidar_encoder\.encoder_layers\.encoder_layer([1-4])\.(\d+)\.1\.{_BN}$",
+        r"lidar_encoder.stages.{\1-1}.\2.norm.\3",
+        _same,
+    ),
+    (
+        r"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.conv([12])\.conv\.weight$",
+        r"occ_encoder.levels.\1.\2.conv\3.weight",
+        _same,
+    ),
+    (
+        rf"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.conv([12])\.bn\.{_BN}$",
+        r"occ_encoder.levels.\1.\2.bn\3.\4",
+        _same,
+    ),
+    (
+        r"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.downsample\.conv\.weight$",
+        r"occ_encoder.levels.\1.\2.shortcut.0.weight",
+        _same,
+    ),
+    (
+        rf"^img_bev_encoder_backbone\.layers\.(\d+)\.(\d+)\.downsample\.bn\.{_BN}$",
+        r"occ_encoder.levels.\1.\2.shortcut.1.\3",
+        _same,
+    ),
     (r"^img_bev_encoder_neck\.conv\.conv\.weight$", r"occ_fpn.conv.weight", _same),
     (rf"^img_bev_encoder_neck\.conv\.bn\.{_BN}$", r"occ_fpn.bn.\1", _same),
     (r"^final_conv\.conv\.(weight|bias)$", r"head.final_conv.\1", _same),
@@ -86,11 +105,11 @@ def _rename(key: str) -> tuple[str, Any] | None:
 
 
 def unwrap_state_dict(checkpoint: dict[str, Any]) -> dict[str, torch.Tensor]:
-    """The tensors of an original checkpoint: its `state_dict` entry if present, `module.` prefixes removed."""
+    """The tensors of an original checkpoint: its `state_dict` entry if any, `module.` prefixes removed."""
     state = checkpoint.get("state_dict", checkpoint)
     if not isinstance(state, dict):
         raise CheckpointError(f"checkpoint 'state_dict' is a {type(state).__name__}, not a dict")
-    return {(k[len("module."):] if k.startswith("module.") else k): v for k, v in state.items()}
+    return {(k.removeprefix("module.")): v for k, v in state.items()}
 
 
 @dataclass
@@ -135,7 +154,7 @@ def convert_original_state_dict(original: dict[str, Any]) -> dict[str, torch.Ten
     """Converts a published FusionOcc checkpoint (mmdet3d naming) to `FusionOcc` state-dict names.
 
     Args:
-        original: the loaded checkpoint (with or without the `state_dict` wrapper; `module.` prefixes allowed).
+        original: the loaded checkpoint (with or without the `state_dict` wrapper; `module.` prefixes ok).
 
     Returns:
         Our key -> tensor (sparse-conv weights permuted; Swin relative_position_index buffers dropped).
@@ -147,7 +166,9 @@ def convert_original_state_dict(original: dict[str, Any]) -> dict[str, torch.Ten
     if result.unmapped:
         raise CheckpointConversionError(
             f"{len(result.unmapped)} key(s) of the original checkpoint have no rename rule: "
-            + ", ".join(sorted(result.unmapped)[:20]) + (" ..." if len(result.unmapped) > 20 else ""))
+            + ", ".join(sorted(result.unmapped)[:20])
+            + (" ..." if len(result.unmapped) > 20 else "")
+        )
     return result.converted
 
 
@@ -168,14 +189,24 @@ class LoadReport:
         return not (self.missing or self.unexpected or self.shape_mismatches)
 
     def __str__(self) -> str:
-        lines = [f"loaded {len(self.loaded)} tensors; expected skips {len(self.expected_skips)} "
-                 f"(Swin relative_position_index, derived from the window size)"]
+        lines = [
+            (
+                f"loaded {len(self.loaded)} tensors; expected skips {len(self.expected_skips)} "
+                f"(Swin relative_position_index, derived from the window size)"
+            )
+        ]
         if self.missing:
-            lines.append(f"MISSING in checkpoint ({len(self.missing)}): " + ", ".join(self.missing[:10])
-                         + (" ..." if len(self.missing) > 10 else ""))
+            lines.append(
+                f"MISSING in checkpoint ({len(self.missing)}): "
+                + ", ".join(self.missing[:10])
+                + (" ..." if len(self.missing) > 10 else "")
+            )
         if self.unexpected:
-            lines.append(f"UNEXPECTED in checkpoint ({len(self.unexpected)}): " + ", ".join(self.unexpected[:10])
-                         + (" ..." if len(self.unexpected) > 10 else ""))
+            lines.append(
+                f"UNEXPECTED in checkpoint ({len(self.unexpected)}): "
+                + ", ".join(self.unexpected[:10])
+                + (" ..." if len(self.unexpected) > 10 else "")
+            )
         for key, got, want in self.shape_mismatches[:10]:
             lines.append(f"SHAPE MISMATCH {key}: checkpoint {list(got)} vs model {list(want)}")
         lines += [f"hint: {h}" for h in self.hints]
@@ -186,23 +217,32 @@ def _hints(report: LoadReport) -> list[str]:
     hints = []
     keys = report.missing + [k for k, _, _ in report.shape_mismatches]
     if any(k.startswith("lidar_encoder.") for k in report.missing):
-        hints.append("the checkpoint has no lidar branch: a camera-only (BEVDet-Occ) checkpoint? Load it with "
-                     "strict=False to initialise the camera branch only.")
+        hints.append(
+            "the checkpoint has no lidar branch: a camera-only (BEVDet-Occ) checkpoint? Load it with "
+            "strict=False to initialise the camera branch only."
+        )
     if any(k.startswith("camera.backbone.") for k in keys):
-        hints.append("image backbone differs: the published checkpoint is Swin-B (preset 'official'); 'fast' and "
-                     "'tiny' use ResNets and cannot load it.")
+        hints.append(
+            "image backbone differs: the published checkpoint is Swin-B (preset 'official'); 'fast' and "
+            "'tiny' use ResNets and cannot load it."
+        )
     if any(k.startswith(("occ_encoder.levels.0.0.conv1", "occ_encoder.levels.0.0.shortcut")) for k in keys):
-        hints.append("fused input width differs: check num_frames, camera feature_channels and lidar_out_channels.")
+        hints.append(
+            "fused input width differs: check num_frames, camera feature_channels and lidar_out_channels."
+        )
     if report.shape_mismatches and not hints:
-        hints.append("a width differs between checkpoint and config: build the model with the preset the "
-                     "checkpoint was trained with (the published one is 'official').")
+        hints.append(
+            "a width differs between checkpoint and config: build the model with the preset the "
+            "checkpoint was trained with (the published one is 'official')."
+        )
     if any(k.startswith("module.") for k in report.unexpected):
         hints.append("nested 'module.' prefixes: unwrap the DataParallel/EMA wrapper first.")
     return hints
 
 
-def load_original_checkpoint(model: FusionOcc, path: str | os.PathLike, strict: bool = True,
-                             allow_pickle: bool = False) -> LoadReport:
+def load_original_checkpoint(
+    model: FusionOcc, path: str | os.PathLike, strict: bool = True, allow_pickle: bool = False
+) -> LoadReport:
     """Loads a published FusionOcc checkpoint (.pth, mmdet3d naming) into `model`.
 
     Args:
@@ -210,11 +250,11 @@ def load_original_checkpoint(model: FusionOcc, path: str | os.PathLike, strict: 
         path: checkpoint file.
         strict: raise unless every model tensor is loaded and every checkpoint key used; when False, load the
             tensors that fit and return the report.
-        allow_pickle: allow arbitrary pickled objects in the file (`weights_only=False`); only for trusted files
+        allow_pickle: allow arbitrary pickled objects in the file (`weights_only=False`); trusted files only,
             whose metadata the safe loader rejects.
 
     Returns:
-        The `LoadReport` (print it: loaded / expected skips / missing / unexpected / shape mismatches + hints).
+        The `LoadReport` (print it: loaded, expected skips, missing, unexpected, shape mismatches, hints).
 
     Raises:
         CheckpointError: unreadable file, or (strict) any missing, unexpected or mis-shaped tensor.
@@ -245,10 +285,12 @@ def _torch_load(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:  # torch raises RuntimeError / UnpicklingError / EOFError / ... by file damage
+    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError / ...
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"cannot read checkpoint {path} (truncated, not a torch file, or holding objects "
-                              f"the safe loader refuses): {reason}") from None
+        raise CheckpointError(
+            f"cannot read checkpoint {path} (truncated, not a torch file, or holding objects "
+            f"the safe loader refuses): {reason}"
+        ) from None
     if not isinstance(data, dict):
         raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
     return data
@@ -267,8 +309,13 @@ def save_checkpoint(path: str | os.PathLike, model: FusionOcc, **extra: Any) -> 
     reserved = {"format", "version", "config", "state_dict"} & set(extra)
     if reserved:
         raise ValueError(f"extra entries {sorted(reserved)} are reserved names")
-    payload = {"format": CHECKPOINT_FORMAT, "version": CHECKPOINT_VERSION, "config": model.config.to_dict(),
-               "state_dict": model.state_dict(), **extra}
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "version": CHECKPOINT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": model.state_dict(),
+        **extra,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
@@ -282,20 +329,26 @@ def save_checkpoint(path: str | os.PathLike, model: FusionOcc, **extra: Any) -> 
         raise
 
 
-def load_checkpoint_with_extra(path: str | os.PathLike, device: str | torch.device = "cpu"
-                               ) -> tuple[FusionOcc, dict[str, Any]]:
+def load_checkpoint_with_extra(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[FusionOcc, dict[str, Any]]:
     """Like `load_checkpoint`, also returning the extra entries given to `save_checkpoint`."""
     path = Path(path)
     data = _torch_load(path)
     if data.get("format") != CHECKPOINT_FORMAT:
-        if "state_dict" in data and any(str(k).startswith(("img_backbone.", "module.img_backbone."))
-                                        for k in data["state_dict"]):
-            raise CheckpointError(f"{path} is an original (mmdet3d) FusionOcc checkpoint; build the 'official' "
-                                  "preset and use load_original_checkpoint(model, path)")
+        if "state_dict" in data and any(
+            str(k).startswith(("img_backbone.", "module.img_backbone.")) for k in data["state_dict"]
+        ):
+            raise CheckpointError(
+                f"{path} is an original (mmdet3d) FusionOcc checkpoint; build the 'official' "
+                "preset and use load_original_checkpoint(model, path)"
+            )
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file (no 'format' entry)")
     if data.get("version") != CHECKPOINT_VERSION:
-        raise CheckpointError(f"{path} has checkpoint version {data.get('version')}; this code reads "
-                              f"version {CHECKPOINT_VERSION}")
+        raise CheckpointError(
+            f"{path} has checkpoint version {data.get('version')}; this code reads "
+            f"version {CHECKPOINT_VERSION}"
+        )
     model = FusionOcc(FusionOccConfig.from_dict(data["config"]))
     model.load_state_dict(data["state_dict"], strict=True)
     model.to(device).eval()

@@ -11,6 +11,7 @@ Data flow (shapes for the published configuration, B samples):
 replace a modality's volume by zeros of the same shape: camera-only and lidar-only ablations of one trained
 network, and sensor dropout during training. A disabled modality is not computed at all.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -25,7 +26,11 @@ from fusionocc_core.model.camera_branch import CameraBranch, CameraBranchConfig
 from fusionocc_core.model.lidar_encoder import STAGE_CHANNELS, LidarEncoder
 from fusionocc_core.model.occ_encoder import OccEncoder3d, OccFPN3d
 from fusionocc_core.model.occ_head import OccHead
-from fusionocc_core.model.voxelize import LIDAR_VOXEL_SIZE, dynamic_voxelize, grid_shape_zyx
+from fusionocc_core.model.voxelize import (
+    LIDAR_VOXEL_SIZE,
+    dynamic_voxelize,
+    grid_shape_zyx,
+)
 
 
 @dataclass(frozen=True)
@@ -82,7 +87,7 @@ def _tuples(value: Any) -> Any:
 
 @dataclass
 class FusionOccOutput:
-    """logits (B, X, Y, Z, classes); key_depth (B*N, D, h, w) softmaxed and key_seg_logits (B*N, classes, h, w)
+    """logits (B, X, Y, Z, classes); key_depth (B*N, D, h, w) softmaxed, key_seg_logits (B*N, classes, h, w)
     of the key frame (None when the camera is disabled); the intermediate volumes, (B, C, Z, Y, X) each."""
 
     logits: torch.Tensor
@@ -103,25 +108,39 @@ class FusionOcc(nn.Module):
     def __init__(self, config: FusionOccConfig) -> None:
         super().__init__()
         if tuple(config.camera.grid_shape) != occ3d.GRID_SHAPE:
-            raise ValueError(f"camera grid_shape {config.camera.grid_shape} must be the Occ3D grid {occ3d.GRID_SHAPE}")
+            raise ValueError(
+                f"camera grid_shape {config.camera.grid_shape} must be the Occ3D grid {occ3d.GRID_SHAPE}"
+            )
         sparse_shape = grid_shape_zyx(occ3d.POINT_CLOUD_RANGE, config.lidar_voxel_size)
         if tuple(s // 8 for s in sparse_shape) != occ3d.GRID_SHAPE[::-1] or any(s % 8 for s in sparse_shape):
-            raise ValueError(f"lidar_voxel_size {config.lidar_voxel_size} gives a sparse grid {sparse_shape}; it must "
-                             f"be 8x the occupancy grid {occ3d.GRID_SHAPE[::-1]} (Z, Y, X)")
+            raise ValueError(
+                f"lidar_voxel_size {config.lidar_voxel_size} gives a sparse grid {sparse_shape}; it must "
+                f"be 8x the occupancy grid {occ3d.GRID_SHAPE[::-1]} (Z, Y, X)"
+            )
         self.config = config
         self.camera_enabled = config.camera_enabled
         self.lidar_enabled = config.lidar_enabled
         self.camera = CameraBranch(config.camera)
-        self.lidar_encoder = LidarEncoder(config.lidar_in_channels, config.lidar_out_channels, sparse_shape,
-                                          config.lidar_stage_channels)
-        self.occ_encoder = OccEncoder3d(config.fused_channels, config.encoder_blocks, config.encoder_channels,
-                                        config.encoder_strides)
+        self.lidar_encoder = LidarEncoder(
+            config.lidar_in_channels, config.lidar_out_channels, sparse_shape, config.lidar_stage_channels
+        )
+        self.occ_encoder = OccEncoder3d(
+            config.fused_channels, config.encoder_blocks, config.encoder_channels, config.encoder_strides
+        )
         self.occ_fpn = OccFPN3d(sum(config.encoder_channels), config.fpn_channels)
         self.head = OccHead(config.fpn_channels, config.head_hidden_channels, config.num_classes)
 
-    def forward(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor, points: torch.Tensor,
-                sparse_depth: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        points: torch.Tensor,
+        sparse_depth: torch.Tensor,
+    ) -> torch.Tensor:
         """Occupancy logits.
 
         Args:
@@ -138,28 +157,48 @@ class FusionOcc(nn.Module):
         Returns:
             (B, 200, 200, 16, num_classes) logits indexed [b, x, y, z, class].
         """
-        return self.forward_with_aux(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points,
-                                     sparse_depth).logits
+        return self.forward_with_aux(
+            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth
+        ).logits
 
     @torch.no_grad()
-    def predict(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor, points: torch.Tensor,
-                sparse_depth: torch.Tensor) -> torch.Tensor:
+    def predict(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        points: torch.Tensor,
+        sparse_depth: torch.Tensor,
+    ) -> torch.Tensor:
         """Class labels (B, 200, 200, 16) uint8 (argmax of the logits; same arguments as `forward`)."""
-        logits = self.forward(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth)
+        logits = self.forward(
+            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth
+        )
         return logits.argmax(dim=-1).to(torch.uint8)
 
-    def forward_with_aux(self, images: torch.Tensor, intrinsics: torch.Tensor, cam_to_key_ego: torch.Tensor,
-                         post_rots: torch.Tensor, post_trans: torch.Tensor, bda: torch.Tensor,
-                         points: torch.Tensor, sparse_depth: torch.Tensor) -> FusionOccOutput:
-        """`forward` plus the key frame's depth and segmentation (for the auxiliary losses) and the volumes."""
+    def forward_with_aux(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        points: torch.Tensor,
+        sparse_depth: torch.Tensor,
+    ) -> FusionOccOutput:
+        """`forward` plus the key frame's depth and segmentation (auxiliary losses) and the volumes."""
         batch_size = images.shape[0]
         if self.camera_enabled:
             camera = self.camera(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth)
             camera_volumes, key_depth, key_seg = camera.volumes, camera.key_depth, camera.key_seg_logits
         else:
-            camera_volumes = self._zeros(batch_size, self.config.num_frames * self.config.camera.feature_channels,
-                                         images)
+            camera_volumes = self._zeros(
+                batch_size, self.config.num_frames * self.config.camera.feature_channels, images
+            )
             key_depth = key_seg = None
         if self.lidar_enabled:
             lidar_volume = self.encode_lidar(points, batch_size).to(camera_volumes.dtype)
@@ -173,15 +212,18 @@ class FusionOcc(nn.Module):
     def encode_lidar(self, points: torch.Tensor, batch_size: int) -> torch.Tensor:
         """(P, 1 + lidar_in_channels) batched points -> (B, C_lidar, Z, Y, X) float32 lidar volume."""
         if points.dim() != 2 or points.shape[1] != 1 + self.config.lidar_in_channels:
-            raise ValueError(f"points must be (P, {1 + self.config.lidar_in_channels}) [batch_idx, x, y, z, intensity, "
-                             f"time_lag], got {tuple(points.shape)}")
+            raise ValueError(
+                f"points must be (P, {1 + self.config.lidar_in_channels}) [batch_idx, x, y, z, intensity, "
+                f"time_lag], got {tuple(points.shape)}"
+            )
         voxels = dynamic_voxelize(points, batch_size, occ3d.POINT_CLOUD_RANGE, self.config.lidar_voxel_size)
         if voxels.coords.shape[0] == 0:  # no point in range: spconv cannot run on zero sites
-            return points.new_zeros(batch_size, self.config.lidar_out_channels, *self.lidar_encoder.output_shape)
+            return points.new_zeros(
+                batch_size, self.config.lidar_out_channels, *self.lidar_encoder.output_shape
+            )
         return self.lidar_encoder(voxels.features, voxels.coords, batch_size)
 
     @staticmethod
     def _zeros(batch_size: int, channels: int, like: torch.Tensor) -> torch.Tensor:
         z, y, x = occ3d.GRID_SHAPE[::-1]
         return like.new_zeros(batch_size, channels, z, y, x)
-

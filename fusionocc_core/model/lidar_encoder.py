@@ -11,26 +11,27 @@ BatchNorm1d eps 1e-3, momentum 0.01. Three stride-2 convs (kernel 3, padding 1) 
 sparse grid to (16, 200, 200) = the occupancy grid.
 
 Axis order: we index the sparse grid (batch, z, y, x), so `dense()` is already (B, C, Z, Y, X). The original
-indexes (batch, x, y, z) and permutes after densifying; its kernels are therefore stored (kx, ky, kz, Cin, Cout)
+indexes (batch, x, y, z) and permutes after densifying; its kernels are thus stored (kx, ky, kz, Cin, Cout)
 and the checkpoint conversion reorders them to spconv's (Cout, kz, ky, kx, Cin).
 
 Why the 1x1x1 convs are nn.Linear: spconv 2.3's 1x1 fast path multiplies by `weight.view(Cin, Cout)` although
 its weights are declared (Cout, 1, 1, 1, Cin), so a correctly permuted checkpoint gives wrong values there
-(found by the reduced_a conformance case: every 3x3x3 layer matched, the 1x1 ones did not). A 1x1x1 sparse conv
+(found by the reduced_a conformance case: every 3x3x3 layer matched, the 1x1 ones not). A 1x1x1 sparse conv
 is a per-voxel linear map, so a plain nn.Linear on the features is exact and has no such quirk.
 """
+
 from __future__ import annotations
 
 import spconv.pytorch as spconv
-from spconv.pytorch.conv import SparseConvolution
 import torch
+from spconv.pytorch.conv import SparseConvolution
 from torch import nn
 
 STAGE_CHANNELS = (16, 32, 48, 64)  # fixed in the original; only the output width is configurable
 
 
 def conv_algorithm_for(device: torch.device) -> spconv.ConvAlgo:
-    """spconv algorithm for a device: implicit GEMM on CUDA (fastest), Native on CPU (the only one that runs)."""
+    """spconv algorithm: implicit GEMM on CUDA (fastest), Native on CPU (the only one that runs there)."""
     return spconv.ConvAlgo.MaskImplicitGemm if device.type == "cuda" else spconv.ConvAlgo.Native
 
 
@@ -70,7 +71,9 @@ class LidarEncoder(nn.Module):
     ) -> None:
         super().__init__()
         if any(s % 8 for s in sparse_shape):
-            raise ValueError(f"sparse_shape {sparse_shape} must be divisible by 8 on every axis (3 stride-2 convs)")
+            raise ValueError(
+                f"sparse_shape {sparse_shape} must be divisible by 8 on every axis (3 stride-2 convs)"
+            )
         self.sparse_shape = tuple(sparse_shape)
         self.out_channels = out_channels
         self.conv_algorithm = conv_algorithm
@@ -78,18 +81,21 @@ class LidarEncoder(nn.Module):
         self.input_conv = nn.Linear(in_channels, c1, bias=False)  # = SubM 1x1x1
 
         def subm(channels: int, key: str) -> SparseConvNormAct:
-            return SparseConvNormAct(spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False,
-                                                       indice_key=key), channels)
+            return SparseConvNormAct(
+                spconv.SubMConv3d(channels, channels, 3, padding=1, bias=False, indice_key=key), channels
+            )
 
         def down(cin: int, cout: int) -> SparseConvNormAct:
             return SparseConvNormAct(spconv.SparseConv3d(cin, cout, 3, stride=2, padding=1, bias=False), cout)
 
-        self.stages = nn.ModuleList([
-            nn.Sequential(subm(c1, "subm1"), subm(c1, "subm1"), down(c1, c2)),
-            nn.Sequential(subm(c2, "subm2"), subm(c2, "subm2"), down(c2, c3)),
-            nn.Sequential(subm(c3, "subm3"), subm(c3, "subm3"), down(c3, c4)),
-            nn.Sequential(subm(c4, "subm4"), subm(c4, "subm4")),
-        ])
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(subm(c1, "subm1"), subm(c1, "subm1"), down(c1, c2)),
+                nn.Sequential(subm(c2, "subm2"), subm(c2, "subm2"), down(c2, c3)),
+                nn.Sequential(subm(c3, "subm3"), subm(c3, "subm3"), down(c3, c4)),
+                nn.Sequential(subm(c4, "subm4"), subm(c4, "subm4")),
+            ]
+        )
         self.output_conv = nn.Linear(c4, out_channels, bias=False)  # = SubM 1x1x1
         self._algorithm_in_use: spconv.ConvAlgo | None = None
 
@@ -119,10 +125,11 @@ class LidarEncoder(nn.Module):
             (B, out_channels, Z, Y, X) float32 dense volume, zero where no voxel is active.
         """
         self._set_algorithm(features.device)
-        # Sparse conv runs in fp32: spconv's Native CPU path has no half kernels and voxel means need the range.
+        # Sparse conv in fp32: spconv's Native CPU path has no half kernels; voxel means need the range.
         with torch.autocast(device_type=features.device.type, enabled=False):
-            x = spconv.SparseConvTensor(self.input_conv(features.float()), coords.int(), list(self.sparse_shape),
-                                        batch_size)
+            x = spconv.SparseConvTensor(
+                self.input_conv(features.float()), coords.int(), list(self.sparse_shape), batch_size
+            )
             for stage in self.stages:
                 x = stage(x)
             x = x.replace_feature(self.output_conv(x.features))

@@ -1,12 +1,13 @@
 """FusionOcc training losses, as the original computes them.
 
-  occupancy   cross-entropy over all voxels (no class weights); with `use_camera_mask` each voxel is weighted
-              by the camera-visibility mask and the sum is divided by the number of visible voxels
-  depth       binary cross-entropy of the softmaxed key-frame depth against the one-hot of the minimum lidar
-              depth per 16 x 16 patch, only over patches holding a lidar point (sum / count), x 0.1
-  image seg   cross-entropy of the key-frame image-seg logits against the labels sampled every `stride` pixels
-              (top-left pixel of each patch, as the original), label 17 ("free"/no point) ignored, x 0.1
+occupancy   cross-entropy over all voxels (no class weights); with `use_camera_mask` each voxel is weighted
+            by the camera-visibility mask and the sum is divided by the number of visible voxels
+depth       binary cross-entropy of the softmaxed key-frame depth against the one-hot of the minimum lidar
+            depth per 16 x 16 patch, only over patches holding a lidar point (sum / count), x 0.1
+image seg   cross-entropy of the key-frame image-seg logits against the labels sampled every `stride` pixels
+            (top-left pixel of each patch, as the original), label 17 ("free"/no point) ignored, x 0.1
 """
+
 from __future__ import annotations
 
 import torch
@@ -17,8 +18,9 @@ from fusionocc_core.model.lidar_depth import depth_input_patches
 from fusionocc_core.occ3d import FREE_LABEL
 
 
-def occupancy_loss(logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None
-                   ) -> torch.Tensor:
+def occupancy_loss(
+    logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None
+) -> torch.Tensor:
     """Occupancy cross-entropy.
 
     Args:
@@ -36,14 +38,20 @@ def occupancy_loss(logits: torch.Tensor, labels: torch.Tensor, camera_mask: torc
     if camera_mask is None:
         return F.cross_entropy(flat_logits, flat_labels)
     if camera_mask.shape != labels.shape:
-        raise ValueError(f"camera_mask {tuple(camera_mask.shape)} does not match labels {tuple(labels.shape)}")
+        raise ValueError(
+            f"camera_mask {tuple(camera_mask.shape)} does not match labels {tuple(labels.shape)}"
+        )
     weights = camera_mask.reshape(-1).float()
     per_voxel = F.cross_entropy(flat_logits, flat_labels, reduction="none")
     return (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
 
 
-def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, downsample: int,
-               depth_bins: tuple[float, float, float]) -> torch.Tensor:
+def depth_loss(
+    depth_probs: torch.Tensor,
+    sparse_depth: torch.Tensor,
+    downsample: int,
+    depth_bins: tuple[float, float, float],
+) -> torch.Tensor:
     """Depth BCE over patches with lidar depth (unweighted; FusionOccLoss applies the 0.1).
 
     Args:
@@ -55,11 +63,14 @@ def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, downsample
     Returns:
         Scalar: sum of BCE over valid patches and bins / max(1, number of valid patches).
     """
-    target = depth_input_patches(sparse_depth.reshape(-1, *sparse_depth.shape[-2:]), downsample,
-                                 depth_bins)  # (BN, D, h, w)
+    target = depth_input_patches(
+        sparse_depth.reshape(-1, *sparse_depth.shape[-2:]), downsample, depth_bins
+    )  # (BN, D, h, w)
     if target.shape != depth_probs.shape:
-        raise ValueError(f"depth prediction {tuple(depth_probs.shape)} does not match the target "
-                         f"{tuple(target.shape)} made from sparse_depth {tuple(sparse_depth.shape)}")
+        raise ValueError(
+            f"depth prediction {tuple(depth_probs.shape)} does not match the target "
+            f"{tuple(target.shape)} made from sparse_depth {tuple(sparse_depth.shape)}"
+        )
     pred = depth_probs.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).float()  # (BN*h*w, D)
     target = target.permute(0, 2, 3, 1).reshape(-1, target.shape[1]).float()
     valid = target.max(dim=1).values > 0  # patches with a lidar point in range
@@ -68,8 +79,9 @@ def depth_loss(depth_probs: torch.Tensor, sparse_depth: torch.Tensor, downsample
     return bce / valid.sum().clamp(min=1)
 
 
-def image_seg_loss(seg_logits: torch.Tensor, seg_labels: torch.Tensor, ignore_label: int = FREE_LABEL
-                   ) -> torch.Tensor:
+def image_seg_loss(
+    seg_logits: torch.Tensor, seg_labels: torch.Tensor, ignore_label: int = FREE_LABEL
+) -> torch.Tensor:
     """Image segmentation cross-entropy on the feature grid (unweighted; FusionOccLoss applies the 0.1).
 
     Args:
@@ -84,7 +96,9 @@ def image_seg_loss(seg_logits: torch.Tensor, seg_labels: torch.Tensor, ignore_la
     labels = seg_labels.reshape(-1, *seg_labels.shape[-2:])  # (BN, H, W)
     h, w = seg_logits.shape[-2:]
     if labels.shape[0] != seg_logits.shape[0] or labels.shape[1] % h or labels.shape[2] % w:
-        raise ValueError(f"seg labels {tuple(seg_labels.shape)} do not fit seg logits {tuple(seg_logits.shape)}")
+        raise ValueError(
+            f"seg labels {tuple(seg_labels.shape)} do not fit seg logits {tuple(seg_logits.shape)}"
+        )
     labels = labels[:, :: labels.shape[1] // h, :: labels.shape[2] // w].reshape(-1).long()  # (BN*h*w,)
     logits = seg_logits.permute(0, 2, 3, 1).reshape(-1, seg_logits.shape[1]).float()
     keep = labels != ignore_label
@@ -105,8 +119,14 @@ class FusionOccLoss(nn.Module):
         seg_weight: factor of the image segmentation loss (0.1).
     """
 
-    def __init__(self, downsample: int = 16, depth_bins: tuple[float, float, float] = (1.0, 45.0, 0.5),
-                 use_camera_mask: bool = False, depth_weight: float = 0.1, seg_weight: float = 0.1) -> None:
+    def __init__(
+        self,
+        downsample: int = 16,
+        depth_bins: tuple[float, float, float] = (1.0, 45.0, 0.5),
+        use_camera_mask: bool = False,
+        depth_weight: float = 0.1,
+        seg_weight: float = 0.1,
+    ) -> None:
         super().__init__()
         self.downsample = downsample
         self.depth_bins = depth_bins
@@ -114,10 +134,16 @@ class FusionOccLoss(nn.Module):
         self.depth_weight = depth_weight
         self.seg_weight = seg_weight
 
-    def forward(self, logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None,
-                key_depth: torch.Tensor | None = None, sparse_depth: torch.Tensor | None = None,
-                key_seg_logits: torch.Tensor | None = None, seg_labels: torch.Tensor | None = None
-                ) -> dict[str, torch.Tensor]:
+    def forward(
+        self,
+        logits: torch.Tensor,
+        labels: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
+        key_depth: torch.Tensor | None = None,
+        sparse_depth: torch.Tensor | None = None,
+        key_seg_logits: torch.Tensor | None = None,
+        seg_labels: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
         """Named losses.
 
         Args:
@@ -130,7 +156,7 @@ class FusionOccLoss(nn.Module):
             seg_labels: image-seg labels (see `image_seg_loss`), required with `key_seg_logits`.
 
         Returns:
-            {"loss_occ": ..., "loss_depth": ... (x depth_weight), "loss_seg": ... (x seg_weight)}; the auxiliary
+            {"loss_occ": ..., "loss_depth": ... (x depth_weight), "loss_seg": ... (x seg_weight)}; auxiliary
             entries are present only when their inputs are given.
         """
         if self.use_camera_mask and camera_mask is None:
@@ -139,8 +165,9 @@ class FusionOccLoss(nn.Module):
         if key_depth is not None:
             if sparse_depth is None:
                 raise ValueError("the depth loss needs sparse_depth next to key_depth")
-            losses["loss_depth"] = self.depth_weight * depth_loss(key_depth, sparse_depth, self.downsample,
-                                                                  self.depth_bins)
+            losses["loss_depth"] = self.depth_weight * depth_loss(
+                key_depth, sparse_depth, self.downsample, self.depth_bins
+            )
         if key_seg_logits is not None:
             if seg_labels is None:
                 raise ValueError("the image segmentation loss needs seg_labels next to key_seg_logits")

@@ -5,6 +5,7 @@ strides [1, 2, 2]) and `img_bev_encoder_neck` (LSSFPN3D: x2 and x4 trilinear ups
 align_corners=True, concat, 1x1x1 Conv3d + BN + ReLU). BatchNorm3d uses torch defaults (eps 1e-5).
 The first block of every level has a 3x3x3 conv + BN projection on its shortcut, even at stride 1.
 """
+
 from __future__ import annotations
 
 import torch
@@ -22,10 +23,14 @@ class BasicBlock3d(nn.Module):
         project_shortcut: use a 3x3x3 conv + BN on the shortcut (required when shapes change).
     """
 
-    def __init__(self, in_channels: int, out_channels: int, stride: int = 1, project_shortcut: bool = False) -> None:
+    def __init__(
+        self, in_channels: int, out_channels: int, stride: int = 1, project_shortcut: bool = False
+    ) -> None:
         super().__init__()
         if not project_shortcut and (stride != 1 or in_channels != out_channels):
-            raise ValueError(f"BasicBlock3d {in_channels}->{out_channels} stride {stride} needs project_shortcut")
+            raise ValueError(
+                f"BasicBlock3d {in_channels}->{out_channels} stride {stride} needs project_shortcut"
+            )
         self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm3d(out_channels)
         self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
@@ -63,7 +68,9 @@ class OccEncoder3d(nn.Module):
     ) -> None:
         super().__init__()
         if not len(num_blocks) == len(channels) == len(strides):
-            raise ValueError(f"num_blocks {num_blocks}, channels {channels}, strides {strides} differ in length")
+            raise ValueError(
+                f"num_blocks {num_blocks}, channels {channels}, strides {strides} differ in length"
+            )
         levels = []
         width = in_channels
         for blocks, out_width, stride in zip(num_blocks, channels, strides):
@@ -74,7 +81,7 @@ class OccEncoder3d(nn.Module):
         self.levels = nn.ModuleList(levels)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
-        """(B, C, Z, Y, X) -> [(B, C0, Z, Y, X), (B, C1, Z/2, Y/2, X/2), (B, C2, Z/4, Y/4, X/4)] for strides 1,2,2."""
+        """(B, C, Z, Y, X) -> per level (B, C_i, Z/s, Y/s, X/s), s the cumulative stride (1, 2, 4)."""
         features = []
         for level in self.levels:
             x = level(x)
@@ -98,7 +105,7 @@ class OccFPN3d(nn.Module):
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:
         size = features[0].shape[2:]
-        # The original uses fixed scale factors (x2, x4); with strides (1, 2, 2) that equals the first level size.
+        # The original scales by fixed factors (x2, x4); with strides (1, 2, 2) that is level 0's size.
         upsampled = [features[0]] + [
             F.interpolate(f, size=size, mode="trilinear", align_corners=True) for f in features[1:]
         ]

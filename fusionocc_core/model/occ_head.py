@@ -1,4 +1,5 @@
 """Occupancy head: final 3x3x3 conv (bias) + ReLU, channels-last, Linear-Softplus-Linear to class logits."""
+
 from __future__ import annotations
 
 import torch
@@ -17,7 +18,9 @@ class OccHead(nn.Module):
         num_classes: classes incl. free (18).
     """
 
-    def __init__(self, in_channels: int = 64, hidden_channels: int = 128, num_classes: int = NUM_CLASSES) -> None:
+    def __init__(
+        self, in_channels: int = 64, hidden_channels: int = 128, num_classes: int = NUM_CLASSES
+    ) -> None:
         super().__init__()
         self.final_conv = nn.Conv3d(in_channels, in_channels, 3, padding=1, bias=True)
         self.predicter = nn.Sequential(
@@ -27,6 +30,8 @@ class OccHead(nn.Module):
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(self.final_conv(x), inplace=True)  # (B, C, Z, Y, X); the original's ReLU (reference fact 5)
+        x = F.relu(
+            self.final_conv(x), inplace=True
+        )  # (B, C, Z, Y, X); the original's ReLU (reference fact 5)
         x = x.permute(0, 4, 3, 2, 1)  # (B, X, Y, Z, C)
         return self.predicter(x)  # (B, X, Y, Z, num_classes)

@@ -1,4 +1,4 @@
-"""Dynamic voxelization of a batched lidar cloud: one feature vector (the mean of its points) per occupied voxel.
+"""Dynamic voxelization of a batched lidar cloud: one feature (the mean of its points) per occupied voxel.
 
 The original (FusionOcc, mmdet3d style) voxelizes at 0.05 m over the occupancy range into a sparse grid of
 1600 x 1600 x 128 cells, with no cap on points per voxel or on the number of voxels. Two deliberate
@@ -9,6 +9,7 @@ differences, both documented in `dynamic_voxelize`:
   * The original takes the batch size from the last point's batch index, which silently shrinks the batch
     when the last samples have no points. We take the batch size explicitly.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -43,7 +44,9 @@ def grid_shape_zyx(
     point_cloud_range: tuple[float, ...] = POINT_CLOUD_RANGE, voxel_size: float = LIDAR_VOXEL_SIZE
 ) -> tuple[int, int, int]:
     """Sparse grid size (Z, Y, X) for a range (x_min, y_min, z_min, x_max, y_max, z_max) and a voxel edge."""
-    sizes = [round((point_cloud_range[i + 3] - point_cloud_range[i]) / voxel_size) for i in range(3)]  # x, y, z
+    sizes = [
+        round((point_cloud_range[i + 3] - point_cloud_range[i]) / voxel_size) for i in range(3)
+    ]  # x, y, z
     return (sizes[2], sizes[1], sizes[0])
 
 
@@ -73,7 +76,9 @@ def dynamic_voxelize(
         ValueError: on a wrong shape, a non-positive batch size or a batch index outside [0, batch_size).
     """
     if points.dim() != 2 or points.shape[1] < 4:
-        raise ValueError(f"points must be (P, 1 + F) with F >= 3 (batch, x, y, z, ...), got {tuple(points.shape)}")
+        raise ValueError(
+            f"points must be (P, 1 + F) with F >= 3 (batch, x, y, z, ...), got {tuple(points.shape)}"
+        )
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     shape_zyx = grid_shape_zyx(point_cloud_range, voxel_size)
@@ -90,7 +95,9 @@ def dynamic_voxelize(
     keep = ((cell >= 0) & (cell < size_xyz)).all(dim=1) & torch.isfinite(xyz).all(dim=1)  # (P,)
     cell, batch, features = cell[keep], batch[keep], points[keep, 1:]
     size_z, size_y, size_x = shape_zyx
-    linear = ((batch * size_z + cell[:, 2]) * size_y + cell[:, 1]) * size_x + cell[:, 0]  # (P',) sorts as b,z,y,x
+    linear = ((batch * size_z + cell[:, 2]) * size_y + cell[:, 1]) * size_x + cell[
+        :, 0
+    ]  # (P',) sorts as b,z,y,x
     unique_ids, voxel_of_point = torch.unique(linear, sorted=True, return_inverse=True)  # (V,), (P',)
     num_voxels = unique_ids.numel()
     sums = features.new_zeros(num_voxels, num_features).index_add_(0, voxel_of_point, features)  # (V, F)
@@ -102,5 +109,10 @@ def dynamic_voxelize(
     z = (unique_ids // (size_x * size_y)) % size_z
     b = unique_ids // (size_x * size_y * size_z)
     coords = torch.stack([b, z, y, x], dim=1).int()  # (V, 4)
-    return Voxels(features=means, coords=coords, spatial_shape=shape_zyx, batch_size=batch_size,
-                  num_points_per_voxel=counts)
+    return Voxels(
+        features=means,
+        coords=coords,
+        spatial_shape=shape_zyx,
+        batch_size=batch_size,
+        num_points_per_voxel=counts,
+    )

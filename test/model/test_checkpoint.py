@@ -1,4 +1,5 @@
 """Checkpoint conversion from the published naming (manifest contract) and our own checkpoint format."""
+
 import json
 from pathlib import Path
 
@@ -37,8 +38,10 @@ def _micro_config() -> FusionOccConfig:
 def test_official_manifest_maps_completely():
     manifest = json.loads(MANIFEST.read_text())
     dtypes = manifest["dtypes"]
-    original = {k: torch.empty(shape, device="meta", dtype=getattr(torch, dtypes.get(k, "float32")))
-                for k, shape in manifest["state_dict"].items()}
+    original = {
+        k: torch.empty(shape, device="meta", dtype=getattr(torch, dtypes.get(k, "float32")))
+        for k, shape in manifest["state_dict"].items()
+    }
     assert len(original) == 735
     with torch.device("meta"):
         model = build_model("official")
@@ -58,8 +61,10 @@ def test_official_manifest_maps_completely():
 
 def test_sparse_kernel_permutation_reverses_spatial_axes():
     w = torch.arange(3 * 3 * 3 * 2 * 4, dtype=torch.float32).view(3, 3, 3, 2, 4)  # (kx, ky, kz, Cin, Cout)
-    original = {"lidar_encoder.encoder_layers.encoder_layer2.1.0.weight": w,
-                "lidar_encoder.conv_out.0.weight": torch.arange(6.0).view(1, 1, 1, 3, 2)}
+    original = {
+        "lidar_encoder.encoder_layers.encoder_layer2.1.0.weight": w,
+        "lidar_encoder.conv_out.0.weight": torch.arange(6.0).view(1, 1, 1, 3, 2),
+    }
     converted = convert_original_state_dict(original)
     ours = converted["lidar_encoder.stages.1.1.conv.weight"]
     assert ours.shape == (4, 3, 3, 3, 2)

@@ -1,6 +1,7 @@
 """The full FusionOcc at the reduced_a widths reproduces the ORIGINAL code's outputs (reference data made with
 the published implementation): weights through `convert_original_state_dict`, inputs translated from the
 original's layouts (images camera-major, extrinsics frame-major)."""
+
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,13 @@ from fusionocc_core.model.presets import get_config
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 CASE = SHARED / "spec" / "reference" / "reduced_a"
-CROP = (slice(None), slice(None), slice(None), slice(80, 120), slice(80, 120))  # (B, C, Z, y 80:120, x 80:120)
+CROP = (
+    slice(None),
+    slice(None),
+    slice(None),
+    slice(80, 120),
+    slice(80, 120),
+)  # (B, C, Z, y 80:120, x 80:120)
 
 pytestmark = pytest.mark.skipif(not (CASE / "outputs.pth").is_file(), reason="reference data not present")
 
@@ -29,8 +36,16 @@ def translate_inputs(inputs: dict) -> tuple:
     cam_to_key_ego = (key_ego_inv @ ego2globals @ sensor2egos).float()  # (B, T, N, 4, 4)
     points = inputs["points"][0]
     points = torch.cat([torch.zeros(len(points), 1), points], dim=1)  # batch column
-    return (images, intrins.view(b, t, n, 3, 3), cam_to_key_ego, post_rots.view(b, t, n, 3, 3),
-            post_trans.view(b, t, n, 3), bda, points, inputs["sparse_depth"][0])
+    return (
+        images,
+        intrins.view(b, t, n, 3, 3),
+        cam_to_key_ego,
+        post_rots.view(b, t, n, 3, 3),
+        post_trans.view(b, t, n, 3),
+        bda,
+        points,
+        inputs["sparse_depth"][0],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -48,13 +63,17 @@ def run():
 
 def _close(actual, expected, rel=1e-4):
     err = (actual.double() - expected.double()).abs().max().item()
-    assert err <= rel * expected.abs().max().item(), f"max abs error {err:.3g} vs scale {expected.abs().max():.3g}"
+    assert err <= rel * expected.abs().max().item(), (
+        f"max abs error {err:.3g} vs scale {expected.abs().max():.3g}"
+    )
 
 
 def test_lidar_volume(run):
     out, expected = run
     _close(out.lidar_volume[CROP], expected["lidar_feat_crop_BCZYX_y80_120_x80_120"])
-    assert out.lidar_volume.double().sum().item() == pytest.approx(expected["lidar_feat_sum_f64"].item(), rel=1e-5)
+    assert out.lidar_volume.double().sum().item() == pytest.approx(
+        expected["lidar_feat_sum_f64"].item(), rel=1e-5
+    )
     active = int((out.lidar_volume.abs().sum(1) > 0).sum())
     assert active == expected["lidar_num_active_voxels_out"]
 
@@ -62,8 +81,9 @@ def test_lidar_volume(run):
 def test_occ_encoder_output(run):
     out, expected = run
     _close(out.occ_features[CROP], expected["occ_encoder_out_crop_BCZYX_y80_120_x80_120"])
-    assert out.occ_features.double().sum().item() == pytest.approx(expected["occ_encoder_out_sum_f64"].item(),
-                                                                   rel=1e-5)
+    assert out.occ_features.double().sum().item() == pytest.approx(
+        expected["occ_encoder_out_sum_f64"].item(), rel=1e-5
+    )
 
 
 def test_logits(run):

@@ -1,4 +1,5 @@
 """The full model's contract: config serialisation, forward/predict shapes, modality switches, autocast."""
+
 import dataclasses
 import json
 
@@ -14,8 +15,15 @@ def _micro_config() -> FusionOccConfig:
     """The tiny preset at 64 x 96 input and narrower 3D widths: every module, a fraction of the CPU time."""
     tiny = get_config("tiny")
     camera = dataclasses.replace(tiny.camera, input_size=(64, 96), feature_channels=4)
-    return dataclasses.replace(tiny, camera=camera, lidar_out_channels=4, lidar_stage_channels=(4, 4, 8, 8),
-                               encoder_channels=(4, 8, 8), fpn_channels=4, head_hidden_channels=8)
+    return dataclasses.replace(
+        tiny,
+        camera=camera,
+        lidar_out_channels=4,
+        lidar_stage_channels=(4, 4, 8, 8),
+        encoder_channels=(4, 8, 8),
+        fpn_channels=4,
+        head_hidden_channels=8,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +73,9 @@ def test_modality_switches_zero_the_volume(model_and_inputs, outputs):
         model.camera_enabled, model.lidar_enabled = True, False
         # Camera-only; also: points outside the grid or none at all are fine.
         with torch.no_grad():
-            camera_only = model.forward_with_aux(*inputs.as_tuple()[:6], torch.zeros(0, 6), inputs.sparse_depth)
+            camera_only = model.forward_with_aux(
+                *inputs.as_tuple()[:6], torch.zeros(0, 6), inputs.sparse_depth
+            )
         assert camera_only.lidar_volume.abs().sum() == 0
         assert torch.equal(camera_only.camera_volumes, outputs[0].camera_volumes)
     finally:
@@ -73,7 +83,7 @@ def test_modality_switches_zero_the_volume(model_and_inputs, outputs):
 
 
 def test_no_points_in_range_gives_an_empty_lidar_volume(model_and_inputs):
-    model, inputs = model_and_inputs
+    model, _ = model_and_inputs
     far = torch.tensor([[0.0, 100.0, 0.0, 0.0, 1.0, 0.0]])
     volume = model.encode_lidar(far, batch_size=2)
     assert volume.shape == (2, 4, 16, 200, 200) and volume.abs().sum() == 0

@@ -1,12 +1,13 @@
 """Sparse lidar encoder: output grid, active-site behaviour, and values against a dense-convolution emulation
 of sparse convolution (catches a flipped or transposed kernel, which shapes alone would not)."""
+
 import pytest
 import torch
 import torch.nn.functional as F
 
 spconv = pytest.importorskip("spconv.pytorch")
 
-from fusionocc_core.model.lidar_encoder import LidarEncoder, conv_algorithm_for  # noqa: E402
+from fusionocc_core.model.lidar_encoder import LidarEncoder, conv_algorithm_for
 
 
 def _random_bn(module, gen):
@@ -19,7 +20,7 @@ def _random_bn(module, gen):
 
 
 def _dense_reference(encoder, features, coords, shape):
-    """Sparse conv emulated with dense conv3d: SubM keeps the active set, a strided conv activates every output
+    """Sparse conv emulated with dense conv3d: SubM keeps the active set, a strided conv activates each output
     whose 3x3x3 window holds an active input; inactive sites stay exactly zero."""
     dense = torch.zeros(1, features.shape[1], *shape)
     active = torch.zeros(1, 1, *shape, dtype=torch.bool)
@@ -33,7 +34,9 @@ def _dense_reference(encoder, features, coords, shape):
     dense = pointwise(encoder.input_conv, dense)
     for stage in encoder.stages:
         for block in stage:
-            weight = block.conv.weight.permute(0, 4, 1, 2, 3)  # (Cout, kz, ky, kx, Cin) -> (Cout, Cin, kz, ky, kx)
+            weight = block.conv.weight.permute(
+                0, 4, 1, 2, 3
+            )  # (Cout, kz, ky, kx, Cin) -> (Cout, Cin, kz, ky, kx)
             stride = block.conv.stride[0]
             dense = F.conv3d(dense, weight, stride=stride, padding=1)
             if stride > 1:
@@ -48,7 +51,9 @@ def _dense_reference(encoder, features, coords, shape):
 def test_values_match_dense_emulation_on_a_small_grid():
     gen = torch.Generator().manual_seed(0)
     shape = (16, 24, 32)
-    encoder = LidarEncoder(in_channels=3, out_channels=4, sparse_shape=shape, stage_channels=(4, 6, 8, 8)).eval()
+    encoder = LidarEncoder(
+        in_channels=3, out_channels=4, sparse_shape=shape, stage_channels=(4, 6, 8, 8)
+    ).eval()
     _random_bn(encoder, gen)
     cells = torch.unique(torch.stack([torch.randint(0, s, (150,), generator=gen) for s in shape], 1), dim=0)
     coords = torch.cat([torch.zeros(len(cells), 1, dtype=torch.long), cells], 1).int()
@@ -63,7 +68,9 @@ def test_values_match_dense_emulation_on_a_small_grid():
 
 def test_output_is_the_occupancy_grid_and_only_near_points():
     encoder = LidarEncoder(in_channels=5, out_channels=8).eval()
-    coords = torch.tensor([[0, 64, 800, 800], [1, 3, 10, 1590]], dtype=torch.int32)  # (batch, z, y, x) at 0.05 m
+    coords = torch.tensor(
+        [[0, 64, 800, 800], [1, 3, 10, 1590]], dtype=torch.int32
+    )  # (batch, z, y, x) at 0.05 m
     features = torch.ones(2, 5)
     with torch.no_grad():
         out = encoder(features, coords, batch_size=3)

@@ -1,10 +1,16 @@
 """Losses against hand computations."""
+
 import math
 
 import pytest
 import torch
 
-from fusionocc_core.model.losses import FusionOccLoss, depth_loss, image_seg_loss, occupancy_loss
+from fusionocc_core.model.losses import (
+    FusionOccLoss,
+    depth_loss,
+    image_seg_loss,
+    occupancy_loss,
+)
 
 
 def test_occupancy_loss_plain_and_camera_masked():
@@ -25,7 +31,9 @@ def test_depth_loss_only_over_patches_with_lidar():
     bins = (1.0, 45.0, 0.5)
     sparse = torch.zeros(1, 1, 32, 16)  # two 16 x 16 patches; only the top one has points
     sparse[0, 0, 3, 4] = 10.2
-    sparse[0, 0, 5, 9] = 20.0  # the minimum depth of the patch wins: 10.2 -> bin int((10.2 - 0.5) / 0.5) - 1 = 18
+    sparse[0, 0, 5, 9] = (
+        20.0  # the minimum depth of the patch wins: 10.2 -> bin int((10.2 - 0.5) / 0.5) - 1 = 18
+    )
     probs = torch.full((1, 88, 2, 1), 1.0 / 88)
     loss = depth_loss(probs, sparse, downsample=16, depth_bins=bins)
     expected = -(math.log(1 / 88) + 87 * math.log(1 - 1 / 88))  # BCE summed over bins of one valid patch
@@ -57,9 +65,12 @@ def test_fusion_occ_loss_weights_and_requirements():
     sparse[0, :, 2, 2] = 7.0
     seg = torch.randn(6, 18, 1, 1)
     seg_labels = torch.randint(0, 17, (1, 6, 16, 16))
-    losses = FusionOccLoss()(logits, labels, key_depth=depth, sparse_depth=sparse, key_seg_logits=seg,
-                             seg_labels=seg_labels)
-    assert losses["loss_depth"].item() == pytest.approx(0.1 * depth_loss(depth, sparse, 16, (1.0, 45.0, 0.5)).item())
+    losses = FusionOccLoss()(
+        logits, labels, key_depth=depth, sparse_depth=sparse, key_seg_logits=seg, seg_labels=seg_labels
+    )
+    assert losses["loss_depth"].item() == pytest.approx(
+        0.1 * depth_loss(depth, sparse, 16, (1.0, 45.0, 0.5)).item()
+    )
     assert losses["loss_seg"].item() == pytest.approx(0.1 * image_seg_loss(seg, seg_labels).item())
     assert set(FusionOccLoss()(logits, labels)) == {"loss_occ"}
     with pytest.raises(ValueError, match="camera_mask"):

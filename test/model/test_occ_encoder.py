@@ -1,4 +1,5 @@
 """3D residual encoder, 3D FPN and occupancy head: shapes, structure of the original, gradients."""
+
 import pytest
 import torch
 

@@ -1,4 +1,5 @@
 """Every preset builds; the tiny preset trains on CPU (forward + backward reaching every parameter)."""
+
 import pytest
 import torch
 
@@ -49,12 +50,21 @@ def test_tiny_trains_on_cpu_and_every_parameter_gets_a_gradient():
     out = model.forward_with_aux(*inputs.as_tuple())
     labels = torch.randint(0, 18, out.logits.shape[:-1])
     seg_labels = torch.randint(0, 18, (1, 6, *config.camera.input_size))
-    losses = FusionOccLoss()(out.logits, labels, key_depth=out.key_depth, sparse_depth=inputs.sparse_depth,
-                             key_seg_logits=out.key_seg_logits, seg_labels=seg_labels)
+    losses = FusionOccLoss()(
+        out.logits,
+        labels,
+        key_depth=out.key_depth,
+        sparse_depth=inputs.sparse_depth,
+        key_seg_logits=out.key_seg_logits,
+        seg_labels=seg_labels,
+    )
     assert set(losses) == {"loss_occ", "loss_depth", "loss_seg"}
     sum(losses.values()).backward()
-    without_grad = [name for name, p in model.named_parameters()
-                    if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)]
+    without_grad = [
+        name
+        for name, p in model.named_parameters()
+        if p.requires_grad and (p.grad is None or not torch.isfinite(p.grad).all() or p.grad.abs().sum() == 0)
+    ]
     assert without_grad == []
 
 
@@ -62,7 +72,9 @@ def test_static_flops_order_the_presets():
     from fusionocc_core.model.flops import count_static_flops
 
     flops = {name: count_static_flops(config) for name, config in PRESETS.items()}
-    assert flops["official"]["total_static"] > flops["fast"]["total_static"] > flops["tiny"]["total_static"] > 0
+    assert (
+        flops["official"]["total_static"] > flops["fast"]["total_static"] > flops["tiny"]["total_static"] > 0
+    )
     assert flops["official"]["volume_3d"] == flops["fast"]["volume_3d"]  # same 3D widths
     # Level-0 first conv of the official 3D encoder alone: 2 * 96 * 64 * 27 * 640,000 voxels.
     assert flops["official"]["volume_3d"] > 2 * 96 * 64 * 27 * 640_000

@@ -1,4 +1,5 @@
 """Dynamic voxelization against a brute-force per-point reference."""
+
 from collections import defaultdict
 
 import pytest
@@ -11,8 +12,10 @@ def _brute_force(points, batch_size, low=(-40.0, -40.0, -1.0), size=0.05, shape_
     groups = defaultdict(list)
     for row in points.tolist():
         b = int(row[0])
-        cell = [int(torch.floor((torch.tensor(row[1 + a], dtype=torch.float32) - torch.tensor(low[a])) / size))
-                for a in range(3)]
+        cell = [
+            int(torch.floor((torch.tensor(row[1 + a], dtype=torch.float32) - torch.tensor(low[a])) / size))
+            for a in range(3)
+        ]
         x, y, z = cell
         if not (0 <= x < shape_zyx[2] and 0 <= y < shape_zyx[1] and 0 <= z < shape_zyx[0]):
             continue
@@ -26,7 +29,9 @@ def _brute_force(points, batch_size, low=(-40.0, -40.0, -1.0), size=0.05, shape_
 def _points(seed=0, n=600):
     gen = torch.Generator().manual_seed(seed)
     # Cluster points so that many voxels hold several points; some points fall outside the range.
-    centres = torch.tensor([-40.0, -40.0, -1.0]) + torch.rand(40, 3, generator=gen) * torch.tensor([80.0, 80.0, 6.4])
+    centres = torch.tensor([-40.0, -40.0, -1.0]) + torch.rand(40, 3, generator=gen) * torch.tensor(
+        [80.0, 80.0, 6.4]
+    )
     xyz = centres[torch.randint(0, 40, (n,), generator=gen)] + 0.04 * torch.randn(n, 3, generator=gen)
     xyz[:10] = torch.tensor([45.0, 0.0, 0.0])  # out of range in x
     xyz[10:15] = torch.tensor([0.0, 0.0, -1.5])  # below the grid
@@ -54,12 +59,17 @@ def test_explicit_batch_size_keeps_empty_trailing_samples():
     points = torch.tensor([[0.0, 1.0, 2.0, 0.5, 7.0]])
     voxels = dynamic_voxelize(points, batch_size=2)  # sample 1 has no points; the original would infer B = 1
     assert voxels.batch_size == 2 and voxels.coords[:, 0].tolist() == [0]
-    assert voxels.coords[0, 1:].tolist() == [30, 840, 820]  # z, y, x: floor((0.5+1)/0.05), (2+40)/.05, (1+40)/.05
+    assert voxels.coords[0, 1:].tolist() == [
+        30,
+        840,
+        820,
+    ]  # z, y, x: floor((0.5+1)/0.05), (2+40)/.05, (1+40)/.05
 
 
 def test_upper_edge_and_nan_points_are_dropped():
-    points = torch.tensor([[0.0, 39.999999, 0.0, 0.0, 1.0], [0.0, float("nan"), 0.0, 0.0, 1.0],
-                           [0.0, -40.0, -40.0, -1.0, 1.0]])
+    points = torch.tensor(
+        [[0.0, 39.999999, 0.0, 0.0, 1.0], [0.0, float("nan"), 0.0, 0.0, 1.0], [0.0, -40.0, -40.0, -1.0, 1.0]]
+    )
     voxels = dynamic_voxelize(points, batch_size=1)
     assert (voxels.coords[:, 1:] < torch.tensor([128, 1600, 1600], dtype=torch.int32)).all()
     assert voxels.coords[-1].tolist() == [0, 0, 0, 0] or voxels.coords[0].tolist() == [0, 0, 0, 0]

@@ -73,11 +73,11 @@ class TrainConfig:
             raise ConfigError(f"modality must be one of {MODALITIES}, got '{self.modality}'")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got '{self.amp}'")
-        for name in ("batch_size", "epochs"):
+        for name in ("batch_size", "epochs", "log_interval"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be >= 1, got {getattr(self, name)}")
         for name in ("input_height", "input_width", "max_iters", "warmup_iters", "num_workers",
-                     "log_interval", "eval_interval", "ckpt_interval", "max_val_samples"):
+                     "eval_interval", "ckpt_interval", "max_val_samples"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if self.keep_last < 1:

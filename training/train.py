@@ -429,7 +429,7 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
                dynamic_ncols=True)
     history: list[dict[str, float]] = []
     loss_model.train()
-    t_last = time.perf_counter()
+    t_last, last_logged = time.perf_counter(), step
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, start * config.batch_size)
@@ -448,9 +448,9 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
             if step % config.log_interval == 0 or step == total_steps:
                 mean = all_reduce_mean(values, info)
                 now = time.perf_counter()
-                seconds = (now - t_last) / config.log_interval
+                seconds = (now - t_last) / (step - last_logged)  # includes validation/checkpoint time
                 record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds})
-                t_last = now
+                t_last, last_logged = now, step
             if (config.eval_interval and step % config.eval_interval == 0) or step == total_steps:
                 val = validate()
             if (config.ckpt_interval and step % config.ckpt_interval == 0) or step == total_steps:

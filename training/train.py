@@ -450,6 +450,9 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
                 now = time.perf_counter()
                 seconds = (now - t_last) / (step - last_logged)  # includes validation/checkpoint time
                 record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds})
+                if not config.progress:  # batch jobs: one line per log interval instead of the bar
+                    log(f"step {step}/{total_steps}: loss {mean['loss/total']:.4f} lr {lr:.3g} "
+                        f"{seconds:.2f} s/step")
                 t_last, last_logged = now, step
             if (config.eval_interval and step % config.eval_interval == 0) or step == total_steps:
                 val = validate()

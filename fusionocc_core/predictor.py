@@ -28,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
 
 LOGGER = logging.getLogger(__name__)
@@ -202,6 +203,8 @@ class Predictor:
         num_lidar_keyframes: previous lidar keyframes fused with the current sweep.
         max_gap_s: a larger gap between two frames clears the history [s].
         max_pose_jump_m: a larger ego displacement between two frames clears the history [m].
+        thin_points: thin each sweep as the model was trained (`fusionocc_core.lidar_thinning`: ring > 16 plus
+            every 5th other point, identical to the offline evaluation); needs the ring column.
         sparse_depth_fn: `sparse_depth_map`-compatible function; the model package's by default.
 
     Raises:
@@ -221,6 +224,7 @@ class Predictor:
         num_lidar_keyframes: int = 7,
         max_gap_s: float = 2.0,
         max_pose_jump_m: float = 10.0,
+        thin_points: bool = True,
         sparse_depth_fn: Callable[..., torch.Tensor] | None = None,
     ) -> None:
         if precision not in PRECISIONS:
@@ -242,6 +246,7 @@ class Predictor:
         self.num_lidar_keyframes = int(num_lidar_keyframes)
         self.max_gap_s = float(max_gap_s)
         self.max_pose_jump_m = float(max_pose_jump_m)
+        self.thin_points = thin_points
         self._sparse_depth_fn = sparse_depth_fn
         self._history = _History()
         self._warned: set[str] = set()
@@ -314,8 +319,15 @@ class Predictor:
         timer.lap("images")
 
         points_ego = points[:, :3] @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]
+        keep = slice(None)
+        if self.thin_points:
+            if points.shape[1] >= 5:
+                keep = thinning_mask(points[:, 4])
+            else:
+                self._warn_once("no_ring", "lidar points have no ring column: thinning is off, the model sees "
+                                           "denser clouds than it was trained on")
         sweep = _LidarSweep(
-            stamp, np.concatenate([points_ego, points[:, 3:4]], 1).astype(np.float32), ego_to_global
+            stamp, np.concatenate([points_ego, points[:, 3:4]], 1)[keep].astype(np.float32), ego_to_global
         )
         previous = self._previous_camera(stamp) if self.temporal else None
         sweeps = [sweep, *self._previous_sweeps(stamp)] if self.temporal else [sweep]
@@ -351,8 +363,8 @@ class Predictor:
 
         height, width = self.input_size
         depth_fn = self._sparse_depth_fn or _default_sparse_depth_fn()
-        inputs.sparse_depth = depth_fn(
-            torch.from_numpy(sweep.points[:, :3]).to(self.device),
+        inputs.sparse_depth = depth_fn(  # from the whole current sweep, before thinning (as in training)
+            torch.from_numpy(points_ego.astype(np.float32)).to(self.device),
             inputs.intrinsics[0, 0],
             inputs.cam_to_key_ego[0, 0],
             inputs.post_rots[0, 0],

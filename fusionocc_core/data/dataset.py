@@ -23,10 +23,12 @@ Decisions about the original's quirks (see the model spec):
 - Lidar window: the current keyframe sweep plus up to 7 previous keyframes of the same scene, moved into the
   key ego frame with the ego poses; the 5th feature is the time lag [s] (the ring index only serves thinning).
   A scene's first keyframes simply have fewer frames; the first keyframe's previous camera frame is itself.
-- Thinning: the original keeps ring > 16 or a random 20% of the rest, reading the ring from column 4 after the
-  multi-sweep loader may have replaced it with the time lag. Here the true ring index (column 4 of each
-  `.pcd.bin`) is read before the time lag is written, so the rule means what it says; training draws the 20%
-  at random, evaluation uses a fixed seed per sample (reproducible scores). `thin_points=False` turns it off.
+- Thinning (`fusionocc_core.lidar_thinning`, per sweep): the original keeps ring > 16 or a random 20% of the
+  rest, reading the ring from column 4 after the multi-sweep loader may have replaced it with the time lag.
+  Here the true ring index (column 4 of each `.pcd.bin`) is read before the time lag is written, so the rule
+  means what it says; training draws the 20% at random, evaluation keeps every 5th point of each sweep's lower
+  beams, exactly as the streaming Predictor does (node and offline scores agree). `thin_points=False` turns it
+  off.
 - Range filter: fixed half-open bounds [min, max) of `occ3d.POINT_CLOUD_RANGE` (the original nudges its bounds
   by +-0.001 on every call; ours do not move).
 - Sparse depth: from the whole current sweep (before thinning and range filter), nearest depth per input pixel
@@ -62,6 +64,7 @@ from fusionocc_core.data.augment import (
 )
 from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_by_token
 from fusionocc_core.geometry import invert_transform
+from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.model.lidar_depth import sparse_depth_map
 from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, POINT_CLOUD_RANGE
 
@@ -136,9 +139,10 @@ class OccupancyDataset(Dataset):
     def _load_points(self, info: dict[str, Any]) -> np.ndarray:
         return np.fromfile(self._path(info["lidar"]["path"], "lidar file"), dtype=np.float32).reshape(-1, 5)
 
-    def _lidar_window(self, info: dict[str, Any], key_ego_inv: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(P, 6) [x, y, z, intensity, time_lag, ring] of the lidar window in the key ego frame, and the
-        current sweep's xyz (for sparse depth)."""
+    def _lidar_window(self, info: dict[str, Any], key_ego_inv: np.ndarray,
+                      rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """(P, 5) [x, y, z, intensity, time_lag] of the (thinned) lidar window in the key ego frame, and the
+        current sweep's full xyz (for sparse depth)."""
         frames = [info] + [
             self._by_token[t] for t in info["lidar_history"][: self.config.num_lidar_frames - 1]
         ]
@@ -151,18 +155,19 @@ class OccupancyDataset(Dataset):
             lag = (info["lidar"]["timestamp"] - lidar["timestamp"]) * 1e-6
             if current is None:
                 current = xyz
-            merged.append(np.column_stack([xyz, raw[:, 3], np.full(len(raw), lag), raw[:, 4]]))
+            points = np.column_stack([xyz, raw[:, 3], np.full(len(raw), lag)])
+            if self.config.thin_points:  # per sweep, so the Predictor thins a streamed sweep identically
+                points = points[thinning_mask(raw[:, 4], rng=rng if self.train else None,
+                                              ring_above=self.config.thin_ring_above,
+                                              keep_fraction=self.config.thin_keep_fraction)]
+            merged.append(points)
         return np.concatenate(merged).astype(np.float32), current
 
-    def _thin_and_crop(self, points: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        if self.config.thin_points:
-            keep = (points[:, 5] > self.config.thin_ring_above) | (
-                rng.random(len(points)) < self.config.thin_keep_fraction
-            )
-            points = points[keep]
+    @staticmethod
+    def _crop(points: np.ndarray) -> np.ndarray:
         lo, hi = np.array(POINT_CLOUD_RANGE[:3]), np.array(POINT_CLOUD_RANGE[3:])
         inside = np.all((points[:, :3] >= lo) & (points[:, :3] < hi), axis=1)
-        return points[inside, :5]
+        return points[inside]
 
     def _load_image(self, cam: dict[str, Any]) -> np.ndarray:
         path = self._path(cam["path"], "camera image")
@@ -227,8 +232,8 @@ class OccupancyDataset(Dataset):
         post_rots = np.broadcast_to(post_rot, (t, n, 3, 3))
         post_trans = np.broadcast_to(post_tran, (t, n, 3))
 
-        window, current_xyz = self._lidar_window(info, key_ego_inv)
-        points = self._thin_and_crop(window, rng)
+        window, current_xyz = self._lidar_window(info, key_ego_inv, rng)
+        points = self._crop(window)
         points[:, :3] = points[:, :3] @ bda.T.astype(np.float32)
         depth = sparse_depth_map(
             torch.from_numpy(current_xyz),

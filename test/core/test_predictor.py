@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
+from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.predictor import (
     IMAGE_MEAN,
     PredictionResult,
@@ -103,7 +104,25 @@ def _frame(stamp: float, pose: np.ndarray, *, images=None, count: int = 6) -> Se
 
 def _predictor(**options) -> Predictor:
     options.setdefault("device", "cpu")
+    options.setdefault("thin_points", False)  # these tests follow every point through the geometry
     return Predictor(StubModel(), sparse_depth_fn=zero_depth, **options)
+
+
+def test_sweeps_are_thinned_like_the_training_data_and_depth_uses_the_whole_sweep():
+    frame = _frame(0.0, _pose(0.0))
+    frame.lidar_points[:, 4] = np.arange(500) % 32  # ring index: beams 0..31
+    seen = {}
+
+    def recording_depth(points_xyz, *args):
+        seen["depth_points"] = points_xyz.shape[0]
+        return zero_depth(points_xyz, *args)
+
+    predictor = Predictor(StubModel(), device="cpu", sparse_depth_fn=recording_depth)
+    inputs, _ = predictor.prepare(frame)
+    expected = thinning_mask(frame.lidar_points[:, 4])
+    assert 0 < expected.sum() < 500
+    assert inputs.points.shape[0] == expected.sum()  # one sweep: exactly the shared rule's points
+    assert seen["depth_points"] == 500
 
 
 def test_resize_crop_params_match_bevdet_test_time_augmentation():

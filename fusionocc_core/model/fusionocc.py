@@ -9,7 +9,8 @@ Data flow (shapes for the published configuration, B samples):
 
 `camera_enabled` / `lidar_enabled` (config defaults, also plain attributes that may be switched at run time)
 replace a modality's volume by zeros of the same shape: camera-only and lidar-only ablations of one trained
-network, and sensor dropout during training. A disabled modality is not computed at all.
+network, and sensor dropout during training. A disabled modality is not computed at all (its inputs only need
+the right batch size; with DDP its parameters then get no gradient: use find_unused_parameters=True).
 """
 
 from __future__ import annotations
@@ -173,7 +174,8 @@ class FusionOcc(nn.Module):
         points: torch.Tensor,
         sparse_depth: torch.Tensor,
     ) -> torch.Tensor:
-        """Class labels (B, 200, 200, 16) uint8 (argmax of the logits; same arguments as `forward`)."""
+        """Class labels (B, 200, 200, 16) uint8: argmax of the logits (same arguments as `forward`; call
+        `.eval()` first, this does not change the mode)."""
         logits = self.forward(
             images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth
         )

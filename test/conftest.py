@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED = Path("/work/shared")
+SHARED = REPO.parent / "shared"  # the read-only reference folder beside the checkout
 SYNTH_CACHE = REPO / ".cache" / "synth"
 
 # The small test world: 2 scenes x 4 keyframes with all sweeps, 704x396 images (intrinsics scaled from

@@ -19,6 +19,7 @@ import torch
 from torch import nn
 
 from fusionocc_core import occ3d
+from fusionocc_core.model.conv3d import Conv3d
 from fusionocc_core.model.cross_modal_fusion import CrossModalFusion
 from fusionocc_core.model.depth_net import DepthSegNet, camera_params
 from fusionocc_core.model.image_neck import FPNLSSNeck
@@ -98,12 +99,12 @@ class ResidualBlock3d(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False)
+        self.conv1 = Conv3d(in_channels, out_channels, 3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm3d(out_channels)
-        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm3d(out_channels)
         self.downsample = nn.Sequential(
-            nn.Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
+            Conv3d(in_channels, out_channels, 3, padding=1, bias=False),
             nn.BatchNorm3d(out_channels),
         )
         self.relu = nn.ReLU(inplace=True)

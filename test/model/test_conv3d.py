@@ -1,0 +1,24 @@
+"""The oneDNN-routed Conv3d equals nn.Conv3d in outputs and gradients, and keeps its state-dict keys."""
+import pytest
+import torch
+from torch import nn
+
+from fusionocc_core.model.conv3d import Conv3d
+
+
+@pytest.mark.parametrize("in_channels, out_channels, stride, bias", [(4, 4, 1, False), (3, 8, 2, True),
+                                                                     (12, 8, 1, False)])
+def test_matches_nn_conv3d_outputs_and_gradients(in_channels, out_channels, stride, bias):
+    torch.manual_seed(0)
+    reference = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+    ours = Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=bias)
+    ours.load_state_dict(reference.state_dict())
+    x = torch.randn(2, in_channels, 6, 10, 12, requires_grad=True)
+    y_ref, y = reference(x), ours(x)
+    torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(y)
+    g_ref = torch.autograd.grad(y_ref, (x, reference.weight), grad)
+    g = torch.autograd.grad(y, (x, ours.weight), grad)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+    assert list(ours.state_dict()) == list(reference.state_dict())

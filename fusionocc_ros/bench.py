@@ -572,12 +572,55 @@ def SensorFrame_replace(frame: Any, **changes: Any) -> Any:  # noqa: N802 - data
     return dataclasses.replace(frame, **changes)
 
 
+# ------------------------------------------------------------------------------------------------------------
+# convert: nuScenes -> rosbag2 throughput and size
+# ------------------------------------------------------------------------------------------------------------
+
+
+def suite_convert(quick: bool) -> SuiteResult:
+    import shutil
+    import tempfile
+
+    from fusionocc_core.synth import ensure_dataset
+    from fusionocc_ros.bag_converter import ConvertOptions, convert_scene, load_nuscenes
+
+    result = SuiteResult("convert")
+    dataroot = ensure_dataset(Path(".cache/synth"), num_scenes=1, keyframes_per_scene=4 if quick else 8, seed=7,
+                              image_width=704, image_height=396, with_sweeps=True, progress=False)
+    nusc = load_nuscenes(dataroot)
+    scene = nusc.scene[0]["name"]
+    for storage in ("mcap", "sqlite3"):
+        times, report = [], None
+        for _ in range(1 if quick else 3):
+            out = Path(tempfile.mkdtemp(prefix="fusionocc-bench-"))
+            try:
+                start = time.perf_counter()
+                report = convert_scene(nusc, scene, out / scene, options=ConvertOptions(storage=storage,
+                                                                                        progress=False))
+                times.append((time.perf_counter() - start) * 1e3)
+            finally:
+                shutil.rmtree(out, ignore_errors=True)
+        frames = sum(count for topic, count in report.message_counts.items()
+                     if topic.endswith("compressed") or topic == "/LIDAR_TOP")
+        median = statistics.median(times)
+        result.rows.append(Row(
+            f"{storage}: {frames} sensor frames, {report.bag_bytes / 1e6:.1f} MB bag / "
+            f"{report.source_bytes / 1e6:.1f} MB source = {report.bag_bytes / report.source_bytes:.3f}x",
+            median, max(times), extra={"frames_per_s": frames / (median / 1e3), "bag_bytes": report.bag_bytes,
+                                       "source_bytes": report.source_bytes, "messages": report.messages}))
+        result.notes.append(f"{storage}: {frames / (median / 1e3):.0f} sensor frames/s "
+                            f"({report.messages} messages incl. camera_info, tf, odom)")
+    result.notes.append("synthetic scene with all sweeps, 704x396 JPEGs kept byte for byte (no re-encoding)")
+    return result
+
+
 SUITES: dict[str, Callable[[bool], SuiteResult]] = {
     "scatter": suite_scatter,
     "outputs": suite_outputs,
     "sync": suite_sync,
     "lift_splat": suite_lift_splat,
     "node": suite_node,
+    "convert": suite_convert,
 }
 
 

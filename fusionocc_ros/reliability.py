@@ -689,7 +689,7 @@ class NodeHarness:
     NAMESPACE = "reliability"
 
     def __init__(self, model: Any, calibration_file: Any, *, domain_id: int, spin: bool = True,
-                 **overrides: Any) -> None:
+                 keep_messages: bool = True, **overrides: Any) -> None:
         import threading
 
         import rclpy
@@ -717,6 +717,7 @@ class NodeHarness:
         self.base = f"/{self.NAMESPACE}/occupancy_node"
         self._thread = None
         self.executor = None
+        self.keep_messages = keep_messages  # False: outputs kept as (arrival, stamp_ns) only (long runs)
         if spin:
             from diagnostic_msgs.msg import DiagnosticArray
             from sensor_msgs.msg import Image
@@ -732,8 +733,12 @@ class NodeHarness:
             self._thread.start()
 
     def _record(self, key: str, msg: Any) -> None:
+        item = msg if self.keep_messages or key == "diagnostics" else stamp_ns_of(msg)
         with self.lock:
-            self.received.setdefault(key, []).append((time.monotonic(), msg))
+            entries = self.received.setdefault(key, [])
+            entries.append((time.monotonic(), item))
+            if key == "diagnostics" and len(entries) > 50:
+                del entries[:-50]
 
     def outputs(self, key: str) -> list[tuple[float, Any]]:
         with self.lock:
@@ -840,7 +845,7 @@ class NodeHarness:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for arrival, msg in self.outputs("dense"):
-                if stamp_ns_of(msg) == stamp_ns:
+                if (msg if isinstance(msg, int) else stamp_ns_of(msg)) == stamp_ns:
                     return arrival, msg
             time.sleep(0.005)
         raise AssertionError(f"no output for stamp {stamp_ns} within {timeout_s} s; counters {self.node.counters}")
@@ -866,6 +871,98 @@ class NodeHarness:
             self._thread.join(timeout=10)
 
 
+@dataclass
+class OverloadFigures:
+    """What a sustained overload run measured."""
+
+    seconds: float
+    rate: float
+    sent: int  # sweeps published by the driver
+    received: int  # sweeps the node received (best-effort transport may lose some)
+    published: int  # occupancy outputs
+    dropped: int  # sweeps dropped and counted (sync drops + worker busy)
+    drop_reasons: dict[str, int]
+    latency_p50_s: float
+    latency_p99_s: float
+    latency_max_s: float
+    rss_start_kb: int
+    rss_end_kb: int
+    rss_growth_percent: float
+
+    def line(self) -> str:
+        mode = "as fast as possible" if self.rate <= 0 else f"{self.rate:g}x real time"
+        reasons = ", ".join(f"{k} {v}" for k, v in sorted(self.drop_reasons.items()))
+        return (
+            f"overload {mode}, {self.seconds:.0f} s: {self.sent} sweeps sent, {self.received} received, "
+            f"{self.published} published, {self.dropped} dropped and counted ({reasons}); latency p50 "
+            f"{self.latency_p50_s * 1e3:.0f} ms, p99 {self.latency_p99_s * 1e3:.0f} ms, max "
+            f"{self.latency_max_s * 1e3:.0f} ms; RSS after warm-up {self.rss_start_kb / 1024:.0f} -> "
+            f"{self.rss_end_kb / 1024:.0f} MiB ({self.rss_growth_percent:+.1f} %)"
+        )
+
+
+_SWEEP_DROPS = ("sync:incomplete", "sync:late_lidar", "sync:duplicate_lidar", "sync:lidar_queue_full",
+                "sync:superseded", "dropped:worker_busy", "rejected:pointcloud")
+
+
+def run_overload(calibration_file: Any, *, seconds: float, rate: float, delay_s: float, domain_id: int,
+                 period_s: float = 0.1) -> OverloadFigures:
+    """Publishes a 10 Hz rig stream at `rate` x real time (0 = as fast as possible) for `seconds` into a
+    node whose model takes `delay_s` per frame; samples VmRSS every 0.25 s (warm-up: the first quarter)."""
+    import dataclasses
+
+    harness = NodeHarness(stub_model(delay_s=delay_s), calibration_file, domain_id=domain_id,
+                          keep_messages=False)
+    base = rig_frames(10, seed=1, period_s=period_s)
+    sent_at: dict[int, float] = {}
+    samples: list[tuple[float, int]] = []
+    try:
+        harness.send_frame(base[0])  # camera infos + discovery
+        harness.wait_output(base[0].stamp_ns)
+        start = time.monotonic()
+        next_sample, index = start, 1
+        while time.monotonic() - start < seconds:
+            template = base[index % len(base)]
+            shift = (index - index % len(base)) * round(period_s * 1e9)
+            frame = dataclasses.replace(
+                template,
+                stamp_ns=template.stamp_ns + shift,
+                camera_stamps_ns=[s + shift for s in template.camera_stamps_ns],
+                translation=np.array([5.0 * index * period_s, 0.0, 0.0]),
+            )
+            harness.send_frame(frame, wait=False)
+            sent_at[frame.stamp_ns] = time.monotonic()
+            index += 1
+            if rate > 0:
+                time.sleep(max(0.0, start + index * period_s / rate - time.monotonic()))
+            else:
+                time.sleep(0.001)  # let the executor threads run (2 cores shared)
+            if time.monotonic() >= next_sample:
+                samples.append((time.monotonic() - start, rss_kb()))
+                next_sample += 0.25
+        harness.node.wait_idle(30.0)
+        time.sleep(1.0)
+        counters = harness.node.counters
+        outputs = harness.outputs("dense")
+    finally:
+        harness.close()
+    latencies = sorted(arrival - sent_at[stamp] for arrival, stamp in outputs if stamp in sent_at)
+    drops = {k: v for k, v in counters.items() if k.startswith(_SWEEP_DROPS)}
+    after = [kb for t, kb in samples if t >= seconds / 4]
+    warm = after[: max(1, len(after) // 10)]
+    tail = after[-max(1, len(after) // 10):]
+    start_kb, end_kb = int(np.median(warm)), int(np.median(tail))
+    return OverloadFigures(
+        seconds=seconds, rate=rate, sent=len(sent_at), received=counters.get("in:pointcloud", 0) - 1,
+        published=counters.get("published", 0) - 1, dropped=sum(drops.values()), drop_reasons=drops,
+        latency_p50_s=float(np.percentile(latencies, 50)) if latencies else float("nan"),
+        latency_p99_s=float(np.percentile(latencies, 99)) if latencies else float("nan"),
+        latency_max_s=latencies[-1] if latencies else float("nan"),
+        rss_start_kb=start_kb, rss_end_kb=end_kb,
+        rss_growth_percent=100.0 * (end_kb - start_kb) / max(start_kb, 1),
+    )
+
+
 # ----------------------------------------------------------------------------------------------------- CLI
 
 
@@ -876,7 +973,22 @@ def main(argv: list[str] | None = None) -> int:
     fuzz_parser = sub.add_parser("fuzz", help="fuzz the message conversions")
     fuzz_parser.add_argument("--examples", type=int, default=2000, help="cases per message type")
     fuzz_parser.add_argument("--kinds", default="image,compressed,pointcloud")
+    over = sub.add_parser("overload", help="sustained overload of a node with a slow stub model")
+    over.add_argument("--seconds", type=float, default=120.0)
+    over.add_argument("--rate", type=float, default=0.0, help="x real time of a 10 Hz stream; 0 = max")
+    over.add_argument("--delay-ms", type=float, default=60.0, help="emulated inference time [ms]")
     args = parser.parse_args(argv)
+    if args.command == "overload":
+        import os
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = f"{folder}/calibration.yaml"
+            write_rig_calibration(path)
+            figures = run_overload(path, seconds=args.seconds, rate=args.rate, delay_s=args.delay_ms / 1e3,
+                                   domain_id=150 + os.getpid() % 80)
+        print(figures.line(), flush=True)
+        return 0
     if args.command == "fuzz":
         failed = 0
         for kind in args.kinds.split(","):

@@ -901,8 +901,9 @@ class OverloadFigures:
         )
 
 
-_SWEEP_DROPS = ("sync:incomplete", "sync:late_lidar", "sync:duplicate_lidar", "sync:lidar_queue_full",
-                "sync:superseded", "dropped:worker_busy", "rejected:pointcloud")
+_SWEEP_DROPS = ("sync:dropped:incomplete", "sync:dropped:late_lidar", "sync:dropped:duplicate_lidar",
+                "sync:dropped:lidar_queue_full", "sync:dropped:superseded", "dropped:worker_busy",
+                "rejected:pointcloud")
 
 
 def run_overload(calibration_file: Any, *, seconds: float, rate: float, delay_s: float, domain_id: int,

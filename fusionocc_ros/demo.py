@@ -55,6 +55,7 @@ class DemoSummary:
     node_miou_no_mask: float
     offline_miou_camera_mask: float | None
     offline_miou_no_mask: float | None
+    node_offline_voxel_agreement: float | None
     renders: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -133,8 +134,14 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
     try:
         report = replay_bag(bag, rate=options.rate, node=recorder, wait_for_subscribers=10.0, delay=0.5)
         published = report.published.get(LIDAR_TOPIC, 0)
-        node.wait_idle(timeout_s=120.0)
+        # the last messages are still in flight when replay returns: wait until the node has them all
+        expected = {f"in:{name}": report.published.get(image_topic(name), 0) for name in CAMERA_NAMES}
+        expected["in:pointcloud"] = published
         deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and any(node.counters.get(k, 0) < v for k, v in expected.items()):
+            time.sleep(0.02)
+        node.wait_idle(timeout_s=120.0)
+        deadline = time.monotonic() + 10.0  # the recorder receives what the node published last
         while time.monotonic() < deadline and len(grids) < node.counters.get("published", 0):
             time.sleep(0.05)
         time.sleep(0.5)  # the last debug/timing messages
@@ -149,7 +156,8 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
 
 
 def _offline_scores(dataroot: Path, work: Path, checkpoint: Path | None, device: str) -> tuple[float, float] | None:
-    """mIoU (camera mask, no mask) of the same checkpoint through the offline evaluation path."""
+    """mIoU (camera mask, no mask) of the same checkpoint through the offline evaluation path (`fusionocc eval`'s
+    code); its predictions are saved as `<work>/offline_predictions/<token>.npz`."""
     import torch
 
     from fusionocc_core.data.collate import collate
@@ -168,7 +176,8 @@ def _offline_scores(dataroot: Path, work: Path, checkpoint: Path | None, device:
     dataset = OccupancyDataset(info_path, input_size=model.config.camera.input_size, train=False, split=None,
                                config=DatasetConfig(with_imgseg=False))
     loader = torch.utils.data.DataLoader(dataset, batch_size=1, collate_fn=collate)
-    result = evaluate_model(model.predict, loader, device=resolved, split=None, total=len(dataset), progress=False)
+    result = evaluate_model(model.predict, loader, device=resolved, split=None, total=len(dataset), progress=False,
+                            save_dir=work / "offline_predictions")
     return result.camera_mask.miou, result.no_mask.miou
 
 
@@ -213,6 +222,15 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             with_mask.update(labels, truth[stamp]["semantics"], truth[stamp]["mask_camera"])
             without.update(labels, truth[stamp]["semantics"])
     offline = _offline_scores(dataroot, out, checkpoint, options.device)
+    agreement = None
+    if offline is not None:  # voxel-wise agreement of the node's outputs with the offline predictions
+        same = total = 0
+        for stamp, labels in grids.items():
+            if stamp in truth:
+                with np.load(out / "offline_predictions" / f"{truth[stamp]['token']}.npz") as offline_pred:
+                    same += int((offline_pred["semantics"] == labels).sum())
+                total += labels.size
+        agreement = same / total if total else None
 
     print("[5/5] rendering", flush=True)
     renders = []
@@ -240,6 +258,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         node_miou_camera_mask=with_mask.compute().miou, node_miou_no_mask=without.compute().miou,
         offline_miou_camera_mask=offline[0] if offline else None,
         offline_miou_no_mask=offline[1] if offline else None,
+        node_offline_voxel_agreement=agreement,
         renders=renders, seconds=time.monotonic() - start)
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
     return summary
@@ -255,7 +274,7 @@ def format_summary(summary: DemoSummary) -> str:
         f"checkpoint          {summary.checkpoint}",
         f"lidar frames        {summary.frames_published} replayed, {summary.frames_out} occupancy outputs",
         f"node counters       " + ", ".join(f"{k}={v}" for k, v in sorted(summary.node_counters.items())
-                                             if k.startswith(("dropped", "rejected", "published", "inference"))),
+                                             if k.startswith(("dropped", "rejected", "published", "inference", "sync:", "no_odometry"))),
         "latency per stage   p50 / p95 [ms]",
     ]
     lines += [f"  {stage:18s}{v['p50']:8.1f} / {v['p95']:8.1f}" for stage, v in summary.latency_ms.items()]
@@ -264,6 +283,7 @@ def format_summary(summary: DemoSummary) -> str:
         f"{pct(summary.node_miou_no_mask)} (no mask)",
         f"mIoU offline eval   {pct(summary.offline_miou_camera_mask)} (camera mask), "
         f"{pct(summary.offline_miou_no_mask)} (no mask)",
+        f"node vs offline     {pct(summary.node_offline_voxel_agreement)} % of voxels identical",
         "files",
         f"  bag               {summary.bag}",
         *[f"  render            {path}" for path in summary.renders],

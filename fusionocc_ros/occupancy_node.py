@@ -141,6 +141,7 @@ class OccupancyNode(Node):
         self._counters: Counter[str] = Counter()
         self._lock = threading.Lock()
         self._mailbox: SyncGroup | None = None
+        self._busy = False  # the worker is processing a group it took from the mailbox
         self._mailbox_cv = threading.Condition()
         self._stopping = False
         self._worker: threading.Thread | None = None
@@ -431,6 +432,7 @@ class OccupancyNode(Node):
                 if self._stopping:
                     return
                 group, self._mailbox = self._mailbox, None
+                self._busy = True
             try:
                 self._process(group)
             except Exception as error:  # the node never dies on data: count, log, go on
@@ -440,6 +442,9 @@ class OccupancyNode(Node):
                     f"{type(error).__name__}: {error}",
                     throttle_duration_sec=1.0,
                 )
+            finally:
+                with self._mailbox_cv:
+                    self._busy = False
 
     def _decode_images(self, group: SyncGroup) -> tuple[list[np.ndarray], np.ndarray]:
         images, intrinsics = [], []
@@ -607,11 +612,12 @@ class OccupancyNode(Node):
             return dict(self._counters)
 
     def wait_idle(self, timeout_s: float = 10.0) -> bool:
-        """Waits until no group is waiting for the worker (tests, tools); False on timeout."""
+        """Waits until no group is waiting for the worker and none is being processed (tests, tools); False on
+        timeout."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             with self._mailbox_cv:
-                if self._mailbox is None:
+                if self._mailbox is None and not self._busy:
                     return True
             time.sleep(0.005)
         return False

@@ -156,3 +156,22 @@ def test_lift_splat_rejects_mismatched_shapes() -> None:
             post_trans,
             bda,
         )
+
+
+def test_inference_csr_path_equals_the_training_index_add_path():
+    from fusionocc_core.model.lift_splat import PoolingPlan, plan_voxel_pooling, voxel_pool
+
+    torch.manual_seed(0)
+    grid = (10, 8, 4)
+    points = torch.rand(1, 2, 5, 3, 4, 3) * torch.tensor([10.0, 8.0, 4.0]) - 0.5  # some outside the grid
+    plan = plan_voxel_pooling(points, (0.0, 0.0, 0.0), (1.0, 1.0, 1.0), grid)
+    depth = torch.rand(1, 2, 5, 3, 4)
+    feat = torch.randn(1, 2, 6, 3, 4)
+    with torch.no_grad():
+        inference = voxel_pool(depth, feat, plan, grid)  # CSR product
+    training = voxel_pool(depth.requires_grad_(), feat, plan, grid)  # index_add (autograd)
+    without_csr = voxel_pool(depth.detach(), feat, PoolingPlan(plan.ranks_bev, plan.ranks_depth, plan.ranks_feat, 1),
+                             grid)
+    torch.testing.assert_close(inference, training.detach(), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(inference, without_csr, rtol=1e-5, atol=1e-6)
+    assert inference.abs().sum() > 0

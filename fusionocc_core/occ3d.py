@@ -59,6 +59,12 @@ CAMERA_NAMES: tuple[str, ...] = (
 )
 LIDAR_NAME = "LIDAR_TOP"
 
+# Tables of a nuScenes version folder (v1.0-*/<name>.json) that the devkit needs (lidarseg is optional).
+NUSCENES_TABLES: tuple[str, ...] = (
+    "scene", "sample", "sample_data", "ego_pose", "calibrated_sensor", "sensor", "log", "map", "category",
+    "attribute", "visibility", "instance", "sample_annotation",
+)
+
 
 def voxel_centers() -> np.ndarray:
     """Centres of all voxels in the ego frame, shape (200, 200, 16, 3) [m], indexed [x, y, z]."""

@@ -33,6 +33,7 @@ from fusionocc_core.occ3d import (
     CAMERA_NAMES,
     FREE_LABEL,
     LIDAR_NAME,
+    NUSCENES_TABLES,
     POINT_CLOUD_RANGE,
     VOXEL_SIZE,
 )
@@ -824,22 +825,7 @@ def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
     if not dataroot.is_dir():
         raise ConvertError(f"{dataroot} is not a directory (expected a nuScenes dataroot).")
     tables = dataroot / version
-    required = (
-        "scene",
-        "sample",
-        "sample_data",
-        "ego_pose",
-        "calibrated_sensor",
-        "sensor",
-        "log",
-        "map",
-        "category",
-        "attribute",
-        "visibility",
-        "instance",
-        "sample_annotation",
-    )
-    missing = [f"{tables / name}.json" for name in required if not (tables / f"{name}.json").is_file()]
+    missing = [f"{tables / name}.json" for name in NUSCENES_TABLES if not (tables / f"{name}.json").is_file()]
     if missing:
         raise ConvertError(f"{dataroot} lacks nuScenes {version} table(s): {', '.join(missing)}.")
     from nuscenes.nuscenes import NuScenes

@@ -21,23 +21,9 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE, LIDAR_NAME
+from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE, LIDAR_NAME, NUSCENES_TABLES
 
-REQUIRED_TABLES = (
-    "scene",
-    "sample",
-    "sample_data",
-    "ego_pose",
-    "calibrated_sensor",
-    "sensor",
-    "log",
-    "map",
-    "category",
-    "attribute",
-    "visibility",
-    "instance",
-    "sample_annotation",
-)
+REQUIRED_TABLES = NUSCENES_TABLES
 OCC_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
 _SHOW = 3  # examples listed per problem
 

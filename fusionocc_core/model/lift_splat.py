@@ -84,7 +84,10 @@ class PoolingPlan:
     ranks_depth: torch.Tensor
     ranks_feat: torch.Tensor
     batch_size: int
-    crow_indices: torch.Tensor | None = None  # (B*Z*Y*X + 1,) CSR row pointers of ranks_bev (inference path)
+    # The same entries ordered by pixel, as a CSR (pixels x voxels) matrix for the inference path:
+    pixel_crow: torch.Tensor | None = None  # (B*N*h*w + 1,) row pointers
+    pixel_ranks_bev: torch.Tensor | None = None  # (M,) column (voxel) of each entry
+    pixel_ranks_depth: torch.Tensor | None = None  # (M,) depth entry of each entry
 
 
 def plan_voxel_pooling(
@@ -122,10 +125,14 @@ def plan_voxel_pooling(
     )
     ranks_bev = ((batch_idx * nz + coor[:, 2]) * ny + coor[:, 1]) * nx + coor[:, 0]
     order = ranks_bev.argsort()
-    ranks_bev = ranks_bev[order].contiguous()
-    crow = torch.zeros(b * nz * ny * nx + 1, dtype=torch.int64, device=device)
-    crow[1:] = torch.bincount(ranks_bev, minlength=b * nz * ny * nx).cumsum(0)
-    return PoolingPlan(ranks_bev, ranks_depth[order].contiguous(), ranks_feat[order].contiguous(), b, crow)
+    ranks_bev, ranks_depth, ranks_feat = ranks_bev[order], ranks_depth[order], ranks_feat[order]
+    by_pixel = ranks_feat.argsort(stable=True)
+    pixel_crow = torch.zeros(num_points // d + 1, dtype=torch.int64, device=device)
+    pixel_crow[1:] = torch.bincount(ranks_feat, minlength=num_points // d).cumsum(0)
+    return PoolingPlan(
+        ranks_bev.contiguous(), ranks_depth.contiguous(), ranks_feat.contiguous(), b,
+        pixel_crow, ranks_bev[by_pixel].contiguous(), ranks_depth[by_pixel].contiguous(),
+    )
 
 
 def voxel_pool(
@@ -145,18 +152,20 @@ def voxel_pool(
     b, n, c, h, w = feat.shape
     nx, ny, nz = grid_shape
     feat_flat = feat.permute(0, 1, 3, 4, 2).reshape(-1, c)  # (B*N*h*w, C)
-    weights = depth.reshape(-1)[plan.ranks_depth]  # (M,)
-    if plan.crow_indices is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
-        # Inference: the plan is a sparse (voxels x pixels) matrix whose values are the depth weights, so the
-        # pooling is one CSR @ dense product, without materialising the (M, C) contributions (3x faster on CPU).
+    if plan.pixel_crow is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
+        # Inference: the plan is a fixed sparse (pixels x voxels) matrix whose values are the depth weights, so
+        # the pooling is one dense (C x pixels) @ CSR product that lands directly in the (C, Z, Y, X) layout,
+        # without materialising the (M, C) contributions or permuting the volume (~3x faster on CPU).
         with warnings.catch_warnings():  # "sparse CSR support is in beta": it is exact here (tested)
             warnings.simplefilter("ignore", UserWarning)
-            splat = torch.sparse_csr_tensor(plan.crow_indices, plan.ranks_feat, weights.to(feat_flat.dtype),
-                                            size=(b * nz * ny * nx, feat_flat.shape[0]))
-        out = splat @ feat_flat  # (B*Z*Y*X, C)
-    else:
-        contrib = weights[:, None] * feat_flat[plan.ranks_feat]  # (M, C)
-        out = feat.new_zeros(b * nz * ny * nx, c).index_add(0, plan.ranks_bev, contrib)
+            splat = torch.sparse_csr_tensor(plan.pixel_crow, plan.pixel_ranks_bev,
+                                            depth.reshape(-1)[plan.pixel_ranks_depth].to(feat.dtype),
+                                            size=(b * n * h * w, b * nz * ny * nx))
+            out = feat.permute(2, 0, 1, 3, 4).reshape(c, -1) @ splat  # (C, B*Z*Y*X)
+        return out.view(c, b, nz, ny, nx).transpose(0, 1).contiguous()  # a view when B == 1
+    feat_flat = feat.permute(0, 1, 3, 4, 2).reshape(-1, c)  # (B*N*h*w, C)
+    contrib = depth.reshape(-1)[plan.ranks_depth, None] * feat_flat[plan.ranks_feat]  # (M, C)
+    out = feat.new_zeros(b * nz * ny * nx, c).index_add(0, plan.ranks_bev, contrib)
     return out.view(b, nz, ny, nx, c).permute(0, 4, 1, 2, 3).contiguous()
 
 

@@ -549,7 +549,7 @@ def stub_model(*, delay_s: float = 0.0) -> Any:
     frame), and every label on the lidar points; `delay_s` emulates inference time."""
     import torch
 
-    from fusionocc_core.occ3d import GRID_SHAPE
+    from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE
 
     class StubModel(torch.nn.Module):
         def __init__(self) -> None:
@@ -576,7 +576,11 @@ def stub_model(*, delay_s: float = 0.0) -> Any:
                 + (lidar * torch.tensor([1.0, 1.0, 1.0, 0.01])).sum() * self.weight[0]
             )  # (200, 200)
             field = value[:, :, None] + self.height * self.weight[1]
-            return (torch.floor(field.abs() * 3) % (GRID_SHAPE[2] + 2)).to(torch.uint8)[None]
+            labels = (torch.floor(field.abs() * 3) % (GRID_SHAPE[2] + 2)).to(torch.uint8)
+            # Occupied only in the two lowest layers (80k voxels), free above: Occ3D scenes have ~5-10 %
+            # occupied voxels, and output building costs scale with them (a fully occupied grid is 600k).
+            labels[:, :, 2:] = FREE_LABEL
+            return labels[None]
 
     return StubModel().eval()
 
@@ -694,7 +698,7 @@ class NodeHarness:
 
         import rclpy
         from rclpy.context import Context
-        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.executors import SingleThreadedExecutor
         from rclpy.parameter import Parameter
         from rclpy.qos import QoSProfile, ReliabilityPolicy
 
@@ -726,7 +730,7 @@ class NodeHarness:
             for key, msg_type, topic in (("dense", Image, f"{self.base}/output/dense_grid"),
                                          ("diagnostics", DiagnosticArray, "/diagnostics")):
                 self.driver.create_subscription(msg_type, topic, lambda m, k=key: self._record(k, m), qos)
-            self.executor = MultiThreadedExecutor(num_threads=2, context=self.context)
+            self.executor = SingleThreadedExecutor(context=self.context)
             self.executor.add_node(self.node)
             self.executor.add_node(self.driver)
             self._thread = threading.Thread(target=self.executor.spin, daemon=True)
@@ -901,61 +905,121 @@ class OverloadFigures:
         )
 
 
-_SWEEP_DROPS = ("sync:dropped:incomplete", "sync:dropped:late_lidar", "sync:dropped:duplicate_lidar",
+# One counter per dropped sweep (a sweep missing two cameras counts once in sync:incomplete_sweeps, twice in
+# the per-camera sync:dropped:incomplete:<camera> keys, which are therefore not summed here).
+_SWEEP_DROPS = ("sync:incomplete_sweeps", "sync:dropped:late_lidar", "sync:dropped:duplicate_lidar",
                 "sync:dropped:lidar_queue_full", "sync:dropped:superseded", "dropped:worker_busy",
                 "rejected:pointcloud")
 
 
-def run_overload(calibration_file: Any, *, seconds: float, rate: float, delay_s: float, domain_id: int,
-                 period_s: float = 0.1) -> OverloadFigures:
-    """Publishes a 10 Hz rig stream at `rate` x real time (0 = as fast as possible) for `seconds` into a
-    node whose model takes `delay_s` per frame; samples VmRSS every 0.25 s (warm-up: the first quarter)."""
+def _stream_frame(template: RigFrame, index: int, period_s: float, count: int) -> RigFrame:
+    """Frame `index` of an endless 10 Hz stream that loops over `count` templates, with stamps and a pose
+    that keep moving forward."""
     import dataclasses
 
-    harness = NodeHarness(stub_model(delay_s=delay_s), calibration_file, domain_id=domain_id,
-                          keep_messages=False)
-    base = rig_frames(10, seed=1, period_s=period_s)
+    shift = (index - index % count) * round(period_s * 1e9)
+    return dataclasses.replace(
+        template,
+        stamp_ns=template.stamp_ns + shift,
+        camera_stamps_ns=[s + shift for s in template.camera_stamps_ns],
+        translation=np.array([5.0 * index * period_s, 0.0, 0.0]),
+    )
+
+
+def _publish_overload_stream(domain_id: int, seconds: float, rate: float, period_s: float, results: Any) -> None:
+    """Child process of `run_overload`: plays the rig stream into the node's inputs like `ros2 bag play` (a
+    process of its own, so the player's Python does not compete with the node's for one GIL) and puts
+    {sweep stamp: monotonic send time} on `results` (CLOCK_MONOTONIC is shared by the processes)."""
+    import rclpy
+    from nav_msgs.msg import Odometry
+    from rclpy.context import Context
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from sensor_msgs.msg import PointCloud2
+
+    context = Context()
+    rclpy.init(context=context, domain_id=domain_id)
+    node = rclpy.create_node("overload_player", context=context)
+    builder = NodeHarness.__new__(NodeHarness)  # only its message builders, which need `transport`
+    builder.transport = "raw"
+    base = f"/{NodeHarness.NAMESPACE}/occupancy_node"
+    qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+    templates = rig_frames(10, seed=1, period_s=period_s)
     sent_at: dict[int, float] = {}
-    samples: list[tuple[float, int]] = []
     try:
-        harness.send_frame(base[0])  # camera infos + discovery
-        harness.wait_output(base[0].stamp_ns)
-        start = time.monotonic()
-        next_sample, index = start, 1
+        # Every publisher matched with the node's subscription before the clock starts (discovery takes
+        # seconds here, and a late match would turn the paced stream into a burst).
+        publishers = {"input/odometry": node.create_publisher(Odometry, f"{base}/input/odometry", qos),
+                      "input/pointcloud": node.create_publisher(PointCloud2, f"{base}/input/pointcloud", qos)}
+        for camera in range(6):
+            msg_type, topic, _ = builder.image_msg(templates[0], camera)
+            publishers[topic] = node.create_publisher(msg_type, f"{base}/{topic}", qos)
+        deadline = time.monotonic() + 30.0
+        while time.monotonic() < deadline and not all(p.get_subscription_count() for p in publishers.values()):
+            time.sleep(0.01)
+
+        def publish(msg_type: Any, topic: str, msg: Any) -> None:
+            publishers[topic].publish(msg)
+
+        start, index = time.monotonic(), 1
         while time.monotonic() - start < seconds:
-            template = base[index % len(base)]
-            shift = (index - index % len(base)) * round(period_s * 1e9)
-            frame = dataclasses.replace(
-                template,
-                stamp_ns=template.stamp_ns + shift,
-                camera_stamps_ns=[s + shift for s in template.camera_stamps_ns],
-                translation=np.array([5.0 * index * period_s, 0.0, 0.0]),
-            )
-            harness.send_frame(frame, wait=False)
+            frame = _stream_frame(templates[index % len(templates)], index, period_s, len(templates))
+            publish(Odometry, "input/odometry", builder.odometry_msg(frame))
+            publish(PointCloud2, "input/pointcloud", builder.cloud_msg(frame))
+            for camera in range(6):
+                publish(*builder.image_msg(frame, camera))
             sent_at[frame.stamp_ns] = time.monotonic()
             index += 1
             if rate > 0:
-                time.sleep(max(0.0, start + index * period_s / rate - time.monotonic()))
-            else:
-                time.sleep(0.001)  # let the executor threads run (2 cores shared)
-            if time.monotonic() >= next_sample:
+                time.sleep(max(0.0, start + (index - 1) * period_s / rate - time.monotonic()))
+    finally:
+        results.put(sent_at)
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def run_overload(calibration_file: Any, *, seconds: float, rate: float, delay_s: float, domain_id: int,
+                 period_s: float = 0.1) -> OverloadFigures:
+    """Publishes a 10 Hz rig stream at `rate` x real time (0 = as fast as possible) for `seconds`, from a
+    separate process, into a node whose model takes `delay_s` per frame; samples the node process's VmRSS
+    every 0.25 s (warm-up: the first quarter)."""
+    import multiprocessing
+
+    harness = NodeHarness(stub_model(delay_s=delay_s), calibration_file, domain_id=domain_id,
+                          keep_messages=False)
+    samples: list[tuple[float, int]] = []
+    try:
+        first = rig_frames(1, seed=1, period_s=period_s)[0]
+        harness.send_frame(first)  # camera infos (kept by the node) + discovery
+        harness.wait_output(first.stamp_ns)
+        before = dict(harness.node.counters)
+        spawn = multiprocessing.get_context("spawn")  # never fork a process that runs DDS threads
+        results = spawn.Queue()
+        player = spawn.Process(target=_publish_overload_stream, args=(domain_id, seconds, rate, period_s, results),
+                               daemon=True)
+        player.start()
+        start = None
+        while player.is_alive() and results.empty():
+            if harness.node.counters.get("in:pointcloud", 0) > before.get("in:pointcloud", 0):
+                start = start or time.monotonic()  # the stream has begun
                 samples.append((time.monotonic() - start, rss_kb()))
-                next_sample += 0.25
+            time.sleep(0.25)
+        sent_at = results.get(timeout=60.0)
+        player.join(timeout=30.0)
         harness.node.wait_idle(30.0)
         time.sleep(1.0)
-        counters = harness.node.counters
+        counters = {k: v - before.get(k, 0) for k, v in harness.node.counters.items()}
         outputs = harness.outputs("dense")
     finally:
         harness.close()
     latencies = sorted(arrival - sent_at[stamp] for arrival, stamp in outputs if stamp in sent_at)
-    drops = {k: v for k, v in counters.items() if k.startswith(_SWEEP_DROPS)}
-    after = [kb for t, kb in samples if t >= seconds / 4]
+    drops = {k: v for k, v in counters.items() if k.startswith(_SWEEP_DROPS) and v}
+    after = [kb for t, kb in samples if t >= seconds / 4] or [kb for _, kb in samples] or [rss_kb()]
     warm = after[: max(1, len(after) // 10)]
     tail = after[-max(1, len(after) // 10):]
     start_kb, end_kb = int(np.median(warm)), int(np.median(tail))
     return OverloadFigures(
-        seconds=seconds, rate=rate, sent=len(sent_at), received=counters.get("in:pointcloud", 0) - 1,
-        published=counters.get("published", 0) - 1, dropped=sum(drops.values()), drop_reasons=drops,
+        seconds=seconds, rate=rate, sent=len(sent_at), received=counters.get("in:pointcloud", 0),
+        published=counters.get("published", 0), dropped=sum(drops.values()), drop_reasons=drops,
         latency_p50_s=float(np.percentile(latencies, 50)) if latencies else float("nan"),
         latency_p99_s=float(np.percentile(latencies, 99)) if latencies else float("nan"),
         latency_max_s=latencies[-1] if latencies else float("nan"),

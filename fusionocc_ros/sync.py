@@ -226,6 +226,7 @@ class LidarAnchoredSync:
             missing = [self.camera_names[c] for c, (index, _) in enumerate(choices) if index is None]
             if missing:
                 del self._lidar.stamps[position], self._lidar.payloads[position]
+                self.counters["incomplete_sweeps"] += 1  # one per sweep; the per-camera keys say which camera
                 for name in missing:
                     self.counters[f"dropped:incomplete:{name}"] += 1
                 continue

@@ -151,18 +151,20 @@ def voxel_pool(
     """
     b, n, c, h, w = feat.shape
     nx, ny, nz = grid_shape
-    feat_flat = feat.permute(0, 1, 3, 4, 2).reshape(-1, c)  # (B*N*h*w, C)
     if plan.pixel_crow is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
         # Inference: the plan is a fixed sparse (pixels x voxels) matrix whose values are the depth weights, so
         # the pooling is one dense (C x pixels) @ CSR product that lands directly in the (C, Z, Y, X) layout,
         # without materialising the (M, C) contributions or permuting the volume (~3x faster on CPU).
-        with warnings.catch_warnings():  # "sparse CSR support is in beta": it is exact here (tested)
-            warnings.simplefilter("ignore", UserWarning)
+        # Sparse kernels exist for fp32/fp64 only (CPU MKL has no bf16/fp16 addmm): reduced precision (autocast)
+        # pools in fp32, which also keeps the sums over many depth bins accurate, and casts back.
+        dtype = feat.dtype if feat.dtype in (torch.float32, torch.float64) else torch.float32
+        with warnings.catch_warnings(), torch.autocast(feat.device.type, enabled=False):
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": exact here (tested)
             splat = torch.sparse_csr_tensor(plan.pixel_crow, plan.pixel_ranks_bev,
-                                            depth.reshape(-1)[plan.pixel_ranks_depth].to(feat.dtype),
+                                            depth.reshape(-1)[plan.pixel_ranks_depth].to(dtype),
                                             size=(b * n * h * w, b * nz * ny * nx))
-            out = feat.permute(2, 0, 1, 3, 4).reshape(c, -1) @ splat  # (C, B*Z*Y*X)
-        return out.view(c, b, nz, ny, nx).transpose(0, 1).contiguous()  # a view when B == 1
+            out = feat.permute(2, 0, 1, 3, 4).reshape(c, -1).to(dtype) @ splat  # (C, B*Z*Y*X)
+        return out.to(feat.dtype).view(c, b, nz, ny, nx).transpose(0, 1).contiguous()  # a view when B == 1
     feat_flat = feat.permute(0, 1, 3, 4, 2).reshape(-1, c)  # (B*N*h*w, C)
     contrib = depth.reshape(-1)[plan.ranks_depth, None] * feat_flat[plan.ranks_feat]  # (M, C)
     out = feat.new_zeros(b * nz * ny * nx, c).index_add(0, plan.ranks_bev, contrib)

@@ -20,8 +20,9 @@ from fusionocc_ros import reliability
 from fusionocc_ros.conversions import ConversionError, compressed_image_to_rgb, image_to_rgb
 
 SCALE = float(os.environ.get("FUSIONOCC_FUZZ_EXAMPLES", "0")) or None
-# Cases per type: enough for at least 1000 malformed messages of each (rejection rates ~90/50/85 %).
-EXAMPLES = {"image": 1200, "compressed": 1600, "pointcloud": 1300}
+# Cases per type: at least 1000 malformed messages of each with margin (rejection rates ~82-86 / 65 / 86 %,
+# varying by a few per cent with the hypothesis version; CI once saw 987 of 1200 images).
+EXAMPLES = {"image": 1500, "compressed": 2000, "pointcloud": 1500}
 MIN_MALFORMED = 1000
 
 

@@ -27,18 +27,22 @@ def calibration_file(tmp_path_factory):
     return path
 
 
-def test_sustained_overload_drops_counted_latency_bounded_rss_flat(calibration_file):
+@pytest.mark.parametrize("rate", [5.0, 0.0], ids=["5x_real_time", "as_fast_as_possible"])
+def test_sustained_overload_drops_counted_latency_bounded_rss_flat(calibration_file, rate):
+    """The stream comes from a separate process, as from `ros2 bag play`."""
     figures = reliability.run_overload(
-        calibration_file, seconds=SECONDS, rate=0.0, delay_s=0.06, domain_id=DOMAIN
+        calibration_file, seconds=SECONDS, rate=rate, delay_s=0.06, domain_id=DOMAIN
     )
     print("\n" + figures.line())
     assert figures.published >= 5, figures.line()
-    assert figures.dropped > 0, "publishing as fast as possible must overrun a 60 ms model"
-    assert abs(figures.received - figures.published - figures.dropped) <= 6, "every sweep accounted for"
-    # Bounded, not growing: the single-slot mailbox keeps the median near 2-3 inference times; the tail
-    # reflects CPU starvation of this shared 2-core CI (seen: p99 0.5 s alone, 4.7 s beside other tests).
+    assert figures.dropped > 0, "a 50 Hz or faster stream must overrun a 60 ms model"
+    assert figures.received >= 0.5 * figures.sent if rate else figures.received > 0, figures.line()
+    # Every sweep the node received is either published or dropped with a counted reason.
+    assert abs(figures.received - figures.published - figures.dropped) <= 2, figures.line()
+    # Bounded, not growing: the single-slot mailbox keeps the median near 1-2 inference times; the tail
+    # reflects CPU starvation of a shared 2-core machine.
     assert figures.latency_p50_s < 1.0, figures.line()
-    assert figures.latency_p99_s < 10.0, figures.line()
+    assert figures.latency_p99_s < 5.0, figures.line()
     assert figures.rss_growth_percent <= 5.0, figures.line()
 
 

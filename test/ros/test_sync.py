@@ -107,6 +107,7 @@ def test_a_dropped_camera_frame_drops_only_the_sweeps_that_needed_it():
     lost = {s for s, g in reference.items() if g[CAMS.index("CAM_BACK")] is None}
     assert lost, "the skipped frame must leave some sweep without CAM_BACK"
     assert sync.counters["dropped:incomplete:CAM_BACK"] == len(lost)
+    assert sync.counters["incomplete_sweeps"] == len(lost)  # once per sweep, whatever cameras it lacks
     assert not lost & {g.stamp_ns for g in groups}
     for group in groups:
         assert group.camera_stamps_ns == reference[group.stamp_ns]

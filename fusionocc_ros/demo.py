@@ -83,7 +83,7 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
     """Starts the node and a recorder in one rclpy context, replays the bag, returns what the node published."""
     import rclpy
     from rclpy.context import Context
-    from rclpy.executors import MultiThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
     from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import Image
@@ -126,7 +126,7 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
                 timings[stage].append(msg.data)
 
         recorder.create_subscription(Float64, f"/occupancy_node/debug/{stage}_ms", on_timing, qos)
-    executor = MultiThreadedExecutor(num_threads=3, context=context)
+    executor = SingleThreadedExecutor(context=context)  # as `rclpy.spin` in production; inference has its own thread
     executor.add_node(node)
     executor.add_node(recorder)
     spin = threading.Thread(target=executor.spin, daemon=True)

@@ -57,6 +57,8 @@ class SensorFrame:
         ego_to_global: (4, 4) ego pose at the lidar stamp.
         stamp_s: the lidar stamp [s].
         camera_names: optional camera names in the order of `images` (checked against the predictor's).
+        camera_present: optional (N,) bool; False marks a camera whose image is missing (sensor dropout):
+            its entry in `images` is a placeholder of any size and its features are zeroed in the model.
     """
 
     images: np.ndarray | Sequence[np.ndarray]
@@ -67,6 +69,7 @@ class SensorFrame:
     ego_to_global: np.ndarray
     stamp_s: float
     camera_names: tuple[str, ...] | None = None
+    camera_present: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -102,22 +105,16 @@ class ModelInputs:
     bda: torch.Tensor  # (1, 3, 3)
     points: torch.Tensor  # (P, 6) [batch, x, y, z, intensity, time_lag_s]
     sparse_depth: torch.Tensor  # (1, N, H, W)
+    camera_mask: torch.Tensor | None = None  # (1, 2, N), 0 = missing image; None when every camera is there
 
     def as_kwargs(self) -> dict[str, torch.Tensor]:
-        """Keyword arguments for `FusionOcc.forward` / `FusionOcc.predict`."""
-        return {
-            name: getattr(self, name)
-            for name in (
-                "images",
-                "intrinsics",
-                "cam_to_key_ego",
-                "post_rots",
-                "post_trans",
-                "bda",
-                "points",
-                "sparse_depth",
-            )
-        }
+        """Keyword arguments for `FusionOcc.forward` / `FusionOcc.predict` (`camera_mask` only when a camera
+        is missing)."""
+        names = ["images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points",
+                 "sparse_depth"]
+        if self.camera_mask is not None:
+            names.append("camera_mask")
+        return {name: getattr(self, name) for name in names}
 
 
 @dataclass
@@ -129,6 +126,7 @@ class _CameraFrame:
     post_rots: np.ndarray  # (N, 3, 3)
     post_trans: np.ndarray  # (N, 3)
     ego_to_global: np.ndarray
+    present: np.ndarray  # (N,) bool, False for a missing camera (dropout)
 
 
 @dataclass
@@ -312,10 +310,16 @@ class Predictor:
         """Preprocesses one frame into model inputs and updates the history (what `predict` runs first)."""
         timer = timer or _Timer(self.device)
         images, intrinsics, cam_to_ego, points, lidar_to_ego, ego_to_global = self._validated(frame)
+        present = np.ones(len(images), dtype=bool)
+        if frame.camera_present is not None:
+            present = np.asarray(frame.camera_present, dtype=bool).reshape(-1)
+            if present.shape != (len(images),):
+                raise PredictorError(f"camera_present must have one entry per image ({len(images)}), "
+                                     f"got {present.shape[0]}")
         stamp = float(frame.stamp_s)
         reset = self._maybe_reset(stamp, ego_to_global)
 
-        current = self._camera_frame(stamp, images, intrinsics, cam_to_ego, ego_to_global)
+        current = self._camera_frame(stamp, images, intrinsics, cam_to_ego, ego_to_global, present)
         timer.lap("images")
 
         points_ego = points[:, :3] @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]
@@ -357,6 +361,8 @@ class Predictor:
             bda=torch.eye(3, device=self.device)[None],
             points=points_tensor,
             sparse_depth=torch.zeros(0),
+            camera_mask=None if all(f.present.all() for f in frames)
+            else torch.from_numpy(np.stack([f.present for f in frames]).astype(np.float32))[None].to(self.device),
         )
         self._remember(current, sweep)
         timer.lap("history")
@@ -479,6 +485,7 @@ class Predictor:
         intrinsics: np.ndarray,
         cam_to_ego: np.ndarray,
         ego_to_global: np.ndarray,
+        present: np.ndarray,
     ) -> _CameraFrame:
         height, width = self.input_size
         groups: dict[tuple[int, int], list[int]] = {}
@@ -509,6 +516,7 @@ class Predictor:
             post_rots,
             post_trans,
             ego_to_global.astype(np.float64),
+            present,
         )
 
     def _previous_camera(self, stamp: float) -> _CameraFrame | None:

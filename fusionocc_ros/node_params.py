@@ -94,6 +94,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "reject sensor messages whose header.frame_id differs from the calibration's frame_id",
     ),
     ParamSpec(
+        "lidar_timeout_s",
+        1.0,
+        "images arriving without a PointCloud2 for this long is a lidar dropout: ERROR in /diagnostics, "
+        "no occupancy until the lidar returns [s]",
+        min_value=0.1,
+        max_value=3600.0,
+    ),
+    ParamSpec(
         "min_lidar_points",
         100,
         "sweeps with fewer finite points are rejected",
@@ -131,6 +139,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "how much later than newer stamps of other topics a message may still arrive [s]",
         min_value=0.0,
         max_value=10.0,
+    ),
+    ParamSpec(
+        "sync.max_missing_cameras",
+        2,
+        "a sweep missing at most this many cameras is published degraded (their views zeroed, "
+        "WARN in /diagnostics) instead of dropped; 0 requires every camera",
+        min_value=0,
+        max_value=64,
     ),
     ParamSpec(
         "sync.reset_jump_s",

@@ -122,6 +122,20 @@ def _stamp_ns(stamp: Any) -> int:
     return int(stamp.sec) * _NS + int(stamp.nanosec)
 
 
+def intrinsics_problem(k: np.ndarray, width: int, height: int) -> str:
+    """What is wrong with a CameraInfo's K for a pinhole camera ('' when nothing): finite, positive focal
+    lengths, rows [fx s cx; 0 fy cy; 0 0 1], principal point inside the image when its size is given."""
+    if not np.isfinite(k).all():
+        return "non-finite values"
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return "focal lengths must be positive"
+    if k[1, 0] != 0 or not np.array_equal(k[2], [0.0, 0.0, 1.0]):
+        return "not a pinhole matrix (K[1][0] must be 0 and the last row 0, 0, 1)"
+    if width > 0 and height > 0 and not (0 <= k[0, 2] <= width and 0 <= k[1, 2] <= height):
+        return f"principal point ({k[0, 2]:g}, {k[1, 2]:g}) outside the {width} x {height} image"
+    return ""
+
+
 class OccupancyNode(Node):
     """The occupancy node (see the module docstring).
 
@@ -169,6 +183,7 @@ class OccupancyNode(Node):
             lidar_queue_size=p["sync.lidar_queue_size"],
             arrival_slack_s=p["sync.arrival_slack_s"],
             reset_jump_s=p["sync.reset_jump_s"],
+            max_missing_cameras=min(p["sync.max_missing_cameras"], len(self._cameras) - 1),
         )
         self._odometry = OdometryBuffer(
             capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS)
@@ -177,6 +192,10 @@ class OccupancyNode(Node):
         self._create_interfaces()
         self._last_output_monotonic: float | None = None
         self._last_processing_ms = float("nan")
+        self._last_missing: tuple[str, ...] = ()  # cameras missing from the last published frame
+        self._last_image_monotonic: float | None = None  # arrival of the newest image / sweep (dropout policy)
+        self._last_sweep_monotonic: float | None = None
+        self._started_monotonic = time.monotonic()
         self._reported_failures = 0
         self._worker = threading.Thread(target=self._work, name="fusionocc-inference", daemon=True)
         self._worker.start()
@@ -326,14 +345,16 @@ class OccupancyNode(Node):
     def _on_camera_info(self, name: str, msg: Any) -> None:
         self._count(f"in:{name}/camera_info")
         intrinsics = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        if not np.isfinite(intrinsics).all() or intrinsics[0, 0] <= 0 or intrinsics[1, 1] <= 0:
-            self._reject(f"{name}/camera_info", "intrinsics", f"K = {intrinsics.tolist()}")
+        problem = intrinsics_problem(intrinsics, int(msg.width), int(msg.height))
+        if problem:
+            self._reject(f"{name}/camera_info", "intrinsics", f"{problem}: K = {intrinsics.tolist()}")
             return
         with self._lock:
             self._camera_models[name] = _CameraModel(intrinsics, int(msg.width), int(msg.height))
 
     def _on_image(self, name: str, msg: Any) -> None:
         self._count(f"in:{name}")
+        self._last_image_monotonic = time.monotonic()
         if not self._frame_ok(name, msg.header.frame_id, self._calibration[name].frame_id):
             return
         try:
@@ -358,6 +379,7 @@ class OccupancyNode(Node):
 
     def _on_pointcloud(self, msg: Any) -> None:
         self._count("in:pointcloud")
+        self._last_sweep_monotonic = time.monotonic()
         if not self._frame_ok(
             "pointcloud", msg.header.frame_id, self._calibration[self._params["lidar_name"]].frame_id
         ):
@@ -447,11 +469,19 @@ class OccupancyNode(Node):
                     self._busy = False
 
     def _decode_images(self, group: SyncGroup) -> tuple[list[np.ndarray], np.ndarray]:
+        """Images and intrinsics per camera; a missing camera (degraded group) gets a black placeholder of its
+        size and the intrinsics of its camera_info (or of a present camera): the model zeroes its features."""
         images, intrinsics = [], []
         height, width = self._input_size
-        for name, msg in zip(self._cameras, group.cameras, strict=True):
+        missing: list[int] = []
+        for index, (name, msg) in enumerate(zip(self._cameras, group.cameras, strict=True)):
             with self._lock:
                 model = self._camera_models.get(name)
+            if msg is None:
+                missing.append(index)
+                images.append(None)
+                intrinsics.append(None if model is None else model.intrinsics)
+                continue
             if model is None:
                 raise ConversionError(
                     f"{name}: no camera_info received and no intrinsics in the calibration",
@@ -477,6 +507,14 @@ class OccupancyNode(Node):
                 scale = np.diag([sx, sy, 1.0])
             images.append(rgb)
             intrinsics.append(scale @ model.intrinsics)
+        present = next(i for i, image in enumerate(images) if image is not None)  # the sync never emits none
+        for index in missing:
+            with self._lock:
+                model = self._camera_models.get(self._cameras[index])
+            size = (model.height, model.width) if model is not None and model.width and model.height else None
+            images[index] = np.zeros((*(size or images[present].shape[:2]), 3), dtype=np.uint8)
+            if intrinsics[index] is None or size is None:
+                intrinsics[index] = intrinsics[present]
         return images, np.stack(intrinsics)
 
     def _process(self, group: SyncGroup) -> None:
@@ -511,6 +549,7 @@ class OccupancyNode(Node):
             ego_to_global=pose,
             stamp_s=group.stamp_ns / _NS,
             camera_names=self._cameras,
+            camera_present=np.array([i not in group.missing for i in range(len(self._cameras))]),
         )
         result = self._predictor.predict(frame)
         publish_start = time.perf_counter()
@@ -526,6 +565,7 @@ class OccupancyNode(Node):
                 self._counters[f"history_resets:{reason}"] = count
             self._last_output_monotonic = time.monotonic()
             self._last_processing_ms = timings["processing_time"]
+            self._last_missing = tuple(self._cameras[i] for i in group.missing)
 
     def _publish(self, labels: np.ndarray, stamp: Any) -> None:
         from std_msgs.msg import Header
@@ -577,8 +617,11 @@ class OccupancyNode(Node):
             counters = dict(self._counters)
             last_output = self._last_output_monotonic
             processing = self._last_processing_ms
+            missing = self._last_missing
         failures = counters.get("inference_failures", 0)
         level, message = DiagnosticStatus.OK, "running"
+        if missing:
+            level, message = DiagnosticStatus.WARN, f"degraded: no image from {', '.join(missing)} (view zeroed)"
         if failures > self._reported_failures:
             level, message = (
                 DiagnosticStatus.WARN,
@@ -588,6 +631,11 @@ class OccupancyNode(Node):
             last_output is None or time.monotonic() - last_output > 5.0
         ):
             level, message = DiagnosticStatus.WARN, "lidar arrives but no occupancy was published for 5 s"
+        lidar_age = self._lidar_age_s()
+        if lidar_age is not None:  # lidar dropout policy: stop publishing and say so (README, sensor dropout)
+            level = DiagnosticStatus.ERROR
+            message = (f"lidar dropout: no PointCloud2 for {lidar_age:.1f} s while images arrive; occupancy is "
+                       "paused until the lidar returns (each output is anchored on, and needs, a sweep)")
         self._reported_failures = failures
         status = DiagnosticStatus(
             level=level,
@@ -598,10 +646,23 @@ class OccupancyNode(Node):
         values = [KeyValue(key=key, value=str(value)) for key, value in sorted(counters.items())]
         values.append(KeyValue(key="last_processing_time_ms", value=f"{processing:.1f}"))
         values.append(KeyValue(key="precision", value=self._predictor.precision))
+        values.append(KeyValue(key="missing_cameras", value=", ".join(missing)))
+        values.append(KeyValue(key="lidar_dropout", value=str(lidar_age is not None).lower()))
         status.values = values
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diagnostics.publish(array)
+
+    def _lidar_age_s(self) -> float | None:
+        """Seconds since the last sweep when images still arrive (within 1 s) and no sweep came for
+        `lidar_timeout_s`; None otherwise (no dropout)."""
+        now = time.monotonic()
+        image, sweep = self._last_image_monotonic, self._last_sweep_monotonic
+        if image is None or now - image > 1.0:
+            return None
+        since = sweep if sweep is not None else self._started_monotonic
+        age = now - since
+        return age if age > self._params["lidar_timeout_s"] else None
 
     # ------------------------------------------------------------------------------------------- public
 

@@ -855,12 +855,17 @@ class NodeHarness:
         raise AssertionError(f"no output for stamp {stamp_ns} within {timeout_s} s; counters {self.node.counters}")
 
     def latest_diagnostics(self, after: float = 0.0, timeout_s: float = 5.0) -> dict[str, str]:
-        """Key/values of the first /diagnostics message that arrives after monotonic time `after`."""
+        """Key/values of the first /diagnostics message that arrives after monotonic time `after`, plus the
+        status's `__level__` (0 OK, 1 WARN, 2 ERROR) and `__message__`."""
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             for arrival, msg in self.outputs("diagnostics"):
                 if arrival > after:
-                    return {kv.key: kv.value for status in msg.status for kv in status.values}
+                    values = {kv.key: kv.value for status in msg.status for kv in status.values}
+                    values["__level__"] = str(int.from_bytes(msg.status[0].level, "little")
+                                              if isinstance(msg.status[0].level, bytes) else msg.status[0].level)
+                    values["__message__"] = msg.status[0].message
+                    return values
             time.sleep(0.01)
         raise AssertionError("no /diagnostics message")
 

@@ -15,7 +15,9 @@ A camera's choice for sweep t is final ("decided") when any of these holds:
 3. the stream has moved on: some topic delivered a stamp >= t + window_max + arrival_slack, so (assuming each
    message arrives no later than `arrival_slack` after newer stamps of other topics) nothing else can come.
 A sweep is emitted when every camera is decided and has an image; it is dropped as incomplete (reason
-`incomplete:<camera>`) when a camera is decided without one. Other drop reasons are counted too:
+`incomplete:<camera>`) when a camera is decided without one, unless at most `max_missing_cameras` cameras
+are missing: then it is emitted degraded (their entries None, counted as `degraded:<camera>`), so a dead
+camera costs its own view and not the whole output. Other drop reasons are counted too:
 `late_lidar` (a sweep not newer than the last emitted one), `duplicate_lidar`, `lidar_queue_full` (the oldest
 pending sweep is evicted), `superseded` (an older pending sweep still undecided when a newer one is emitted),
 `late_camera` (an image older than anything that can still be used). A stamp more than `reset_jump_s` before
@@ -44,21 +46,26 @@ class SyncGroup:
     Attributes:
         stamp_ns: the lidar sweep stamp [ns].
         lidar: the lidar payload as given to `add_lidar`.
-        camera_stamps_ns: per camera (in `camera_names` order) the chosen image stamp [ns].
-        cameras: per camera the image payload.
+        camera_stamps_ns: per camera (in `camera_names` order) the chosen image stamp [ns], None if missing.
+        cameras: per camera the image payload, None if missing (a degraded group).
         reset: True for the first group after a time reset (temporal state should be cleared).
     """
 
     stamp_ns: int
     lidar: Any
-    camera_stamps_ns: tuple[int, ...]
+    camera_stamps_ns: tuple[int | None, ...]
     cameras: tuple[Any, ...]
     reset: bool = False
 
     @property
+    def missing(self) -> tuple[int, ...]:
+        """Indices of the cameras without an image (empty for a complete group)."""
+        return tuple(i for i, s in enumerate(self.camera_stamps_ns) if s is None)
+
+    @property
     def max_offset_s(self) -> float:
-        """Largest |camera stamp - lidar stamp| in the group [s]."""
-        return max(abs(s - self.stamp_ns) for s in self.camera_stamps_ns) / _NS
+        """Largest |camera stamp - lidar stamp| over the cameras present [s]."""
+        return max((abs(s - self.stamp_ns) for s in self.camera_stamps_ns if s is not None), default=0) / _NS
 
 
 @dataclass
@@ -104,6 +111,8 @@ class LidarAnchoredSync:
         lidar_queue_size: sweeps kept waiting for their images.
         arrival_slack_s: how much later than newer stamps of other topics a message may still arrive [s].
         reset_jump_s: a stamp this much older than its topic's newest stamp resets everything [s].
+        max_missing_cameras: a sweep missing at most this many cameras (never all) is emitted degraded
+            instead of dropped.
 
     Raises:
         SyncError: an empty or duplicated camera list, window_min_s > window_max_s, or sizes < 1.
@@ -111,7 +120,7 @@ class LidarAnchoredSync:
 
     def __init__(self, camera_names: Sequence[str], *, window_min_s: float = -0.05,
                  window_max_s: float = 0.05, camera_queue_size: int = 8, lidar_queue_size: int = 4,
-                 arrival_slack_s: float = 0.0, reset_jump_s: float = 1.0) -> None:
+                 arrival_slack_s: float = 0.0, reset_jump_s: float = 1.0, max_missing_cameras: int = 0) -> None:
         names = tuple(camera_names)
         if not names or len(set(names)) != len(names):
             raise SyncError(f"camera_names must be non-empty and unique, got {names}")
@@ -123,7 +132,10 @@ class LidarAnchoredSync:
         if arrival_slack_s < 0 or reset_jump_s <= 0:
             raise SyncError(f"arrival_slack_s must be >= 0 and reset_jump_s > 0, got {arrival_slack_s}, "
                             f"{reset_jump_s}")
+        if not 0 <= max_missing_cameras < len(names):
+            raise SyncError(f"max_missing_cameras must be in [0, {len(names) - 1}], got {max_missing_cameras}")
         self.camera_names = names
+        self._max_missing = max_missing_cameras
         self._index = {name: i for i, name in enumerate(names)}
         self._win_min = round(window_min_s * _NS)
         self._win_max = round(window_max_s * _NS)
@@ -224,7 +236,7 @@ class LidarAnchoredSync:
                 continue
             payload = self._lidar.payloads[position]
             missing = [self.camera_names[c] for c, (index, _) in enumerate(choices) if index is None]
-            if missing:
+            if len(missing) > self._max_missing:
                 del self._lidar.stamps[position], self._lidar.payloads[position]
                 self.counters["incomplete_sweeps"] += 1  # one per sweep; the per-camera keys say which camera
                 for name in missing:
@@ -235,11 +247,14 @@ class LidarAnchoredSync:
                 self.counters["dropped:superseded"] += position
             del self._lidar.stamps[: position + 1], self._lidar.payloads[: position + 1]
             position = 0
+            for name in missing:
+                self.counters[f"degraded:{name}"] += 1
             emitted.append(SyncGroup(
                 stamp_ns=anchor,
                 lidar=payload,
-                camera_stamps_ns=tuple(self._cameras[c].stamps[i] for c, (i, _) in enumerate(choices)),
-                cameras=tuple(self._cameras[c].payloads[i] for c, (i, _) in enumerate(choices)),
+                camera_stamps_ns=tuple(None if i is None else self._cameras[c].stamps[i]
+                                       for c, (i, _) in enumerate(choices)),
+                cameras=tuple(None if i is None else self._cameras[c].payloads[i] for c, (i, _) in enumerate(choices)),
                 reset=self._reset_pending,
             ))
             self._reset_pending = False

@@ -184,6 +184,7 @@ class CameraBranch(nn.Module):
         post_trans: torch.Tensor,
         bda: torch.Tensor,
         sparse_depth: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
     ) -> CameraBranchOutput:
         """Run all frames.
 
@@ -195,12 +196,15 @@ class CameraBranch(nn.Module):
             post_trans: (B, T, N, 3).
             bda: (B, 3, 3) BEV augmentation.
             sparse_depth: (B, N, H, W) key-frame lidar depth per input pixel [m], 0 = none.
+            camera_mask: optional (B, T, N); 0 marks a missing image whose features are zeroed (dropout).
 
         Returns:
             CameraBranchOutput.
         """
         b, t, n = images.shape[:3]
         self._check_shapes(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth)
+        if camera_mask is not None and tuple(camera_mask.shape) != (b, t, n):
+            raise ValueError(f"CameraBranch: camera_mask has shape {tuple(camera_mask.shape)}, expected {(b, t, n)}.")
         depth_one_hot = depth_input_patches(
             sparse_depth.reshape(b * n, *sparse_depth.shape[2:]),
             self.config.downsample,
@@ -220,6 +224,7 @@ class CameraBranch(nn.Module):
                     bda,
                     depth_one_hot,
                     cam_to_key_ego[:, 0],
+                    None if camera_mask is None else camera_mask[:, frame],
                 )
                 raw.insert(0, volume)
                 volumes.append(self.pre_process(volume))
@@ -238,9 +243,10 @@ class CameraBranch(nn.Module):
         bda: torch.Tensor,
         depth_one_hot: torch.Tensor,
         key_cam_to_key_ego: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """One frame: (B, N, 3, H, W) -> volume (B, C, Z, Y, X), depth (BN, D, h, w), seg logits (BN, K, h,
-        w)."""
+        w); `camera_mask` (B, N) zeroes the features of missing cameras."""
         b, n = images.shape[:2]
         image_feat = self.neck(self.backbone(images.flatten(0, 1)))  # (BN, C_neck, h, w)
         if self.training and self.config.depth_patch_dropout > 0:
@@ -252,6 +258,8 @@ class CameraBranch(nn.Module):
         params = camera_params(intrinsics, post_rots, post_trans, bda, key_cam_to_key_ego)  # (B, N, 27)
         depth_logits, feat, seg_logits = self.depth_net(fused, params)
         depth = depth_logits.softmax(dim=1)  # (BN, D, h, w)
+        if camera_mask is not None:  # a missing camera contributes nothing to the volume
+            feat = feat * camera_mask.reshape(-1, 1, 1, 1).to(feat.dtype)
         h, w = depth.shape[-2:]
         volume = self.lift_splat(
             depth.view(b, n, -1, h, w),

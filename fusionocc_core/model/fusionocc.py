@@ -141,6 +141,7 @@ class FusionOcc(nn.Module):
         bda: torch.Tensor,
         points: torch.Tensor,
         sparse_depth: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Occupancy logits.
 
@@ -154,12 +155,14 @@ class FusionOcc(nn.Module):
             points: (P, 6) [batch_idx, x, y, z, intensity, time_lag], x, y, z [m] in the key ego frame
                 (all sweeps merged); points outside the occupancy range are ignored.
             sparse_depth: (B, N, H, W) key-frame lidar depth per input pixel [m], 0 = no point.
+            camera_mask: optional (B, T, N), 0 for an image that is missing (sensor dropout): that camera's
+                features are zeroed before lift-splat, so it adds nothing to the camera volume.
 
         Returns:
             (B, 200, 200, 16, num_classes) logits indexed [b, x, y, z, class].
         """
         return self.forward_with_aux(
-            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth
+            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth, camera_mask
         ).logits
 
     @torch.no_grad()
@@ -173,11 +176,12 @@ class FusionOcc(nn.Module):
         bda: torch.Tensor,
         points: torch.Tensor,
         sparse_depth: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class labels (B, 200, 200, 16) uint8: argmax of the logits (same arguments as `forward`; call
         `.eval()` first, this does not change the mode)."""
         logits = self.forward(
-            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth
+            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth, camera_mask
         )
         return logits.argmax(dim=-1).to(torch.uint8)
 
@@ -191,11 +195,13 @@ class FusionOcc(nn.Module):
         bda: torch.Tensor,
         points: torch.Tensor,
         sparse_depth: torch.Tensor,
+        camera_mask: torch.Tensor | None = None,
     ) -> FusionOccOutput:
         """`forward` plus the key frame's depth and segmentation (auxiliary losses) and the volumes."""
         batch_size = images.shape[0]
         if self.camera_enabled:
-            camera = self.camera(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth)
+            camera = self.camera(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth,
+                                 camera_mask)
             camera_volumes, key_depth, key_seg = camera.volumes, camera.key_depth, camera.key_seg_logits
         else:
             camera_volumes = self._zeros(

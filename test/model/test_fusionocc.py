@@ -104,3 +104,26 @@ def test_grid_mismatch_is_rejected():
     config = _micro_config()
     with pytest.raises(ValueError, match="lidar_voxel_size"):
         FusionOcc(dataclasses.replace(config, lidar_voxel_size=0.1))
+
+
+def test_camera_mask_removes_a_missing_camera_from_the_camera_volume(model_and_inputs, outputs):
+    """Sensor dropout: a masked camera's image no longer matters, an all-ones mask changes nothing."""
+    model, inputs = model_and_inputs
+    args = list(inputs.as_tuple())
+    b, t, n = args[0].shape[:3]
+    with torch.no_grad():
+        ones = model.forward_with_aux(*args, torch.ones(b, t, n))
+        torch.testing.assert_close(ones.camera_volumes, outputs[0].camera_volumes, rtol=0, atol=0)
+        mask = torch.ones(b, t, n)
+        mask[:, :, 2] = 0
+        masked = model.forward_with_aux(*args, mask)
+        other = list(args)
+        other[0] = args[0].clone()
+        other[0][:, :, 2] = torch.randn_like(other[0][:, :, 2]) * 3  # a different (garbage) image for camera 2
+        masked_other = model.forward_with_aux(*other, mask)
+        unmasked_other = model.forward_with_aux(*other)
+    torch.testing.assert_close(masked.camera_volumes, masked_other.camera_volumes, rtol=0, atol=0)
+    assert not torch.equal(masked.camera_volumes, ones.camera_volumes)  # camera 2 did contribute before
+    assert not torch.equal(unmasked_other.camera_volumes, ones.camera_volumes)  # and its image mattered
+    with pytest.raises(ValueError, match="camera_mask"):
+        model.forward_with_aux(*args, torch.ones(b, n))

@@ -56,15 +56,20 @@ def test_camera_info_fuzz(unspun):
     name = CAMERA_NAMES[0]
 
     @FUZZ
-    @given(st.lists(FLOATS, min_size=9, max_size=9), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1))
-    def run(k, width, height):
+    @given(st.lists(FLOATS, min_size=9, max_size=9), st.integers(0, 2**32 - 1), st.integers(0, 2**32 - 1),
+           st.booleans())
+    def run(k, width, height, pinhole):
         seen["cases"] += 1
+        if pinhole:  # half the cases carry a pinhole-shaped K, so acceptance is exercised too
+            k = [*k[:3], 0.0, *k[4:6], 0.0, 0.0, 1.0]
         before = _rejections(node, f"{name}/camera_info")
         msg = CameraInfo(width=width, height=height)
         msg.k = k
         node._on_camera_info(name, msg)  # noqa: SLF001 (the subscription callback itself)
         K = np.array(k).reshape(3, 3)
-        valid = np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0
+        valid = (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0 and K[1, 0] == 0
+                 and K[2].tolist() == [0.0, 0.0, 1.0]
+                 and (width == 0 or height == 0 or (0 <= K[0, 2] <= width and 0 <= K[1, 2] <= height)))
         assert (_rejections(node, f"{name}/camera_info") > before) == (not valid)
         if valid:
             np.testing.assert_array_equal(node._camera_models[name].intrinsics, K)  # noqa: SLF001
@@ -76,12 +81,17 @@ def test_camera_info_fuzz(unspun):
         height=reliability.RIG_IMAGE_SIZE[1])
 
 
-@pytest.mark.xfail(strict=True, reason="node accepts K with K[2] != [0, 0, 1] or zero/huge principal point "
-                   "(silent garbage projection); _on_camera_info should check K[2] == (0, 0, 1)")
-def test_camera_info_with_a_broken_last_row_is_rejected(unspun):
+@pytest.mark.parametrize("k", [
+    [80.0, 0.0, 80.0, 0.0, 80.0, 45.0, 0.0, 0.0, 0.0],  # last row zero: projection divides by zero
+    [80.0, 0.0, 80.0, 0.0, 80.0, 45.0, 0.0, 0.0, 2.0],  # scaled last row
+    [80.0, 0.0, 80.0, 5.0, 80.0, 45.0, 0.0, 0.0, 1.0],  # K[1][0] set
+    [80.0, 0.0, 1e9, 0.0, 80.0, 45.0, 0.0, 0.0, 1.0],  # principal point far outside the 160 x 90 image
+    [80.0, 0.0, -3.0, 0.0, 80.0, 45.0, 0.0, 0.0, 1.0],  # negative principal point
+], ids=["zero_last_row", "scaled_last_row", "lower_triangle", "huge_cx", "negative_cx"])
+def test_camera_info_with_a_broken_matrix_is_rejected(unspun, k):
     node = unspun.node
     msg = CameraInfo(width=160, height=90)
-    msg.k = [80.0, 0.0, 80.0, 0.0, 80.0, 45.0, 0.0, 0.0, 0.0]
+    msg.k = k
     before = _rejections(node, f"{CAMERA_NAMES[1]}/camera_info")
     node._on_camera_info(CAMERA_NAMES[1], msg)  # noqa: SLF001
     assert _rejections(node, f"{CAMERA_NAMES[1]}/camera_info") > before

@@ -347,6 +347,9 @@ def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(wo
                     lambda m, s=frame.stamp_us, k=key: _stamp_of(m.markers[-1] if k == "markers" else m) == s,
                     timeout_s=10,
                 )
+        deadline = time.monotonic() + 10  # the per-frame timings are published after the outputs
+        while time.monotonic() < deadline and len(harness.received.get("time", [])) < len(world.frames):
+            time.sleep(0.01)
         counters = harness.node.counters
     finally:
         harness.close()

@@ -98,6 +98,43 @@ def test_cameras_after_the_sweep_are_emitted_without_waiting():
     assert len(emitted) == 1 and emitted[0].cameras == CAMS
 
 
+def test_a_dead_camera_gives_degraded_groups_for_every_sweep_and_recovers():
+    dead = {("CAM_FRONT_RIGHT", m) for m in range(12, 24)}  # 1 s without CAM_FRONT_RIGHT
+    events = _stream(skip=dead)
+    sync = LidarAnchoredSync(CAMS, window_min_s=-0.05, window_max_s=0.05, max_missing_cameras=1)
+    groups = _feed(sync, events)
+    reference = _reference(events, -50, 50)
+    settled = {s: g for s, g in reference.items() if s < events[-1][0] - 200 * MS}  # not at the stream's end
+    degraded = {s for s, g in settled.items() if g.count(None) == 1}
+    assert degraded and not any(g.count(None) > 1 for g in settled.values())
+    assert {g.stamp_ns for g in groups if g.missing} == degraded  # nothing lost to the dead camera
+    assert settled.keys() <= {g.stamp_ns for g in groups}
+    assert sync.counters["degraded:CAM_FRONT_RIGHT"] == len(degraded)
+    assert sync.counters["incomplete_sweeps"] == 0
+    for group in groups:
+        assert group.camera_stamps_ns == reference[group.stamp_ns]
+        assert group.missing == ((CAMS.index("CAM_FRONT_RIGHT"),) if group.stamp_ns in degraded else ())
+        assert all((c is None) == (s is None) for c, s in zip(group.cameras, group.camera_stamps_ns))
+    assert groups[-1].missing == ()  # the camera is back
+
+
+def test_more_missing_cameras_than_allowed_still_drop_the_sweep():
+    dead = {(name, m) for name in ("CAM_FRONT", "CAM_BACK") for m in range(12, 24)}
+    events = _stream(skip=dead)
+    sync = LidarAnchoredSync(CAMS, window_min_s=-0.05, window_max_s=0.05, max_missing_cameras=1)
+    groups = _feed(sync, events)
+    reference = _reference(events, -50, 50)
+    lost = {s for s, g in reference.items() if g.count(None) >= 2 and s < events[-1][0] - 200 * MS}
+    assert lost and not lost & {g.stamp_ns for g in groups}
+    assert sync.counters["incomplete_sweeps"] == len(lost)
+
+
+@pytest.mark.parametrize("value", [-1, len(CAMS)])
+def test_max_missing_cameras_must_leave_one_camera(value):
+    with pytest.raises(SyncError, match="max_missing_cameras"):
+        LidarAnchoredSync(CAMS, max_missing_cameras=value)
+
+
 def test_a_dropped_camera_frame_drops_only_the_sweeps_that_needed_it():
     skip = {("CAM_BACK", 12)}  # CAM_BACK frame at 1.0 s - 10 ms missing
     events = _stream(skip=skip)

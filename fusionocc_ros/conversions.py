@@ -411,6 +411,21 @@ def _check_labels(labels: np.ndarray) -> np.ndarray:
     return labels
 
 
+def occupied_voxels(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(M, 3) [x, y, z] indices of the non-free voxels of a checked (200, 200, 16) grid in C order, and their
+    (M,) labels. One flat scan and integer division (np.argwhere's per-dimension nonzero pass costs ~1 ms of
+    fixed overhead on the 640k-voxel grid, most of the time of a 10k-voxel output)."""
+    flat_labels = labels.reshape(-1)
+    flat = np.flatnonzero(flat_labels != FREE_LABEL)
+    _, ny, nz = labels.shape
+    indices = np.empty((flat.size, 3), dtype=np.int64)
+    indices[:, 2] = flat % nz
+    rest = flat // nz
+    indices[:, 1] = rest % ny
+    indices[:, 0] = rest // ny
+    return indices, flat_labels[flat]
+
+
 def _voxel_centres(indices: np.ndarray) -> np.ndarray:
     """(M, 3) voxel indices -> (M, 3) float32 voxel centres [m] in the ego frame."""
     origin = np.asarray(POINT_CLOUD_RANGE[:3], dtype=np.float64)
@@ -437,8 +452,7 @@ def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Any = None) -> Any:
     """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
     docstring), in [x, y, z] index order."""
     labels = _check_labels(labels)
-    indices = np.argwhere(labels != FREE_LABEL)  # (M, 3), C order
-    values = labels[indices[:, 0], indices[:, 1], indices[:, 2]]
+    indices, values = occupied_voxels(labels)  # (M, 3), C order
     centres = _voxel_centres(indices)
     payload = np.zeros(indices.shape[0], dtype=_OCC_CLOUD_RECORD)
     payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
@@ -582,12 +596,13 @@ def marker_voxels(labels: np.ndarray, *, max_cubes: int) -> tuple[np.ndarray, np
     labels = _check_labels(labels)
     if max_cubes < 0:
         raise ConversionError(f"max_cubes must be >= 0, got {max_cubes}")
-    indices = np.argwhere(labels != FREE_LABEL)
+    indices, values = occupied_voxels(labels)
     capped = max(0, indices.shape[0] - max_cubes)
     if capped:
         ring = np.abs(indices[:, :2] - (GRID_SHAPE[0] - 1) / 2.0).max(axis=1)  # Chebyshev distance, columns
-        indices = indices[np.sort(np.argsort(ring, kind="stable")[:max_cubes])]
-    return indices, labels[indices[:, 0], indices[:, 1], indices[:, 2]], capped
+        keep = np.sort(np.argsort(ring, kind="stable")[:max_cubes])
+        indices, values = indices[keep], values[keep]
+    return indices, values, capped
 
 
 @dataclass(frozen=True)

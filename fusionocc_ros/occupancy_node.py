@@ -136,6 +136,10 @@ def intrinsics_problem(k: np.ndarray, width: int, height: int) -> str:
     return ""
 
 
+class _Missing(Exception):
+    """A camera without an image in a degraded group (internal control flow of `_decode_images`)."""
+
+
 class OccupancyNode(Node):
     """The occupancy node (see the module docstring).
 
@@ -468,46 +472,34 @@ class OccupancyNode(Node):
                 with self._mailbox_cv:
                     self._busy = False
 
-    def _decode_images(self, group: SyncGroup) -> tuple[list[np.ndarray], np.ndarray]:
-        """Images and intrinsics per camera; a missing camera (degraded group) gets a black placeholder of its
-        size and the intrinsics of its camera_info (or of a present camera): the model zeroes its features."""
-        images, intrinsics = [], []
-        height, width = self._input_size
+    def _decode_images(self, group: SyncGroup) -> tuple[list[np.ndarray], np.ndarray, list[int]]:
+        """Images, intrinsics and the indices of missing cameras. A camera the sync found no image for, or
+        whose image does not decode (rejected and counted), is missing while at most `sync.max_missing_cameras`
+        are; it gets a black placeholder of its size and the intrinsics of its camera_info (or of a present
+        camera), and the model zeroes its features. More missing cameras raise ConversionError (no output)."""
+        images: list[np.ndarray | None] = []
+        intrinsics: list[np.ndarray | None] = []
         missing: list[int] = []
+        allowed = min(self._params["sync.max_missing_cameras"], len(self._cameras) - 1)
         for index, (name, msg) in enumerate(zip(self._cameras, group.cameras, strict=True)):
             with self._lock:
                 model = self._camera_models.get(name)
-            if msg is None:
+            try:
+                if msg is None:
+                    raise _Missing
+                rgb, scale = self._decode_image(name, msg, model)
+            except (ConversionError, _Missing) as error:
+                if isinstance(error, ConversionError):
+                    if len(missing) >= allowed:
+                        raise
+                    self._reject(name, error.reason, str(error))  # this camera only: degraded, not dropped
                 missing.append(index)
                 images.append(None)
                 intrinsics.append(None if model is None else model.intrinsics)
                 continue
-            if model is None:
-                raise ConversionError(
-                    f"{name}: no camera_info received and no intrinsics in the calibration",
-                    reason="no_camera_info",
-                )
-            try:
-                if self._params["image_transport"] == "raw":
-                    rgb = conversions.image_to_rgb(msg)
-                else:
-                    min_size = (width, height) if self._params["jpeg_draft"] else None
-                    rgb = conversions.compressed_image_to_rgb(msg, min_size=min_size)
-            except ConversionError as error:
-                raise ConversionError(f"{name}: {error}", reason=error.reason) from None
-            scale = np.eye(3)
-            if model.width and model.height:
-                sx, sy = rgb.shape[1] / model.width, rgb.shape[0] / model.height
-                if abs(sx - sy) > 2.0 / min(rgb.shape[:2]):
-                    raise ConversionError(
-                        f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]}, camera_info says "
-                        f"{model.width}x{model.height}",
-                        reason="size",
-                    )
-                scale = np.diag([sx, sy, 1.0])
             images.append(rgb)
             intrinsics.append(scale @ model.intrinsics)
-        present = next(i for i, image in enumerate(images) if image is not None)  # the sync never emits none
+        present = next(i for i, image in enumerate(images) if image is not None)  # never all missing
         for index in missing:
             with self._lock:
                 model = self._camera_models.get(self._cameras[index])
@@ -515,12 +507,38 @@ class OccupancyNode(Node):
             images[index] = np.zeros((*(size or images[present].shape[:2]), 3), dtype=np.uint8)
             if intrinsics[index] is None or size is None:
                 intrinsics[index] = intrinsics[present]
-        return images, np.stack(intrinsics)
+        return images, np.stack(intrinsics), missing
+
+    def _decode_image(self, name: str, msg: Any, model: Any) -> tuple[np.ndarray, np.ndarray]:
+        """One camera's RGB image and the scale from its camera_info size to the image's."""
+        height, width = self._input_size
+        if model is None:
+            raise ConversionError(f"{name}: no camera_info received and no intrinsics in the calibration",
+                                  reason="no_camera_info")
+        try:
+            if self._params["image_transport"] == "raw":
+                rgb = conversions.image_to_rgb(msg)
+            else:
+                min_size = (width, height) if self._params["jpeg_draft"] else None
+                rgb = conversions.compressed_image_to_rgb(msg, min_size=min_size)
+        except ConversionError as error:
+            raise ConversionError(f"{name}: {error}", reason=error.reason) from None
+        scale = np.eye(3)
+        if model.width and model.height:
+            sx, sy = rgb.shape[1] / model.width, rgb.shape[0] / model.height
+            if abs(sx - sy) > 2.0 / min(rgb.shape[:2]):
+                raise ConversionError(
+                    f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]}, camera_info says "
+                    f"{model.width}x{model.height}",
+                    reason="size",
+                )
+            scale = np.diag([sx, sy, 1.0])
+        return rgb, scale
 
     def _process(self, group: SyncGroup) -> None:
         start = time.perf_counter()
         try:
-            images, intrinsics = self._decode_images(group)
+            images, intrinsics, missing = self._decode_images(group)
         except ConversionError as error:
             topic = str(error).split(":", 1)[0]
             self._reject(topic, error.reason, str(error))
@@ -549,7 +567,7 @@ class OccupancyNode(Node):
             ego_to_global=pose,
             stamp_s=group.stamp_ns / _NS,
             camera_names=self._cameras,
-            camera_present=np.array([i not in group.missing for i in range(len(self._cameras))]),
+            camera_present=np.array([i not in missing for i in range(len(self._cameras))]),
         )
         result = self._predictor.predict(frame)
         publish_start = time.perf_counter()
@@ -565,7 +583,7 @@ class OccupancyNode(Node):
                 self._counters[f"history_resets:{reason}"] = count
             self._last_output_monotonic = time.monotonic()
             self._last_processing_ms = timings["processing_time"]
-            self._last_missing = tuple(self._cameras[i] for i in group.missing)
+            self._last_missing = tuple(self._cameras[i] for i in missing)
 
     def _publish(self, labels: np.ndarray, stamp: Any) -> None:
         from std_msgs.msg import Header

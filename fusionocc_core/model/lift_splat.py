@@ -84,10 +84,11 @@ class PoolingPlan:
     ranks_depth: torch.Tensor
     ranks_feat: torch.Tensor
     batch_size: int
-    # The same entries ordered by pixel, as a CSR (pixels x voxels) matrix for the inference path:
-    pixel_crow: torch.Tensor | None = None  # (B*N*h*w + 1,) row pointers
-    pixel_ranks_bev: torch.Tensor | None = None  # (M,) column (voxel) of each entry
-    pixel_ranks_depth: torch.Tensor | None = None  # (M,) depth entry of each entry
+    # The same entries as a CSR (voxels x pixels) matrix for the inference path (rows sorted, columns sorted
+    # within a row):
+    voxel_crow: torch.Tensor | None = None  # (B*Z*Y*X + 1,) row pointers
+    voxel_ranks_feat: torch.Tensor | None = None  # (M,) column (pixel) of each entry
+    voxel_ranks_depth: torch.Tensor | None = None  # (M,) depth entry of each entry
 
 
 def plan_voxel_pooling(
@@ -126,12 +127,13 @@ def plan_voxel_pooling(
     ranks_bev = ((batch_idx * nz + coor[:, 2]) * ny + coor[:, 1]) * nx + coor[:, 0]
     order = ranks_bev.argsort()
     ranks_bev, ranks_depth, ranks_feat = ranks_bev[order], ranks_depth[order], ranks_feat[order]
-    by_pixel = ranks_feat.argsort(stable=True)
-    pixel_crow = torch.zeros(num_points // d + 1, dtype=torch.int64, device=device)
-    pixel_crow[1:] = torch.bincount(ranks_feat, minlength=num_points // d).cumsum(0)
+    num_voxels = b * nz * ny * nx
+    by_voxel_then_pixel = (ranks_bev * (num_points // d) + ranks_feat).argsort()
+    voxel_crow = torch.zeros(num_voxels + 1, dtype=torch.int64, device=device)
+    voxel_crow[1:] = torch.bincount(ranks_bev, minlength=num_voxels).cumsum(0)
     return PoolingPlan(
         ranks_bev.contiguous(), ranks_depth.contiguous(), ranks_feat.contiguous(), b,
-        pixel_crow, ranks_bev[by_pixel].contiguous(), ranks_depth[by_pixel].contiguous(),
+        voxel_crow, ranks_feat[by_voxel_then_pixel].contiguous(), ranks_depth[by_voxel_then_pixel].contiguous(),
     )
 
 
@@ -151,20 +153,21 @@ def voxel_pool(
     """
     b, n, c, h, w = feat.shape
     nx, ny, nz = grid_shape
-    if plan.pixel_crow is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
-        # Inference: the plan is a fixed sparse (pixels x voxels) matrix whose values are the depth weights, so
-        # the pooling is one dense (C x pixels) @ CSR product that lands directly in the (C, Z, Y, X) layout,
-        # without materialising the (M, C) contributions or permuting the volume (~3x faster on CPU).
+    if plan.voxel_crow is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
+        # Inference: the plan is a fixed sparse (voxels x pixels) matrix whose values are the depth weights, so
+        # the pooling is one CSR @ dense (pixels x C) product, without materialising the (M, C) contributions.
+        # Its (voxels x C) result is returned as a (B, C, Z, Y, X) view in channels_last_3d memory format (no
+        # permute copy of the ~160 MB volume; the 3D convolutions that follow take that layout natively).
         # Sparse kernels exist for fp32/fp64 only (CPU MKL has no bf16/fp16 addmm): reduced precision (autocast)
         # pools in fp32, which also keeps the sums over many depth bins accurate, and casts back.
         dtype = feat.dtype if feat.dtype in (torch.float32, torch.float64) else torch.float32
         with warnings.catch_warnings(), torch.autocast(feat.device.type, enabled=False):
             warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta": exact here (tested)
-            splat = torch.sparse_csr_tensor(plan.pixel_crow, plan.pixel_ranks_bev,
-                                            depth.reshape(-1)[plan.pixel_ranks_depth].to(dtype),
-                                            size=(b * n * h * w, b * nz * ny * nx))
-            out = feat.permute(2, 0, 1, 3, 4).reshape(c, -1).to(dtype) @ splat  # (C, B*Z*Y*X)
-        return out.to(feat.dtype).view(c, b, nz, ny, nx).transpose(0, 1).contiguous()  # a view when B == 1
+            splat = torch.sparse_csr_tensor(plan.voxel_crow, plan.voxel_ranks_feat,
+                                            depth.reshape(-1)[plan.voxel_ranks_depth].to(dtype),
+                                            size=(b * nz * ny * nx, b * n * h * w))
+            out = splat @ feat.permute(0, 1, 3, 4, 2).reshape(-1, c).to(dtype)  # (B*Z*Y*X, C)
+        return out.to(feat.dtype).view(b, nz, ny, nx, c).permute(0, 4, 1, 2, 3)  # channels_last_3d
     feat_flat = feat.permute(0, 1, 3, 4, 2).reshape(-1, c)  # (B*N*h*w, C)
     contrib = depth.reshape(-1)[plan.ranks_depth, None] * feat_flat[plan.ranks_feat]  # (M, C)
     out = feat.new_zeros(b * nz * ny * nx, c).index_add(0, plan.ranks_bev, contrib)

@@ -12,6 +12,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionocc_core.model.conv3d import Conv3d
+
 
 class BasicBlock3d(nn.Module):
     """3x3x3 conv-BN-ReLU, 3x3x3 conv-BN, + shortcut (identity or 3x3x3 conv-BN projection), ReLU.
@@ -31,14 +33,14 @@ class BasicBlock3d(nn.Module):
             raise ValueError(
                 f"BasicBlock3d {in_channels}->{out_channels} stride {stride} needs project_shortcut"
             )
-        self.conv1 = nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
+        self.conv1 = Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm3d(out_channels)
-        self.conv2 = nn.Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
+        self.conv2 = Conv3d(out_channels, out_channels, 3, padding=1, bias=False)
         self.bn2 = nn.BatchNorm3d(out_channels)
         self.shortcut: nn.Module = nn.Identity()
         if project_shortcut:
             self.shortcut = nn.Sequential(
-                nn.Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
+                Conv3d(in_channels, out_channels, 3, stride=stride, padding=1, bias=False),
                 nn.BatchNorm3d(out_channels),
             )
 
@@ -100,7 +102,7 @@ class OccFPN3d(nn.Module):
 
     def __init__(self, in_channels: int = 448, out_channels: int = 64) -> None:
         super().__init__()
-        self.conv = nn.Conv3d(in_channels, out_channels, 1, bias=False)
+        self.conv = Conv3d(in_channels, out_channels, 1, bias=False)
         self.bn = nn.BatchNorm3d(out_channels)
 
     def forward(self, features: list[torch.Tensor]) -> torch.Tensor:

@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fusionocc_core.model.conv3d import Conv3d
 from fusionocc_core.occ3d import NUM_CLASSES
 
 
@@ -22,7 +23,7 @@ class OccHead(nn.Module):
         self, in_channels: int = 64, hidden_channels: int = 128, num_classes: int = NUM_CLASSES
     ) -> None:
         super().__init__()
-        self.final_conv = nn.Conv3d(in_channels, in_channels, 3, padding=1, bias=True)
+        self.final_conv = Conv3d(in_channels, in_channels, 3, padding=1, bias=True)
         self.predicter = nn.Sequential(
             nn.Linear(in_channels, hidden_channels),
             nn.Softplus(),

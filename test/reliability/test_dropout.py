@@ -62,17 +62,17 @@ def test_camera_dropout_keeps_publishing_degraded_flags_it_and_recovers(harness)
     harness.send_frame(frames[0])
     harness.wait_output(frames[0].stamp_ns)
     cameras = [i for i in range(6) if i != MISSING]
-    for frame in frames[1:5]:
+    harness.send_frame(frames[1], cameras=cameras)
+    for previous, frame in zip(frames[1:4], frames[2:5]):  # a sweep is emitted once the stream moves past it
         harness.send_frame(frame, cameras=cameras)
-    for frame in frames[1:4]:  # each is emitted once the stream has moved past its window
-        harness.wait_output(frame.stamp_ns, timeout_s=10)
+        harness.wait_output(previous.stamp_ns, timeout_s=10)
     during = harness.latest_diagnostics(after=time.monotonic())
     assert during["__level__"] == WARN and CAMERA_NAMES[MISSING] in during["__message__"], during
     assert during["missing_cameras"] == CAMERA_NAMES[MISSING]
     assert int(during[f"sync:degraded:{CAMERA_NAMES[MISSING]}"]) >= 3
-    for frame in frames[5:]:  # the camera returns
+    for previous, frame in zip(frames[4:], frames[5:]):  # the camera returns
         harness.send_frame(frame)
-    harness.wait_output(frames[-2].stamp_ns, timeout_s=10)
+        harness.wait_output(previous.stamp_ns, timeout_s=10)
     after = harness.latest_diagnostics(after=time.monotonic())
     assert after["__level__"] == OK and after["missing_cameras"] == "", after
     counters = harness.node.counters
@@ -118,6 +118,7 @@ def test_lidar_dropout_stops_with_an_error_and_resumes(harness):
     frames = reliability.rig_frames(40, seed=7)
     harness.send_frame(frames[0])
     harness.wait_output(frames[0].stamp_ns)
+    harness.node.wait_idle(10.0)  # the counter follows the outputs
     published = harness.node.counters["published"]
     deadline = time.monotonic() + 2.5  # > lidar_timeout_s (1 s) of images without sweeps
     index = 1
@@ -134,3 +135,30 @@ def test_lidar_dropout_stops_with_an_error_and_resumes(harness):
     harness.wait_output(frames[index].stamp_ns, timeout_s=10)
     after = harness.latest_diagnostics(after=time.monotonic())
     assert after["lidar_dropout"] == "false" and after["__level__"] != ERROR, after
+
+
+def test_a_corrupt_jpeg_costs_its_camera_not_the_frame(calibration):
+    """A compressed image is decoded in the worker: if it is corrupt, that camera is rejected (counted) and the
+    frame is published degraded; with the strict policy the whole frame is dropped instead."""
+    import dataclasses
+
+    for allowed, published in ((2, True), (0, False)):
+        harness = reliability.NodeHarness(reliability.stub_model(), calibration, domain_id=DOMAIN,
+                                          image_transport="compressed", **{"sync.max_missing_cameras": allowed})
+        try:
+            frames = reliability.rig_frames(4, seed=9)
+            harness.send_frame(frames[0])
+            harness.wait_output(frames[0].stamp_ns)
+            jpegs = list(frames[1].jpegs)
+            jpegs[MISSING] = jpegs[MISSING][:40] + b"\x00" * 200  # header kept, scan data destroyed
+            harness.send_frame(dataclasses.replace(frames[1], jpegs=jpegs))
+            harness.send_frame(frames[2])
+            harness.wait_output(frames[2].stamp_ns, timeout_s=10)
+            outputs = {stamp for _, stamp in ((a, reliability.stamp_ns_of(m)) for a, m in harness.outputs("dense"))}
+            counters = harness.node.counters
+        finally:
+            harness.close()
+        rejected = sum(v for k, v in counters.items() if k.startswith(f"rejected:{CAMERA_NAMES[MISSING]}:"))
+        assert rejected == 1, sorted(counters.items())
+        assert (frames[1].stamp_ns in outputs) == published
+        assert counters.get("inference_failures", 0) == 0

@@ -308,3 +308,15 @@ def test_a_compressed_image_declaring_a_huge_size_is_rejected_before_decoding():
     with pytest.raises(ConversionError, match="too large") as error:
         conv.compressed_image_to_rgb(msg)
     assert error.value.reason == "size"
+
+
+@pytest.mark.parametrize("fraction", [0.0, 0.01, 0.3, 1.0])
+def test_occupied_voxels_equals_argwhere(fraction):
+    rng = np.random.default_rng(3)
+    labels = np.full(GRID_SHAPE, FREE_LABEL, dtype=np.uint8)
+    occupied = rng.random(GRID_SHAPE) < fraction
+    labels[occupied] = rng.integers(0, FREE_LABEL, size=int(occupied.sum()))
+    indices, values = conv.occupied_voxels(labels)
+    expected = np.argwhere(labels != FREE_LABEL)
+    np.testing.assert_array_equal(indices, expected)
+    np.testing.assert_array_equal(values, labels[tuple(expected.T)])

@@ -22,7 +22,7 @@ import logging
 import pathlib
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
@@ -69,22 +69,43 @@ class OdometryBuffer:
     Args:
         capacity: poses kept.
         max_offset_ns: a stamp farther than this from every pose gets None [ns].
+        reset_jump_ns: a stamp this much older than the newest means time went backwards: clear first [ns].
     """
 
-    def __init__(self, *, capacity: int, max_offset_ns: int) -> None:
-        self._stamps: deque[int] = deque(maxlen=capacity)
-        self._poses: deque[tuple[np.ndarray, np.ndarray]] = deque(maxlen=capacity)  # (translation, wxyz)
+    def __init__(self, *, capacity: int, max_offset_ns: int, reset_jump_ns: int = _NS) -> None:
+        self._capacity = capacity
+        self._stamps: list[int] = []
+        self._poses: list[tuple[np.ndarray, np.ndarray]] = []  # (translation, wxyz), sorted by stamp
         self._max_offset = max_offset_ns
+        self._reset_jump = reset_jump_ns
 
-    def add(self, stamp_ns: int, translation: np.ndarray, quaternion_wxyz: np.ndarray) -> None:
-        """Adds a pose; a stamp older than the newest clears the buffer first (time went backwards)."""
+    def add(self, stamp_ns: int, translation: np.ndarray, quaternion_wxyz: np.ndarray) -> str:
+        """Adds a pose in stamp order. Returns '' normally, 'duplicate' for a stamp already held (ignored),
+        'out_of_order' for one older than the newest (transport reordering: inserted in place) and
+        'time_reset' for one older by more than `reset_jump_ns` (a bag loop or restarted clock: the buffer
+        is cleared first)."""
+        pose = (np.asarray(translation, np.float64), np.asarray(quaternion_wxyz, np.float64))
+        outcome = ""
         if self._stamps and stamp_ns <= self._stamps[-1]:
-            if stamp_ns == self._stamps[-1]:
-                return
-            self._stamps.clear()
-            self._poses.clear()
-        self._stamps.append(stamp_ns)
-        self._poses.append((np.asarray(translation, np.float64), np.asarray(quaternion_wxyz, np.float64)))
+            if stamp_ns < self._stamps[-1] - self._reset_jump:
+                self._stamps.clear()
+                self._poses.clear()
+                outcome = "time_reset"
+            else:
+                index = bisect.bisect_left(self._stamps, stamp_ns)
+                if index < len(self._stamps) and self._stamps[index] == stamp_ns:
+                    return "duplicate"
+                if index == 0 and len(self._stamps) >= self._capacity:
+                    return "out_of_order"  # older than everything a full buffer holds: nothing to keep
+                self._stamps.insert(index, stamp_ns)
+                self._poses.insert(index, pose)
+                outcome = "out_of_order"
+        if not outcome or outcome == "time_reset":
+            self._stamps.append(stamp_ns)
+            self._poses.append(pose)
+        if len(self._stamps) > self._capacity:
+            del self._stamps[0], self._poses[0]
+        return outcome
 
     def pose_at(self, stamp_ns: int) -> np.ndarray | None:
         """(4, 4) ego -> odometry-frame pose at `stamp_ns`, or None when no pose is close enough."""
@@ -190,7 +211,8 @@ class OccupancyNode(Node):
             max_missing_cameras=min(p["sync.max_missing_cameras"], len(self._cameras) - 1),
         )
         self._odometry = OdometryBuffer(
-            capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS)
+            capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS),
+            reset_jump_ns=round(p["sync.reset_jump_s"] * _NS),
         )
         self._marker_cdr = self._marker_cdr_available()
         self._create_interfaces()
@@ -422,7 +444,9 @@ class OccupancyNode(Node):
             self._reject("odometry", "pose", f"position {translation.tolist()}, quaternion norm {norm}")
             return
         with self._lock:
-            self._odometry.add(_stamp_ns(msg.header.stamp), translation, quaternion / norm)
+            outcome = self._odometry.add(_stamp_ns(msg.header.stamp), translation, quaternion / norm)
+        if outcome:
+            self._count(f"odometry:{outcome}")
 
     def _offer(self, add: Any) -> None:
         """Runs one synchroniser update and hands the newest complete group to the worker."""

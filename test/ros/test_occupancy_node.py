@@ -502,8 +502,25 @@ def test_odometry_buffer_interpolates_and_refuses_stale_poses():
         buffer.pose_at(1_100_000_000), _pose_matrix(np.array([1.0, 0, 0]), half_turn)
     )
     assert buffer.pose_at(1_150_000_000) is not None and buffer.pose_at(1_300_000_000) is None
-    buffer.add(500_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))  # time went backwards: history cleared
+    # time went backwards by more than reset_jump_ns (1 s): history cleared
+    assert buffer.add(50_000_000, np.zeros(3), np.array([1.0, 0, 0, 0])) == "time_reset"
     assert buffer.pose_at(1_100_000_000) is None
+
+
+def test_odometry_buffer_inserts_a_reordered_pose_and_keeps_its_capacity():
+    identity = np.array([1.0, 0, 0, 0])
+    buffer = OdometryBuffer(capacity=3, max_offset_ns=60_000_000, reset_jump_ns=1_000_000_000)
+    assert buffer.add(1_000_000_000, np.zeros(3), identity) == ""
+    assert buffer.add(1_200_000_000, np.array([2.0, 0, 0]), identity) == ""
+    # a pose delivered late (DDS reordering) goes in its place; nothing is lost
+    assert buffer.add(1_100_000_000, np.array([1.0, 0, 0]), identity) == "out_of_order"
+    np.testing.assert_allclose(buffer.pose_at(1_150_000_000)[:3, 3], [1.5, 0, 0])
+    assert buffer.add(1_100_000_000, np.array([9.0, 0, 0]), identity) == "duplicate"
+    np.testing.assert_allclose(buffer.pose_at(1_100_000_000)[:3, 3], [1.0, 0, 0])
+    assert buffer.add(1_300_000_000, np.array([3.0, 0, 0]), identity) == ""  # capacity 3: the oldest goes
+    assert buffer.pose_at(1_000_000_000) is None
+    assert buffer.add(1_020_000_000, np.zeros(3), identity) == "out_of_order"  # older than a full buffer
+    assert buffer.pose_at(1_020_000_000) is None
 
 
 def test_param_yaml_lists_every_parameter_with_its_default():

@@ -226,6 +226,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="the checkpoint is a published mmdet3d FusionOcc .pth: build this preset (the released weights: "
         "official) and convert the weights",
     )
+    parser.add_argument(
+        "--dropout",
+        action="store_true",
+        help="with --checkpoint: sensor-dropout study, the split scored once with every sensor, once per "
+        "missing camera (its features zeroed, as the node's degraded mode) and once without the lidar "
+        "(lidar volume and sparse depth zeroed: what a camera-only fallback would give)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -250,9 +257,49 @@ def load_model(path: Path, device: str, *, original_preset: str | None = None) -
     return model.eval()
 
 
+def dropout_conditions(camera_names: tuple[str, ...]) -> list[tuple[str, int | None, bool]]:
+    """(name, missing camera index or None, lidar present) of the dropout study, the full rig first."""
+    return ([("all sensors", None, True)] + [(f"no {name}", i, True) for i, name in enumerate(camera_names)]
+            + [("no lidar (camera only)", None, False)])
+
+
+def dropout_predict(model: torch.nn.Module, camera: int | None, lidar: bool) -> Callable[..., torch.Tensor]:
+    """`model.predict` with one camera masked in both frames (it has been silent for a while) or with the
+    lidar gone (no points: its volume and the sparse depth input are zero)."""
+
+    def predict(**inputs: torch.Tensor) -> torch.Tensor:
+        if camera is not None:
+            b, t, n = inputs["images"].shape[:3]
+            mask = torch.ones(b, t, n, device=inputs["images"].device)
+            mask[:, :, camera] = 0
+            inputs = {**inputs, "camera_mask": mask}
+        if not lidar:
+            inputs = {**inputs, "points": inputs["points"][:0],
+                      "sparse_depth": torch.zeros_like(inputs["sparse_depth"])}
+            enabled = model.lidar_enabled
+            model.lidar_enabled = False
+            try:
+                return model.predict(**inputs)
+            finally:
+                model.lidar_enabled = enabled
+        return model.predict(**inputs)
+
+    return predict
+
+
+def format_dropout(rows: list[tuple[str, EvaluationResult]]) -> str:
+    """Table of mIoU per dropout condition, with the change against the full rig."""
+    base_mask, base_free = 100 * rows[0][1].camera_mask.miou, 100 * rows[0][1].no_mask.miou
+    lines = [f"{'condition':28s} {'mIoU (camera mask)':>19s} {'change':>8s} {'mIoU (no mask)':>15s} {'change':>8s}"]
+    for name, result in rows:
+        m, f = 100 * result.camera_mask.miou, 100 * result.no_mask.miou
+        lines.append(f"{name:28s} {m:19.2f} {m - base_mask:+8.2f} {f:15.2f} {f - base_free:+8.2f}")
+    return "\n".join(lines)
+
+
 def _run_checkpoint(
     args: argparse.Namespace, index_path: Path, split: str | None, primary: str
-) -> EvaluationResult:
+) -> EvaluationResult | list[tuple[str, EvaluationResult]]:
     from torch.utils.data import DataLoader, Subset
 
     from fusionocc_core.data.collate import collate
@@ -278,6 +325,16 @@ def _run_checkpoint(
         collate_fn=collate,
         pin_memory=str(args.device).startswith("cuda"),
     )
+    if getattr(args, "dropout", False):
+        from fusionocc_core.occ3d import CAMERA_NAMES
+
+        rows = []
+        for name, camera, lidar in dropout_conditions(CAMERA_NAMES):
+            result = evaluate_model(dropout_predict(model, camera, lidar), loader, device=args.device, split=split,
+                                    source=f"{args.checkpoint} ({name})", primary=primary, total=len(loader),
+                                    progress=not args.quiet)
+            rows.append((name, result))
+        return rows
     return evaluate_model(
         model.predict,
         loader,
@@ -295,6 +352,8 @@ def run(args: argparse.Namespace) -> int:
     split = None if args.split == "all" else args.split
     primary = "no mask" if args.no_camera_mask else "camera mask"
     try:
+        if args.dropout and args.pred_dir is not None:
+            raise EvaluationError("--dropout runs a model: use it with --checkpoint, not --pred-dir")
         if args.pred_dir is not None:
             index = load_infos(args.infos, dataroot=args.dataroot)
             if args.limit is not None:
@@ -307,6 +366,13 @@ def run(args: argparse.Namespace) -> int:
     except (EvaluationError, InfoIndexError, DatasetError) as error:
         print(f"fusionocc eval: {error}", file=sys.stderr)
         return 2
+    if isinstance(result, list):  # --dropout
+        print(format_dropout(result))
+        if args.out is not None:
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps({name: r.to_dict() for name, r in result}, indent=2))
+            print(f"scores written to {args.out}")
+        return 0
     print(result.format())
     if args.out is not None:
         args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -22,10 +22,17 @@ is a per-voxel linear map, so a plain nn.Linear on the features is exact and has
 
 from __future__ import annotations
 
+import warnings
+
 import spconv.pytorch as spconv
 import torch
 from spconv.pytorch.conv import SparseConvolution
 from torch import nn
+
+# spconv 2.3's SparseConvTensor.dense() indexes with a list, which torch >= 2.9 deprecates with a UserWarning on
+# every call (one per training step / frame). Harmless for the indices it builds; silenced for spconv only.
+warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
+                        category=UserWarning, module=r"spconv\.")
 
 STAGE_CHANNELS = (16, 32, 48, 64)  # fixed in the original; only the output width is configurable
 

@@ -156,3 +156,47 @@ def test_checkpoint_errors_are_named(infos: Path, tmp_path: Path, capsys: pytest
     assert "foreign.pt" in capsys.readouterr().err
     assert cli_main([*base, "--checkpoint", str(tmp_path / "foreign.pt"), "--original", "huge"]) == 2
     assert "unknown model preset 'huge'" in capsys.readouterr().err
+
+
+def test_dropout_predict_masks_one_camera_or_removes_the_lidar() -> None:
+    from training.evaluate import dropout_conditions, dropout_predict
+
+    class Recorder:
+        lidar_enabled = True
+
+        def __init__(self) -> None:
+            self.calls: list[dict] = []
+
+        def predict(self, **inputs):
+            self.calls.append({**inputs, "lidar_enabled": self.lidar_enabled})
+            return torch.zeros(1, 200, 200, 16, dtype=torch.uint8)
+
+    names = ("A", "B", "C")
+    conditions = dropout_conditions(names)
+    assert [c[0] for c in conditions] == ["all sensors", "no A", "no B", "no C", "no lidar (camera only)"]
+    inputs = {"images": torch.zeros(1, 2, 3, 3, 8, 8), "points": torch.ones(5, 6),
+              "sparse_depth": torch.ones(1, 3, 8, 8)}
+    model = Recorder()
+    for _, camera, lidar in conditions:
+        dropout_predict(model, camera, lidar)(**inputs)
+    full, no_b, no_lidar = model.calls[0], model.calls[2], model.calls[4]
+    assert "camera_mask" not in full and full["lidar_enabled"] and full["points"].shape[0] == 5
+    assert no_b["camera_mask"].tolist() == [[[1, 0, 1], [1, 0, 1]]]  # both frames: the camera is silent
+    assert no_lidar["points"].shape[0] == 0 and not no_lidar["sparse_depth"].any()
+    assert not no_lidar["lidar_enabled"] and model.lidar_enabled  # switched off for the call only
+
+
+def test_dropout_study_through_the_cli(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from fusionocc_core.model.checkpoint import save_checkpoint
+    from fusionocc_core.model.presets import build_model
+
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
+    out = tmp_path / "dropout.json"
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "tiny.pt"), "--infos", str(infos), "--device", "cpu",
+                     "--num-workers", "0", "--limit", "1", "--dropout", "--out", str(out), "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "no CAM_FRONT " in printed and "no lidar (camera only)" in printed
+    scores = json.loads(out.read_text())
+    assert len(scores) == 8 and all(s["camera_mask"]["num_samples"] == 1 for s in scores.values())
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--dropout"]) == 2

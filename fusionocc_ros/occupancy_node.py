@@ -86,23 +86,19 @@ class OdometryBuffer:
         is cleared first)."""
         pose = (np.asarray(translation, np.float64), np.asarray(quaternion_wxyz, np.float64))
         outcome = ""
-        if self._stamps and stamp_ns <= self._stamps[-1]:
-            if stamp_ns < self._stamps[-1] - self._reset_jump:
-                self._stamps.clear()
-                self._poses.clear()
-                outcome = "time_reset"
-            else:
-                index = bisect.bisect_left(self._stamps, stamp_ns)
-                if index < len(self._stamps) and self._stamps[index] == stamp_ns:
-                    return "duplicate"
-                if index == 0 and len(self._stamps) >= self._capacity:
-                    return "out_of_order"  # older than everything a full buffer holds: nothing to keep
-                self._stamps.insert(index, stamp_ns)
-                self._poses.insert(index, pose)
-                outcome = "out_of_order"
-        if not outcome or outcome == "time_reset":
-            self._stamps.append(stamp_ns)
-            self._poses.append(pose)
+        if self._stamps and stamp_ns < self._stamps[-1] - self._reset_jump:
+            self._stamps.clear()
+            self._poses.clear()
+            outcome = "time_reset"
+        index = bisect.bisect_left(self._stamps, stamp_ns)
+        if index < len(self._stamps):  # not the newest
+            if self._stamps[index] == stamp_ns:
+                return "duplicate"
+            outcome = "out_of_order"
+            if index == 0 and len(self._stamps) >= self._capacity:
+                return outcome  # older than everything a full buffer holds: nothing to keep
+        self._stamps.insert(index, stamp_ns)
+        self._poses.insert(index, pose)
         if len(self._stamps) > self._capacity:
             del self._stamps[0], self._poses[0]
         return outcome
@@ -157,10 +153,6 @@ def intrinsics_problem(k: np.ndarray, width: int, height: int) -> str:
     return ""
 
 
-class _Missing(Exception):
-    """A camera without an image in a degraded group (internal control flow of `_decode_images`)."""
-
-
 class OccupancyNode(Node):
     """The occupancy node (see the module docstring).
 
@@ -200,6 +192,8 @@ class OccupancyNode(Node):
                 width, height = entry.image_size or (0, 0)
                 self._camera_models[name] = _CameraModel(entry.intrinsics, width, height)
         p = self._params
+        # degraded groups and undecodable images share one limit; at least one camera always remains
+        self._max_missing_cameras = min(p["sync.max_missing_cameras"], len(self._cameras) - 1)
         self._sync = LidarAnchoredSync(
             self._cameras,
             window_min_s=p["sync.window_min_s"],
@@ -208,7 +202,7 @@ class OccupancyNode(Node):
             lidar_queue_size=p["sync.lidar_queue_size"],
             arrival_slack_s=p["sync.arrival_slack_s"],
             reset_jump_s=p["sync.reset_jump_s"],
-            max_missing_cameras=min(p["sync.max_missing_cameras"], len(self._cameras) - 1),
+            max_missing_cameras=self._max_missing_cameras,
         )
         self._odometry = OdometryBuffer(
             capacity=p["odom.queue_size"], max_offset_ns=round(p["odom.max_offset_s"] * _NS),
@@ -504,29 +498,27 @@ class OccupancyNode(Node):
         images: list[np.ndarray | None] = []
         intrinsics: list[np.ndarray | None] = []
         missing: list[int] = []
-        allowed = min(self._params["sync.max_missing_cameras"], len(self._cameras) - 1)
-        for index, (name, msg) in enumerate(zip(self._cameras, group.cameras, strict=True)):
-            with self._lock:
-                model = self._camera_models.get(name)
-            try:
-                if msg is None:
-                    raise _Missing
-                rgb, scale = self._decode_image(name, msg, model)
-            except (ConversionError, _Missing) as error:
-                if isinstance(error, ConversionError):
-                    if len(missing) >= allowed:
+        with self._lock:
+            models = [self._camera_models.get(name) for name in self._cameras]
+        for index, (name, msg, model) in enumerate(zip(self._cameras, group.cameras, models, strict=True)):
+            rgb = None
+            if msg is not None:
+                try:
+                    rgb, scale = self._decode_image(name, msg, model)
+                except ConversionError as error:
+                    if len(missing) >= self._max_missing_cameras:
                         raise
                     self._reject(name, error.reason, str(error))  # this camera only: degraded, not dropped
+            if rgb is None:
                 missing.append(index)
                 images.append(None)
                 intrinsics.append(None if model is None else model.intrinsics)
-                continue
-            images.append(rgb)
-            intrinsics.append(scale @ model.intrinsics)
+            else:
+                images.append(rgb)
+                intrinsics.append(scale @ model.intrinsics)
         present = next(i for i, image in enumerate(images) if image is not None)  # never all missing
         for index in missing:
-            with self._lock:
-                model = self._camera_models.get(self._cameras[index])
+            model = models[index]
             size = (model.height, model.width) if model is not None and model.width and model.height else None
             images[index] = np.zeros((*(size or images[present].shape[:2]), 3), dtype=np.uint8)
             if intrinsics[index] is None or size is None:

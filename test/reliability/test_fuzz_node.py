@@ -196,6 +196,7 @@ def test_good_frames_interleaved_with_bad_messages_over_dds_equal_direct_predict
             harness.send_and_count(Image, topic, bad_image, f"in:{CAMERA_NAMES[1]}")
             harness.send_frame(frame)
             harness.wait_output(frame.stamp_ns)
+        harness.node.wait_idle(10.0)  # "published" is counted just after the outputs go out
         counters = harness.node.counters
     finally:
         harness.close()

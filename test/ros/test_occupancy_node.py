@@ -350,6 +350,7 @@ def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(wo
         deadline = time.monotonic() + 10  # the per-frame timings are published after the outputs
         while time.monotonic() < deadline and len(harness.received.get("time", [])) < len(world.frames):
             time.sleep(0.01)
+        harness.node.wait_idle(10.0)  # "published" is counted just after the outputs go out
         counters = harness.node.counters
     finally:
         harness.close()
@@ -444,6 +445,7 @@ def test_bad_messages_are_rejected_and_counted_while_good_frames_keep_flowing(wo
             ),
             10,
         )
+        harness.node.wait_idle(10.0)
         counters = harness.node.counters
     finally:
         harness.close()

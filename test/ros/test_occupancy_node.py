@@ -278,12 +278,21 @@ class Harness:
         )
 
     def send_frame(self, frame: Frame, *, camera_info: bool = True, before_images=None) -> None:
+        before = self.node.counters
         for i, name in enumerate(CAMERA_NAMES):
             if camera_info:
                 info = CameraInfo(width=frame.camera_sizes[i][0], height=frame.camera_sizes[i][1])
                 info.header.frame_id = name
                 info.k = frame.intrinsics[i].reshape(-1).tolist()
                 self.publish(CameraInfo, f"input/{name}/camera_info", info)
+        # Topics are not ordered against each other: let the camera infos land before their images, as a camera
+        # driver's latched info would have (otherwise a camera can count as missing for the first frame).
+        deadline = time.monotonic() + 10.0
+        while camera_info and time.monotonic() < deadline and any(
+            self.node.counters.get(f"in:{name}/camera_info", 0) <= before.get(f"in:{name}/camera_info", 0)
+            for name in CAMERA_NAMES
+        ):
+            time.sleep(0.002)
         odom = Odometry(child_frame_id="base_link")
         odom.header.frame_id = "map"
         _stamp(odom.header, frame.stamp_us)

@@ -17,6 +17,7 @@ import yaml
 
 MODALITIES = ("fusion", "camera", "lidar")
 AMP_MODES = ("none", "bf16", "fp16")
+CLASS_WEIGHTINGS = ("none", "enet")
 
 
 class ConfigError(ValueError):
@@ -38,6 +39,7 @@ class TrainConfig:
     model: str = "official"  # preset of fusionocc_core.model.presets
     modality: str = "fusion"  # fusion | camera | lidar (ablations: the other branch is switched off)
     use_mask: bool = False  # weight the occupancy loss by the camera-visibility mask (the original: off)
+    class_weights: str = "none"  # none (the original's plain CE) | enet: 1/ln(1.02 + p) of the train labels
     # -- optimisation (the original FusionOcc schedule)
     batch_size: int = 1  # per rank
     epochs: int = 24
@@ -71,6 +73,8 @@ class TrainConfig:
         """Raises ConfigError naming the first invalid option."""
         if self.modality not in MODALITIES:
             raise ConfigError(f"modality must be one of {MODALITIES}, got '{self.modality}'")
+        if self.class_weights not in CLASS_WEIGHTINGS:
+            raise ConfigError(f"class_weights must be one of {CLASS_WEIGHTINGS}, got '{self.class_weights}'")
         if self.amp not in AMP_MODES:
             raise ConfigError(f"amp must be one of {AMP_MODES}, got '{self.amp}'")
         for name in ("batch_size", "epochs", "log_interval"):

@@ -67,13 +67,24 @@ def build_model(config: TrainConfig) -> nn.Module:
                              lidar_enabled=config.modality != "camera"))
 
 
-def build_loss(config: TrainConfig, model: nn.Module) -> nn.Module:
+def build_loss(config: TrainConfig, model: nn.Module, class_weights: torch.Tensor | None = None) -> nn.Module:
     """FusionOccLoss matching the model's camera feature stride and depth bins."""
     from fusionocc_core.model.losses import FusionOccLoss
 
     camera = model.config.camera
     return FusionOccLoss(downsample=camera.downsample, depth_bins=camera.depth_bins,
-                         use_camera_mask=config.use_mask)
+                         use_camera_mask=config.use_mask, class_weights=class_weights)
+
+
+def occupancy_class_weights(config: TrainConfig, train_set: Any, *, progress: bool) -> torch.Tensor | None:
+    """The occupancy class weights `config.class_weights` asks for (None for the original's plain CE),
+    computed from the training split's labels (camera-visible voxels when training with the mask)."""
+    if config.class_weights == "none":
+        return None
+    from fusionocc_core.model.losses import enet_class_weights
+
+    counts = train_set.class_counts(use_camera_mask=config.use_mask, progress=progress)
+    return enet_class_weights(counts)
 
 
 class LossModel(nn.Module):
@@ -343,14 +354,18 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     model = model_factory(config).to(device)
     if state is None:
         initialise_weights(model, config, log)
-    loss_model = LossModel(model, build_loss(config, model)).to(device)
+    size = input_size(config, model)
+    train_set, val_set = build_datasets(config, size)
+    class_weights = occupancy_class_weights(config, train_set, progress=config.progress and info.is_main)
+    if class_weights is not None:
+        log("occupancy class weights (" + config.class_weights + "): "
+            + " ".join(f"{w:.2f}" for w in class_weights.tolist()))
+    loss_model = LossModel(model, build_loss(config, model, class_weights)).to(device)
     ema = ModelEMA(model, decay=config.ema_decay, ramp=config.ema_ramp) if config.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.amp == "fp16" else None
 
-    size = input_size(config, model)
-    train_set, val_set = build_datasets(config, size)
     from fusionocc_core.data.collate import collate
 
     sampler = ResumableSampler(len(train_set), num_replicas=info.world_size, rank=info.rank, shuffle=True,

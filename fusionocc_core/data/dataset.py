@@ -66,7 +66,7 @@ from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_b
 from fusionocc_core.geometry import invert_transform
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.model.lidar_depth import sparse_depth_map
-from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, POINT_CLOUD_RANGE
+from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, NUM_CLASSES, POINT_CLOUD_RANGE
 
 
 class DatasetError(RuntimeError):
@@ -199,6 +199,24 @@ class OccupancyDataset(Dataset):
                 f"(or pass DatasetConfig(with_imgseg=False))"
             )
         return np.load(path)
+
+    def class_counts(self, *, use_camera_mask: bool = False, progress: bool = False) -> np.ndarray:
+        """(18,) voxel count per Occ3D class over this split's labels (only camera-visible voxels with
+        `use_camera_mask`), read straight from the label files (augmentation does not change counts)."""
+        from tqdm import tqdm
+
+        counts = np.zeros(NUM_CLASSES, dtype=np.int64)
+        for info in tqdm(self.samples, desc="class counts", unit="label", disable=not progress):
+            labels = self._load_labels(info)
+            semantics = labels["semantics"]
+            if use_camera_mask:
+                semantics = semantics[labels["mask_camera"].astype(bool)]
+            found = np.bincount(semantics.reshape(-1).astype(np.int64), minlength=NUM_CLASSES)
+            if len(found) > NUM_CLASSES:
+                raise DatasetError(f"{self.dataroot / info['occ_path']} holds label {len(found) - 1}; Occ3D "
+                                   f"labels are 0..{NUM_CLASSES - 1}")
+            counts += found
+        return counts
 
     # -- one sample ------------------------------------------------------------------------------------------
 

@@ -1,7 +1,9 @@
 """FusionOcc training losses, as the original computes them.
 
-occupancy   cross-entropy over all voxels (no class weights); with `use_camera_mask` each voxel is weighted
-            by the camera-visibility mask and the sum is divided by the number of visible voxels
+occupancy   cross-entropy over all voxels (the original: no class weights); with `use_camera_mask` each voxel
+            is weighted by the camera-visibility mask and the sum is divided by the number of visible voxels.
+            Optional per-class weights (an addition for short trainings, see `enet_class_weights`) make it
+            sum(w[label] * ce) / sum(w[label]), torch's weighted cross-entropy
 depth       binary cross-entropy of the softmaxed key-frame depth against the one-hot of the minimum lidar
             depth per 16 x 16 patch, only over patches holding a lidar point (sum / count), x 0.1
 image seg   cross-entropy of the key-frame image-seg logits against the labels sampled every `stride` pixels
@@ -10,6 +12,7 @@ image seg   cross-entropy of the key-frame image-seg logits against the labels s
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -18,8 +21,30 @@ from fusionocc_core.model.lidar_depth import depth_input_patches
 from fusionocc_core.occ3d import FREE_LABEL
 
 
+def enet_class_weights(counts: np.ndarray | torch.Tensor, c: float = 1.02) -> torch.Tensor:
+    """Class weights 1 / ln(c + p_k) from label counts (ENet, Paszke et al. 2016): about 1.5 for a class
+    covering most voxels ("free"), up to 1 / ln(c) = 50.5 for a vanishingly rare one. A class that never
+    occurs gets the largest weight (it contributes nothing until it appears).
+
+    Args:
+        counts: (C,) number of voxels per class (e.g. over the training labels).
+        c: the offset; smaller spreads the weights further apart.
+
+    Returns:
+        (C,) float32 weights.
+    """
+    counts = torch.as_tensor(np.asarray(counts), dtype=torch.float64)
+    if counts.dim() != 1 or bool((counts < 0).any()) or float(counts.sum()) <= 0:
+        raise ValueError(f"class counts must be a 1-D array of non-negative numbers with a positive sum, got "
+                         f"{counts.tolist()}")
+    if c <= 1:
+        raise ValueError(f"the ENet offset c must be > 1 (weights 1 / ln(c + p)), got {c}")
+    return (1.0 / torch.log(c + counts / counts.sum())).float()
+
+
 def occupancy_loss(
-    logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None
+    logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None,
+    class_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Occupancy cross-entropy.
 
@@ -27,21 +52,29 @@ def occupancy_loss(
         logits: (B, X, Y, Z, C) logits.
         labels: (B, X, Y, Z) class ids 0..C-1.
         camera_mask: optional (B, X, Y, Z) 0/1 voxel weights; the loss is then sum(w * ce) / max(sum(w), 1).
+        class_weights: optional (C,) weight per class; each voxel's weight is then also multiplied by the
+            weight of its label (and the sum divided by the sum of those weights, as torch's weighted CE).
 
     Returns:
         Scalar loss (float32).
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"occupancy logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    if class_weights is not None and class_weights.shape != (logits.shape[-1],):
+        raise ValueError(f"class_weights {tuple(class_weights.shape)} do not match the {logits.shape[-1]} "
+                         f"classes of the logits")
     flat_logits = logits.reshape(-1, logits.shape[-1]).float()  # (B*X*Y*Z, C)
     flat_labels = labels.reshape(-1).long()
     if camera_mask is None:
-        return F.cross_entropy(flat_logits, flat_labels)
+        weight = None if class_weights is None else class_weights.to(flat_logits)
+        return F.cross_entropy(flat_logits, flat_labels, weight=weight)
     if camera_mask.shape != labels.shape:
         raise ValueError(
             f"camera_mask {tuple(camera_mask.shape)} does not match labels {tuple(labels.shape)}"
         )
     weights = camera_mask.reshape(-1).float()
+    if class_weights is not None:
+        weights = weights * class_weights.to(flat_logits)[flat_labels]
     per_voxel = F.cross_entropy(flat_logits, flat_labels, reduction="none")
     return (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
 
@@ -117,6 +150,7 @@ class FusionOccLoss(nn.Module):
             the published 56.62 mIoU model is trained WITHOUT it).
         depth_weight: factor of the depth loss (0.1).
         seg_weight: factor of the image segmentation loss (0.1).
+        class_weights: optional (num_classes,) occupancy class weights (None: the original's plain CE).
     """
 
     def __init__(
@@ -126,8 +160,12 @@ class FusionOccLoss(nn.Module):
         use_camera_mask: bool = False,
         depth_weight: float = 0.1,
         seg_weight: float = 0.1,
+        class_weights: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
+        # not persistent: a run's weights live in its config/run folder, not in model checkpoints
+        self.register_buffer("class_weights", None if class_weights is None
+                             else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
         self.downsample = downsample
         self.depth_bins = depth_bins
         self.use_camera_mask = use_camera_mask
@@ -161,7 +199,8 @@ class FusionOccLoss(nn.Module):
         """
         if self.use_camera_mask and camera_mask is None:
             raise ValueError("FusionOccLoss(use_camera_mask=True) needs camera_mask")
-        losses = {"loss_occ": occupancy_loss(logits, labels, camera_mask if self.use_camera_mask else None)}
+        losses = {"loss_occ": occupancy_loss(logits, labels, camera_mask if self.use_camera_mask else None,
+                                             self.class_weights)}
         if key_depth is not None:
             if sparse_depth is None:
                 raise ValueError("the depth loss needs sparse_depth next to key_depth")

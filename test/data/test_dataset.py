@@ -132,6 +132,19 @@ def test_collate_and_missing_files(infos: Path, tmp_path: Path) -> None:
         OccupancyDataset(moved, input_size=INPUT, train=False)[0]
 
 
+def test_class_counts_equal_a_bincount_of_the_label_files(infos: Path) -> None:
+    ds = OccupancyDataset(infos, input_size=INPUT, train=True, split="train",
+                          config=DatasetConfig(with_imgseg=False))
+    every, visible = np.zeros(18, np.int64), np.zeros(18, np.int64)
+    for info in ds.samples:
+        with np.load(ds.dataroot / info["occ_path"]) as data:
+            every += np.bincount(data["semantics"].ravel(), minlength=18)
+            visible += np.bincount(data["semantics"][data["mask_camera"] > 0], minlength=18)
+    np.testing.assert_array_equal(ds.class_counts(), every)
+    np.testing.assert_array_equal(ds.class_counts(use_camera_mask=True), visible)
+    assert visible.sum() < every.sum() and every.sum() == len(ds.samples) * 200 * 200 * 16
+
+
 def test_dataloader_workers_draw_their_own_augmentations(infos: Path) -> None:
     """Worker-safe: the dataset crosses into worker processes, and workers do not repeat each other's draws."""
     from torch.utils.data import DataLoader

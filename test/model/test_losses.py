@@ -8,6 +8,7 @@ import torch
 from fusionocc_core.model.losses import (
     FusionOccLoss,
     depth_loss,
+    enet_class_weights,
     image_seg_loss,
     occupancy_loss,
 )
@@ -25,6 +26,43 @@ def test_occupancy_loss_plain_and_camera_masked():
     assert occupancy_loss(logits, labels, torch.zeros_like(mask)).item() == 0.0
     with pytest.raises(ValueError, match="do not match"):
         occupancy_loss(logits, labels[..., 0])
+
+
+def test_occupancy_loss_with_class_weights_plain_and_masked():
+    logits = torch.zeros(1, 3, 1, 1, 3)
+    logits[0, 0, 0, 0] = torch.tensor([2.0, 0.0, 0.0])
+    labels = torch.tensor([[[[0]], [[1]], [[1]]]])  # (1, 3, 1, 1)
+    ce0 = -math.log(math.exp(2) / (math.exp(2) + 2))
+    ce1 = -math.log(1 / 3)
+    weights = torch.tensor([4.0, 1.0, 7.0])
+    expected = (4 * ce0 + 1 * ce1 + 1 * ce1) / (4 + 1 + 1)
+    assert occupancy_loss(logits, labels, class_weights=weights).item() == pytest.approx(expected, rel=1e-6)
+    mask = torch.tensor([[[[1]], [[1]], [[0]]]])
+    expected_masked = (4 * ce0 + 1 * ce1) / (4 + 1)
+    assert occupancy_loss(logits, labels, mask, weights).item() == pytest.approx(expected_masked, rel=1e-6)
+    # the same through FusionOccLoss, and equal weights change nothing
+    loss = FusionOccLoss(use_camera_mask=True, class_weights=weights)
+    assert loss(logits, labels, mask)["loss_occ"].item() == pytest.approx(expected_masked, rel=1e-6)
+    assert "class_weights" not in loss.state_dict()  # not a model parameter: checkpoints stay loadable
+    assert occupancy_loss(logits, labels, class_weights=torch.full((3,), 2.5)).item() == pytest.approx(
+        occupancy_loss(logits, labels).item(), rel=1e-6)
+    with pytest.raises(ValueError, match="class_weights .* do not match the 3 classes"):
+        occupancy_loss(logits, labels, class_weights=torch.ones(18))
+
+
+def test_enet_class_weights_against_the_formula():
+    counts = torch.tensor([900.0, 90.0, 10.0, 0.0])
+    expected = [1 / math.log(1.02 + p) for p in (0.9, 0.09, 0.01, 0.0)]
+    assert enet_class_weights(counts).tolist() == pytest.approx(expected, rel=1e-6)
+    assert enet_class_weights(counts)[3].item() == pytest.approx(1 / math.log(1.02), rel=1e-6)  # the ceiling
+    assert enet_class_weights(counts, c=1.2).tolist() == pytest.approx(
+        [1 / math.log(1.2 + p) for p in (0.9, 0.09, 0.01, 0.0)], rel=1e-6)
+    with pytest.raises(ValueError, match="positive sum"):
+        enet_class_weights(torch.zeros(3))
+    with pytest.raises(ValueError, match="non-negative"):
+        enet_class_weights(torch.tensor([1.0, -1.0]))
+    with pytest.raises(ValueError, match="must be > 1"):
+        enet_class_weights(counts, c=1.0)
 
 
 def test_depth_loss_only_over_patches_with_lidar():

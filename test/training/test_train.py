@@ -145,6 +145,25 @@ def test_overfit_one_sample_drives_the_loss_down(infos, tmp_path):
     assert [p.name for p in tmp_path.glob("step_*.pt")] == ["step_00000030.pt"]
 
 
+def test_enet_class_weights_come_from_the_training_labels(infos, tmp_path):
+    from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
+    from fusionocc_core.model.losses import enet_class_weights
+    from training.config import ConfigError
+
+    config = micro_config(infos, tmp_path, max_iters=1, ema=False, class_weights="enet", use_mask=True)
+    logged = []
+    T.train(config, CPU, model_factory=MicroOcc, log=logged.append)
+    line = next(m for m in logged if m.startswith("occupancy class weights (enet): "))
+    train_set = OccupancyDataset(infos, input_size=INPUT_SIZE, train=True, split="train",
+                                 config=DatasetConfig(with_imgseg=False))
+    expected = enet_class_weights(train_set.class_counts(use_camera_mask=True))
+    assert [float(w) for w in line.split(": ")[1].split()] == pytest.approx(expected.tolist(), abs=0.006)
+    assert expected[occ3d.FREE_LABEL] == expected.min() and expected.max() > 10 * expected.min()
+    assert T.occupancy_class_weights(replace(config, class_weights="none"), train_set, progress=False) is None
+    with pytest.raises(ConfigError, match="class_weights must be one of"):
+        load_config(None, {"class_weights": "inverse"})
+
+
 def _parse(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser()
     T.add_arguments(parser)

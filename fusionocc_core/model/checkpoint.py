@@ -296,12 +296,14 @@ def _torch_load(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
     return data
 
 
-def save_checkpoint(path: str | os.PathLike, model: FusionOcc, **extra: Any) -> None:
+def save_checkpoint(path: str | os.PathLike, model: FusionOcc, *, half: bool = False, **extra: Any) -> None:
     """Saves weights + config atomically (temp file in the same folder, then os.replace).
 
     Args:
         path: destination file.
         model: the model; its `config` is stored.
+        half: store floating-point weights as float16 (half the file; `load_checkpoint` copies them back
+            into the float32 model). For shipping a small file; training checkpoints keep full precision.
         **extra: further plain entries (epoch, metrics, optimizer state, ...); they must be tensors or plain
             Python containers/values so that `load_checkpoint` can read them with `weights_only=True`.
     """
@@ -309,11 +311,14 @@ def save_checkpoint(path: str | os.PathLike, model: FusionOcc, **extra: Any) -> 
     reserved = {"format", "version", "config", "state_dict"} & set(extra)
     if reserved:
         raise ValueError(f"extra entries {sorted(reserved)} are reserved names")
+    state = model.state_dict()
+    if half:
+        state = {k: v.half() if v.is_floating_point() else v for k, v in state.items()}
     payload = {
         "format": CHECKPOINT_FORMAT,
         "version": CHECKPOINT_VERSION,
         "config": model.config.to_dict(),
-        "state_dict": model.state_dict(),
+        "state_dict": state,
         **extra,
     }
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -112,6 +112,24 @@ def test_save_load_round_trip(tmp_path):
     assert ours.keys() == theirs.keys() and all(torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_half_checkpoint_halves_the_file_and_loads_into_float32(tmp_path):
+    torch.manual_seed(0)
+    model = FusionOcc(_micro_config())
+    full, half = tmp_path / "full.pt", tmp_path / "half.pt"
+    save_checkpoint(full, model)
+    save_checkpoint(half, model, half=True, step=7)
+    assert half.stat().st_size < 0.6 * full.stat().st_size
+    loaded, extra = load_checkpoint_with_extra(half)
+    assert extra == {"step": 7}
+    ours, theirs = model.state_dict(), loaded.state_dict()
+    for key in ours:
+        assert theirs[key].dtype == ours[key].dtype, key  # back in the model's own precision
+        if ours[key].is_floating_point():
+            torch.testing.assert_close(theirs[key], ours[key].half().float(), rtol=0, atol=0)
+        else:
+            assert torch.equal(theirs[key], ours[key]), key
+
+
 def test_truncated_foreign_and_missing_files(tmp_path):
     model = FusionOcc(_micro_config())
     path = tmp_path / "model.pt"

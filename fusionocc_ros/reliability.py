@@ -678,6 +678,62 @@ def stamp_ns_of(msg: Any) -> int:
     return int(msg.header.stamp.sec) * 1_000_000_000 + int(msg.header.stamp.nanosec)
 
 
+def rig_camera_info_msg(name: str) -> Any:
+    """The rig's CameraInfo for camera `name`."""
+    from sensor_msgs.msg import CameraInfo
+
+    info = CameraInfo(width=RIG_IMAGE_SIZE[0], height=RIG_IMAGE_SIZE[1])
+    info.header.frame_id = name
+    info.k = RIG_INTRINSICS.reshape(-1).tolist()
+    return info
+
+
+def rig_odometry_msg(frame: RigFrame) -> Any:
+    """The frame's ego pose as nav_msgs/Odometry (map -> base_link)."""
+    from nav_msgs.msg import Odometry
+
+    odom = Odometry(child_frame_id="base_link")
+    odom.header.frame_id = "map"
+    _set_stamp(odom.header, frame.stamp_ns)
+    position, orientation = odom.pose.pose.position, odom.pose.pose.orientation
+    position.x, position.y, position.z = map(float, frame.translation)
+    orientation.w, orientation.x, orientation.y, orientation.z = map(float, frame.quaternion)
+    return odom
+
+
+def rig_cloud_msg(frame: RigFrame) -> Any:
+    """The frame's lidar sweep as PointCloud2 (x, y, z, intensity, ring)."""
+    from std_msgs.msg import Header
+
+    from fusionocc_core.occ3d import LIDAR_NAME
+    from fusionocc_ros.conversions import xyzir_to_pointcloud2
+
+    header = Header(frame_id=LIDAR_NAME)
+    _set_stamp(header, frame.stamp_ns)
+    return xyzir_to_pointcloud2(frame.points, header=header)
+
+
+def rig_image_msg(frame: RigFrame, index: int, transport: str) -> tuple[Any, str, Any]:
+    """(message type, node-relative topic, message) of camera `index`: CompressedImage with the frame's JPEG
+    for transport "compressed", raw Image otherwise."""
+    import array
+
+    from sensor_msgs.msg import CompressedImage, Image
+    from std_msgs.msg import Header
+
+    from fusionocc_core.occ3d import CAMERA_NAMES
+    from fusionocc_ros.conversions import rgb_to_image
+
+    name = CAMERA_NAMES[index]
+    header = Header(frame_id=name)
+    _set_stamp(header, frame.camera_stamps_ns[index])
+    if transport == "compressed":
+        msg = CompressedImage(header=header, format="jpeg")
+        msg.data = array.array("B", frame.jpegs[index])
+        return CompressedImage, f"input/{name}/image/compressed", msg
+    return Image, f"input/{name}/image", rgb_to_image(frame.images[index], header=header)
+
+
 class NodeHarness:
     """An `OccupancyNode` in a private rclpy context plus a driver node that publishes its inputs and records
     its outputs with their arrival time (`time.monotonic()`).
@@ -778,51 +834,16 @@ class NodeHarness:
     # -------------------------------------------------------------------------------------- messages
 
     def camera_info_msg(self, name: str) -> Any:
-        from sensor_msgs.msg import CameraInfo
-
-        info = CameraInfo(width=RIG_IMAGE_SIZE[0], height=RIG_IMAGE_SIZE[1])
-        info.header.frame_id = name
-        info.k = RIG_INTRINSICS.reshape(-1).tolist()
-        return info
+        return rig_camera_info_msg(name)
 
     def odometry_msg(self, frame: RigFrame) -> Any:
-        from nav_msgs.msg import Odometry
-
-        odom = Odometry(child_frame_id="base_link")
-        odom.header.frame_id = "map"
-        _set_stamp(odom.header, frame.stamp_ns)
-        position, orientation = odom.pose.pose.position, odom.pose.pose.orientation
-        position.x, position.y, position.z = map(float, frame.translation)
-        orientation.w, orientation.x, orientation.y, orientation.z = map(float, frame.quaternion)
-        return odom
+        return rig_odometry_msg(frame)
 
     def cloud_msg(self, frame: RigFrame) -> Any:
-        from std_msgs.msg import Header
-
-        from fusionocc_core.occ3d import LIDAR_NAME
-        from fusionocc_ros.conversions import xyzir_to_pointcloud2
-
-        header = Header(frame_id=LIDAR_NAME)
-        _set_stamp(header, frame.stamp_ns)
-        return xyzir_to_pointcloud2(frame.points, header=header)
+        return rig_cloud_msg(frame)
 
     def image_msg(self, frame: RigFrame, index: int) -> tuple[Any, str, Any]:
-        import array
-
-        from sensor_msgs.msg import CompressedImage, Image
-        from std_msgs.msg import Header
-
-        from fusionocc_core.occ3d import CAMERA_NAMES
-        from fusionocc_ros.conversions import rgb_to_image
-
-        name = CAMERA_NAMES[index]
-        header = Header(frame_id=name)
-        _set_stamp(header, frame.camera_stamps_ns[index])
-        if self.transport == "compressed":
-            msg = CompressedImage(header=header, format="jpeg")
-            msg.data = array.array("B", frame.jpegs[index])
-            return CompressedImage, f"input/{name}/image/compressed", msg
-        return Image, f"input/{name}/image", rgb_to_image(frame.images[index], header=header)
+        return rig_image_msg(frame, index, self.transport)
 
     def send_frame(self, frame: RigFrame, *, cameras: Any = None, lidar: bool = True,
                    wait: bool = True) -> None:
@@ -944,8 +965,6 @@ def _publish_overload_stream(domain_id: int, seconds: float, rate: float, period
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     node = rclpy.create_node("overload_player", context=context)
-    builder = NodeHarness.__new__(NodeHarness)  # only its message builders, which need `transport`
-    builder.transport = "raw"
     base = f"/{NodeHarness.NAMESPACE}/occupancy_node"
     qos = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
     templates = rig_frames(10, seed=1, period_s=period_s)
@@ -956,7 +975,7 @@ def _publish_overload_stream(domain_id: int, seconds: float, rate: float, period
         publishers = {"input/odometry": node.create_publisher(Odometry, f"{base}/input/odometry", qos),
                       "input/pointcloud": node.create_publisher(PointCloud2, f"{base}/input/pointcloud", qos)}
         for camera in range(6):
-            msg_type, topic, _ = builder.image_msg(templates[0], camera)
+            msg_type, topic, _ = rig_image_msg(templates[0], camera, "raw")
             publishers[topic] = node.create_publisher(msg_type, f"{base}/{topic}", qos)
         deadline = time.monotonic() + 30.0
         while time.monotonic() < deadline and not all(p.get_subscription_count() for p in publishers.values()):
@@ -968,10 +987,10 @@ def _publish_overload_stream(domain_id: int, seconds: float, rate: float, period
         start, index = time.monotonic(), 1
         while time.monotonic() - start < seconds:
             frame = _stream_frame(templates[index % len(templates)], index, period_s, len(templates))
-            publish(Odometry, "input/odometry", builder.odometry_msg(frame))
-            publish(PointCloud2, "input/pointcloud", builder.cloud_msg(frame))
+            publish(Odometry, "input/odometry", rig_odometry_msg(frame))
+            publish(PointCloud2, "input/pointcloud", rig_cloud_msg(frame))
             for camera in range(6):
-                publish(*builder.image_msg(frame, camera))
+                publish(*rig_image_msg(frame, camera, "raw"))
             sent_at[frame.stamp_ns] = time.monotonic()
             index += 1
             if rate > 0:

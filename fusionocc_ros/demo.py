@@ -56,6 +56,7 @@ class DemoSummary:
     offline_miou_camera_mask: float | None
     offline_miou_no_mask: float | None
     node_offline_voxel_agreement: float | None
+    node_offline_voxel_agreement_camera_mask: float | None
     renders: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -99,7 +100,7 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
     context = Context()
     rclpy.init(context=context, domain_id=domain_id)
     params = {"calibration_file": str(calibration), "image_transport": "compressed", "device": options.device,
-              "preset": "tiny"}
+              "preset": "tiny", "jpeg_draft": False}  # full JPEG decode, as the offline path it is compared with
     if checkpoint is not None:
         params["checkpoint"] = str(checkpoint)
     remaps = [f"~/input/pointcloud:={LIDAR_TOPIC}", f"~/input/odometry:={ODOM_TOPIC}"]
@@ -222,15 +223,18 @@ def run_demo(options: DemoOptions) -> DemoSummary:
             with_mask.update(labels, truth[stamp]["semantics"], truth[stamp]["mask_camera"])
             without.update(labels, truth[stamp]["semantics"])
     offline = _offline_scores(dataroot, out, checkpoint, options.device)
-    agreement = None
+    agreement = agreement_visible = None
     if offline is not None:  # voxel-wise agreement of the node's outputs with the offline predictions
-        same = total = 0
+        same = total = same_visible = visible = 0
         for stamp, labels in grids.items():
             if stamp in truth:
                 with np.load(out / "offline_predictions" / f"{truth[stamp]['token']}.npz") as offline_pred:
-                    same += int((offline_pred["semantics"] == labels).sum())
-                total += labels.size
+                    equal = offline_pred["semantics"] == labels
+                mask = truth[stamp]["mask_camera"].astype(bool)
+                same, total = same + int(equal.sum()), total + labels.size
+                same_visible, visible = same_visible + int(equal[mask].sum()), visible + int(mask.sum())
         agreement = same / total if total else None
+        agreement_visible = same_visible / visible if visible else None
 
     print("[5/5] rendering", flush=True)
     renders = []
@@ -259,6 +263,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
         offline_miou_camera_mask=offline[0] if offline else None,
         offline_miou_no_mask=offline[1] if offline else None,
         node_offline_voxel_agreement=agreement,
+        node_offline_voxel_agreement_camera_mask=agreement_visible,
         renders=renders, seconds=time.monotonic() - start)
     (out / "summary.json").write_text(json.dumps(asdict(summary), indent=1, default=str))
     return summary
@@ -283,7 +288,8 @@ def format_summary(summary: DemoSummary) -> str:
         f"{pct(summary.node_miou_no_mask)} (no mask)",
         f"mIoU offline eval   {pct(summary.offline_miou_camera_mask)} (camera mask), "
         f"{pct(summary.offline_miou_no_mask)} (no mask)",
-        f"node vs offline     {pct(summary.node_offline_voxel_agreement)} % of voxels identical",
+        f"node vs offline     {pct(summary.node_offline_voxel_agreement)} % of voxels identical "
+        f"({pct(summary.node_offline_voxel_agreement_camera_mask)} % inside the camera mask)",
         "files",
         f"  bag               {summary.bag}",
         *[f"  render            {path}" for path in summary.renders],

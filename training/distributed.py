@@ -76,6 +76,16 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     return {k: float(v) / info.world_size for k, v in zip(keys, flat.tolist())}
 
 
+def broadcast_from_main(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    """Rank 0's `tensor` on every rank (each rank passes one of the same shape and dtype; only rank 0's values
+    matter); the tensor itself in a single process. Returned on the CPU."""
+    if not info.distributed:
+        return tensor
+    buffer = tensor.to(info.device).contiguous()
+    dist.broadcast(buffer, src=0)
+    return buffer.cpu()
+
+
 def sample_seed(seed: int, epoch: int, position: int) -> int:
     """A well-mixed 63-bit seed for one sample of one epoch."""
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, dtype=np.uint64)[0]) >> 1

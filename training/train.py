@@ -32,7 +32,8 @@ from training.checkpointing import (
 )
 from training.config import ConfigError, TrainConfig, load_config, parse_set_options, save_config
 from training.distributed import (
-    DistInfo, ResumableSampler, SeededDataset, all_reduce_mean, cleanup_distributed, setup_distributed,
+    DistInfo, ResumableSampler, SeededDataset, all_reduce_mean, broadcast_from_main, cleanup_distributed,
+    setup_distributed,
 )
 from training.ema import ModelEMA
 from training.schedule import lr_at, set_lr
@@ -76,15 +77,21 @@ def build_loss(config: TrainConfig, model: nn.Module, class_weights: torch.Tenso
                          use_camera_mask=config.use_mask, class_weights=class_weights)
 
 
-def occupancy_class_weights(config: TrainConfig, train_set: Any, *, progress: bool) -> torch.Tensor | None:
+def occupancy_class_weights(config: TrainConfig, train_set: Any, info: DistInfo, *, progress: bool
+                            ) -> torch.Tensor | None:
     """The occupancy class weights `config.class_weights` asks for (None for the original's plain CE),
-    computed from the training split's labels (camera-visible voxels when training with the mask)."""
+    computed from the training split's labels (camera-visible voxels when training with the mask). Rank 0
+    reads the labels and broadcasts the counts: the other ranks read nothing."""
     if config.class_weights == "none":
         return None
     from fusionocc_core.model.losses import enet_class_weights
+    from fusionocc_core.occ3d import NUM_CLASSES
 
-    counts = train_set.class_counts(use_camera_mask=config.use_mask, progress=progress)
-    return enet_class_weights(counts)
+    if info.is_main:
+        counts = torch.as_tensor(train_set.class_counts(use_camera_mask=config.use_mask, progress=progress))
+    else:
+        counts = torch.zeros(NUM_CLASSES, dtype=torch.int64)
+    return enet_class_weights(broadcast_from_main(counts, info))
 
 
 class LossModel(nn.Module):
@@ -356,7 +363,7 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
         initialise_weights(model, config, log)
     size = input_size(config, model)
     train_set, val_set = build_datasets(config, size)
-    class_weights = occupancy_class_weights(config, train_set, progress=config.progress and info.is_main)
+    class_weights = occupancy_class_weights(config, train_set, info, progress=config.progress and info.is_main)
     if class_weights is not None:
         log("occupancy class weights (" + config.class_weights + "): "
             + " ".join(f"{w:.2f}" for w in class_weights.tolist()))

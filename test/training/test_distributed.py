@@ -83,6 +83,42 @@ def test_ddp_two_ranks_match_one_process_on_the_global_batch(infos, tmp_path):
     assert any(float(g.abs().max()) > 0 for g in single.values())
 
 
+class _CountsOnlyOnMain:
+    """A training split whose labels only rank 0 may read."""
+
+    def __init__(self, dataset, rank: int) -> None:
+        self.dataset, self.rank = dataset, rank
+
+    def class_counts(self, **kwargs):
+        assert self.rank == 0, "a non-main rank read the training labels"
+        return self.dataset.class_counts(**kwargs)
+
+
+def _class_weights_rank(rank: int, world_size: int, port: int, config, out: str) -> None:
+    torch.set_num_threads(1)
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
+                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
+    info = setup_distributed("cpu")
+    try:
+        train_set, _ = T.build_datasets(config, (config.input_height, config.input_width))
+        weights = T.occupancy_class_weights(config, _CountsOnlyOnMain(train_set, rank), info, progress=False)
+        torch.save(weights, f"{out}/weights{rank}.pt")
+    finally:
+        cleanup_distributed()
+
+
+def test_class_weights_are_read_by_rank_0_and_broadcast(infos, tmp_path):
+    from fusionocc_core.model.losses import enet_class_weights
+
+    config = micro_config(infos, tmp_path / "run", class_weights="enet", use_mask=True)
+    mp.spawn(_class_weights_rank, args=(2, free_port(), config, str(tmp_path)), nprocs=2, join=True)
+    train_set, _ = T.build_datasets(config, (config.input_height, config.input_width))
+    expected = enet_class_weights(train_set.class_counts(use_camera_mask=True))
+    for rank in range(2):
+        torch.testing.assert_close(torch.load(tmp_path / f"weights{rank}.pt", weights_only=True), expected,
+                                   rtol=0, atol=0)
+
+
 def test_sampler_splits_epochs_and_resumes_mid_epoch():
     size = 7
     parts = [list(ResumableSampler(size, num_replicas=3, rank=r, seed=1)) for r in range(3)]

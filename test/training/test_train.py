@@ -159,7 +159,7 @@ def test_enet_class_weights_come_from_the_training_labels(infos, tmp_path):
     expected = enet_class_weights(train_set.class_counts(use_camera_mask=True))
     assert [float(w) for w in line.split(": ")[1].split()] == pytest.approx(expected.tolist(), abs=0.006)
     assert expected[occ3d.FREE_LABEL] == expected.min() and expected.max() > 10 * expected.min()
-    assert T.occupancy_class_weights(replace(config, class_weights="none"), train_set, progress=False) is None
+    assert T.occupancy_class_weights(replace(config, class_weights="none"), train_set, CPU, progress=False) is None
     with pytest.raises(ConfigError, match="class_weights must be one of"):
         load_config(None, {"class_weights": "inverse"})
 

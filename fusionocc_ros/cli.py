@@ -29,6 +29,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "write the per-sample info index and the imgseg maps for training"),
     Subcommand("train", "training.train", "train FusionOcc (single process or torchrun)"),
     Subcommand("eval", "training.evaluate", "Occ3D mIoU of a checkpoint or of saved predictions"),
+    Subcommand("calibrate", "training.calibrate",
+               "undo the class-weight prior of a checkpoint (logit adjustment chosen on the train split)"),
     Subcommand("convert", "fusionocc_ros.bag_converter", "nuScenes dataroot -> one rosbag2 per scene"),
     Subcommand("replay", "fusionocc_ros.replay", "publish a rosbag2 through rclpy (no ros2 bag needed)"),
     Subcommand("node", "fusionocc_ros.occupancy_node", "run the ROS 2 occupancy node"),

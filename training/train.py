@@ -319,14 +319,18 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
                          f"the same image backbone as preset '{config.model}'?\n{report}")
 
 
-def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None) -> None:
-    """The (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load)."""
+def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None,
+                 class_weights: torch.Tensor | None = None) -> None:
+    """The (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load).
+    The occupancy class weights of the loss, if any, are stored too: `fusionocc calibrate` undoes the prior
+    they taught the model."""
     from fusionocc_core.model.checkpoint import save_checkpoint
     from fusionocc_core.model.fusionocc import FusionOcc
 
     if not isinstance(model, FusionOcc):  # a test stand-in has no config to store
         return
-    save_checkpoint(path, model, step=step, val=val)
+    extra = {} if class_weights is None else {"class_weights": [float(w) for w in class_weights]}
+    save_checkpoint(path, model, step=step, val=val, **extra)
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
@@ -487,7 +491,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
         writer.close()
     if info.is_main:
         final = out_dir / "model_final.pth"
-        export_model(final, ema.module if ema is not None else model, step=step, val=val)
+        export_model(final, ema.module if ema is not None else model, step=step, val=val,
+                     class_weights=class_weights)
         log(f"{'EMA ' if ema is not None else ''}weights of step {step} exported to {final}")
     return {"step": step, "history": history, "val": val, "config": config}
 

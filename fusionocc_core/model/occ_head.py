@@ -36,3 +36,19 @@ class OccHead(nn.Module):
         )  # (B, C, Z, Y, X); the original's ReLU (reference fact 5)
         x = x.permute(0, 4, 3, 2, 1)  # (B, X, Y, Z, C)
         return self.predicter(x)  # (B, X, Y, Z, num_classes)
+
+    @torch.no_grad()
+    def add_class_offsets(self, offsets: torch.Tensor) -> None:
+        """Adds a constant per class to every logit by folding it into the last layer's bias: the model then
+        outputs exactly `logits + offsets`, in the same file format and at no runtime cost (post-hoc logit
+        adjustment, e.g. undoing the prior a class-weighted loss taught; `fusionocc calibrate`).
+
+        Raises:
+            ValueError: `offsets` is not a finite (num_classes,) vector.
+        """
+        last = self.predicter[-1]
+        offsets = torch.as_tensor(offsets, dtype=last.bias.dtype, device=last.bias.device)
+        if offsets.shape != last.bias.shape or not bool(torch.isfinite(offsets).all()):
+            raise ValueError(f"class offsets must be {tuple(last.bias.shape)} finite values, got shape "
+                             f"{tuple(offsets.shape)}")
+        last.bias.add_(offsets)

@@ -221,3 +221,15 @@ def test_init_from_errors_are_named(infos, tmp_path):
     config = micro_config(infos, tmp_path / "run", init_camera_from=str(foreign))
     with pytest.raises(T.TrainError, match="initialised no camera weight"):
         T.train(config, CPU, model_factory=MicroOcc, log=lambda *_: None)
+
+
+def test_export_stores_the_class_weights_for_calibration(tmp_path):
+    from fusionocc_core.model.checkpoint import load_checkpoint_with_extra
+    from fusionocc_core.model.presets import build_model
+
+    weights = torch.linspace(1.5, 30.0, occ3d.NUM_CLASSES)
+    T.export_model(tmp_path / "weighted.pth", build_model("tiny"), step=3, val=None, class_weights=weights)
+    T.export_model(tmp_path / "plain.pth", build_model("tiny"), step=3, val=None)
+    assert load_checkpoint_with_extra(tmp_path / "weighted.pth")[1]["class_weights"] == pytest.approx(
+        weights.tolist())
+    assert "class_weights" not in load_checkpoint_with_extra(tmp_path / "plain.pth")[1]

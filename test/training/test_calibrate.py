@@ -1,0 +1,131 @@
+"""fusionocc calibrate: the tau sweep picks the scale that undoes a known prior, the offsets are folded into
+the head exactly, and the command writes a loadable checkpoint that records what it did (and refuses twice)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from fusionocc_core import occ3d
+from fusionocc_core.model.checkpoint import load_checkpoint_with_extra, save_checkpoint
+from fusionocc_core.model.presets import build_model
+from fusionocc_ros.cli import main as cli_main
+from training.calibrate import CalibrationError, choose_tau, prior_offsets, sweep_taus
+from training.evaluate import MODEL_INPUTS
+
+CAR, FREE = 4, occ3d.FREE_LABEL
+
+
+class FixedLogits(nn.Module):
+    """Returns the logits stored in the batch: a model whose outputs the test chooses."""
+
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+        return inputs[0]
+
+
+def _batch(logits: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
+    batch = {key: torch.zeros(1) for key in MODEL_INPUTS}
+    batch["images"] = logits
+    batch["voxel_semantics"] = gt
+    batch["mask_camera"] = torch.ones_like(gt, dtype=torch.bool)
+    return batch
+
+
+def test_sweep_finds_the_scale_that_undoes_a_known_prior():
+    # Ground truth: a car block in free space. The "model" scores the true class 1.0 and adds a learnt prior
+    # of log w = 1.5 for car everywhere (what a loss with w_car = e^1.5 x w_free teaches): as trained, every
+    # voxel is called car. tau * (-1.5) removes it once tau > 1/3; 0.5 is the smallest such grid value.
+    gt = torch.full((1, 200, 200, 16), FREE, dtype=torch.long)
+    gt[0, 90:110, 90:110, 2:6] = CAR
+    weights = torch.ones(occ3d.NUM_CLASSES)
+    weights[CAR] = math.exp(1.5)
+    logits = torch.nn.functional.one_hot(gt, occ3d.NUM_CLASSES).float() + torch.log(weights)
+    scores = sweep_taus(FixedLogits(), [_batch(logits, gt)], prior_offsets(weights), [0, 0.25, 0.5, 0.75, 1],
+                        progress=False)
+    car_share = (gt == CAR).float().mean().item()
+    assert scores[0].camera_mask.iou[CAR] == pytest.approx(car_share)  # everything is car
+    assert scores[1].camera_mask.miou == pytest.approx(car_share)  # 1.125 > 1: still everything car
+    assert [s.camera_mask.miou for s in scores[2:]] == pytest.approx([1.0, 1.0, 1.0])
+    assert [s.no_mask.miou for s in scores[2:]] == pytest.approx([1.0, 1.0, 1.0])
+    assert choose_tau(scores).tau == 0.5  # the best, and the smallest of the tied ones
+
+
+def test_offsets_fold_into_the_head_exactly():
+    head = build_model("tiny").head.eval()
+    volume = torch.randn(1, head.final_conv.in_channels, 3, 4, 5)
+    offsets = torch.linspace(-2.0, 1.0, occ3d.NUM_CLASSES)
+    with torch.no_grad():
+        before = head(volume)
+        head.add_class_offsets(offsets)
+        after = head(volume)
+    torch.testing.assert_close(after, before + offsets, rtol=0, atol=1e-5)
+    with pytest.raises(ValueError, match=r"\(18,\) finite values"):
+        head.add_class_offsets(torch.zeros(3))
+    with pytest.raises(ValueError, match="finite"):
+        head.add_class_offsets(torch.full((occ3d.NUM_CLASSES,), float("nan")))
+
+
+def test_prior_offsets_and_choice_reject_bad_input():
+    assert prior_offsets([1.0, math.e]).tolist() == pytest.approx([0.0, -1.0])
+    with pytest.raises(CalibrationError, match="finite positive"):
+        prior_offsets([1.0, 0.0])
+    with pytest.raises(CalibrationError, match="nothing was scored"):
+        choose_tau([])
+
+
+@pytest.fixture(scope="module")
+def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("calibrate_prepared")
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet", "--no-imgseg"]) == 0
+    return out / "fusionocc_infos.pkl"
+
+
+def test_cli_writes_a_calibrated_checkpoint(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    weights = torch.linspace(1.5, 40.0, occ3d.NUM_CLASSES)
+    source = tmp_path / "trained.pth"
+    save_checkpoint(source, model, step=7, val={"miou_mask": 1.0}, class_weights=weights.tolist())
+    out = tmp_path / "calibrated.pth"
+    args = ["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out), "--limit", "1",
+            "--taus", "0:1:0.5", "--num-workers", "0", "--quiet", "--json", str(tmp_path / "sweep.json")]
+    assert cli_main(args) == 0
+    printed = capsys.readouterr().out
+    assert "class weights (stored in the checkpoint)" in printed and "<- chosen" in printed
+    calibrated, extra = load_checkpoint_with_extra(out)
+    record = extra["logit_adjustment"]
+    assert record["tau"] in (0.0, 0.5, 1.0) and [s["tau"] for s in record["sweep"]] == [0.0, 0.5, 1.0]
+    assert extra["step"] == 7 and "val" not in extra  # the old scores described the uncalibrated model
+    bias = calibrated.head.predicter[-1].bias
+    expected = model.head.predicter[-1].bias - record["tau"] * torch.log(weights)
+    torch.testing.assert_close(bias, expected)
+    assert (tmp_path / "sweep.json").is_file()
+    # Calibrating twice would subtract the prior twice; writing over the input would lose the original.
+    again = [*args[:2], str(out), *args[3:6], str(tmp_path / "twice.pth"), *args[7:]]
+    assert cli_main(again) == 2
+    assert "already calibrated" in capsys.readouterr().err
+    assert cli_main([*args[:6], str(source), *args[7:]]) == 2
+    assert "--out must differ" in capsys.readouterr().err
+
+
+def test_cli_recomputes_the_weights_of_an_old_checkpoint(infos: Path, tmp_path: Path,
+                                                         capsys: pytest.CaptureFixture[str]):
+    from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
+    from fusionocc_core.model.losses import enet_class_weights
+
+    source = tmp_path / "old.pth"
+    save_checkpoint(source, build_model("tiny"))
+    out = tmp_path / "calibrated.pth"
+    assert cli_main(["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
+                     "--limit", "1", "--taus", "0,1", "--num-workers", "0", "--quiet", "--half"]) == 0
+    assert "recomputed: ENet weights" in capsys.readouterr().out
+    train = OccupancyDataset(infos, input_size=(32, 32), train=False, split="train",
+                             config=DatasetConfig(with_imgseg=False))
+    expected = enet_class_weights(train.class_counts(use_camera_mask=True))
+    _, extra = load_checkpoint_with_extra(out)
+    assert extra["logit_adjustment"]["class_weights"] == pytest.approx(expected.tolist())
+    assert torch.load(out, weights_only=True)["state_dict"]["head.predicter.2.bias"].dtype == torch.float16

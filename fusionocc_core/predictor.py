@@ -3,8 +3,9 @@
 `Predictor` wraps a FusionOcc model for streaming use (the ROS node is a thin shell around it):
 
 - images: one batched pass for all cameras on the model's device: uint8 -> float, resize so the width matches
-  the network input (bicubic with antialiasing, like PIL's default resize used in training), round to uint8
-  levels, bottom crop (`post_rot = diag(s, s, 1)`, `post_tran = (-crop_w, -crop_h, 0)`, so
+  the network input (`resize_antialiased`: bicubic with antialiasing, as PIL's resize in the original and as
+  the training/evaluation data pipeline, which shares the function), round to uint8 levels, bottom crop
+  (`post_rot = diag(s, s, 1)`, `post_tran = (-crop_w, -crop_h, 0)`, so
   `pixel_in = post_rot @ (K @ X / z) + post_tran`), mmlab ImageNet normalisation (RGB);
 - temporal history kept inside: the previous camera frame about `keyframe_interval_s` (0.5 s) earlier and
   the lidar sweeps nearest to 1..7 keyframe intervals earlier, all moved into the current ego frame through
@@ -26,8 +27,8 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
+from fusionocc_core.data.augment import resize_antialiased, scaled_size
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
 
@@ -180,7 +181,7 @@ def resize_crop_params(
     width, height = image_size
     in_h, in_w = input_size
     scale = in_w / width
-    resized = (int(width * scale), int(height * scale))
+    resized = scaled_size(width, height, scale)
     crop_h = resized[1] - in_h  # bottom crop: keep the lowest rows
     crop_w = max(0, resized[0] - in_w) // 2
     return scale, resized, (crop_w, crop_h)
@@ -500,11 +501,8 @@ class Predictor:
                 batch = torch.from_numpy(images)
             else:
                 batch = torch.from_numpy(np.stack([images[i] for i in indices]))
-            batch = batch.to(self.device).permute(0, 3, 1, 2).float()  # (n, 3, H0, W0)
-            batch = F.interpolate(
-                batch, size=(resized[1], resized[0]), mode="bicubic", antialias=True, align_corners=False
-            )
-            batch = batch.round_().clamp_(0, 255).to(torch.uint8)
+            batch = batch.to(self.device).permute(0, 3, 1, 2)  # (n, 3, H0, W0) uint8
+            batch = resize_antialiased(batch, resized)
             pixels[indices] = _crop(batch, crop_w, crop_h, height, width)
             post_rots[indices, 0, 0] = post_rots[indices, 1, 1] = scale
             post_trans[indices, 0], post_trans[indices, 1] = -crop_w, -crop_h

@@ -4,8 +4,11 @@ Image augmentation (per sample, shared by the six cameras and both camera frames
 resize by input_width / source_width plus a random offset in `resize_lim`, crop to the input size (training:
 a bottom crop with a random horizontal offset; test: bottom crop, centred horizontally), optional horizontal
 flip, rotation about the crop centre. It is one 2D affine map source pixel -> input pixel,
-`p' = post_rot @ p + post_tran`, applied to the image with a single bicubic warp, so the image and the
-matrices cannot disagree.
+`p' = post_rot @ p + post_tran`. The image is first resized by the augmentation's scale with antialiased
+bicubic (`resize_antialiased`: the original's PIL `Image.resize`, and exactly what the streaming Predictor
+does), then the rest of the map (crop, flip, rotation, at about unit scale) is one bicubic warp composed so
+that the whole still equals the matrices. One warp for everything would sample a shrunk image without
+prefiltering: at the tiny preset's 704 -> 256 that aliases (3 grey levels mean, up to 106, off PIL).
 Pixel coordinates are continuous with pixel i covering [i, i + 1) (its centre at i + 0.5), the convention of
 OpenCV/PIL resizing and of the synthetic cameras; a flip therefore maps x -> W - x.
 
@@ -22,6 +25,8 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+import torch
+import torch.nn.functional as F
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # mmlab RGB mean
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -64,7 +69,7 @@ def sample_image_aug(
     src_h, src_w = source_hw
     in_h, in_w = config.input_size
     resize = in_w / src_w + (rng.uniform(*config.resize_lim) if train else config.test_resize)
-    new_w, new_h = int(src_w * resize), int(src_h * resize)
+    new_w, new_h = scaled_size(src_w, src_h, resize)
     crop_frac = rng.uniform(*config.crop_h) if train else float(np.mean(config.crop_h))
     crop_y = int((1 - crop_frac) * new_h) - in_h
     crop_x = int(rng.uniform(0, max(0, new_w - in_w))) if train else int(max(0, new_w - in_w) / 2)
@@ -96,20 +101,51 @@ def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
     return post_rot, post_tran
 
 
+def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
+    """(width, height) of an image resized by `scale`, truncated as the original's PIL resize dims."""
+    return int(width * scale), int(height * scale)
+
+
+def resize_antialiased(images: torch.Tensor, size_wh: tuple[int, int]) -> torch.Tensor:
+    """Resizes (N, C, H, W) images to (W, H) = `size_wh` with antialiased bicubic: PIL's
+    `Image.resize(size, BICUBIC)` to within rounding (the original's resize). uint8 in -> rounded uint8 out;
+    float stays float. Shared by the data pipeline and the Predictor, so both feed the network the same pixels.
+    """
+    out = F.interpolate(images.float(), size=(size_wh[1], size_wh[0]), mode="bicubic", antialias=True,
+                        align_corners=False)
+    if images.dtype == torch.uint8:
+        return out.round_().clamp_(0, 255).to(torch.uint8)
+    return out.to(images.dtype)
+
+
 def warp_image(
     image: np.ndarray,
     post_rot: np.ndarray,
     post_tran: np.ndarray,
     out_hw: tuple[int, int],
     *,
+    resize: float | None = None,
     interpolation: int = cv2.INTER_CUBIC,
 ) -> np.ndarray:
     """Applies the affine map to an (H, W, C) image, black outside the source.
 
-    Bicubic by default, as PIL's default resize and the streaming predictor; the geometry does not depend on
-    the interpolation (tests check it with the exact-for-ramps bilinear one).
+    Args:
+        resize: the augmentation's scale (`ImageAug.resize`). Given, the image is first resized by it with
+            `resize_antialiased` and only the rest of the map is warped (the whole still equals post_rot /
+            post_tran); None warps everything at once (no prefilter: aliases when shrinking).
+        interpolation: of the warp; bicubic by default. The geometry does not depend on it (tests check it
+            with the exact-for-ramps bilinear one).
     """
     matrix = np.concatenate([post_rot[:2, :2], post_tran[:2, None]], axis=1)
+    if resize is not None and resize != 1.0:
+        height, width = image.shape[:2]
+        new_w, new_h = scaled_size(width, height, resize)
+        image = resize_antialiased(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None],
+                                   (new_w, new_h))[0].permute(1, 2, 0).numpy()
+        # A resized pixel sits at source * (new / old) per axis, so the rest of the map is
+        # M @ diag(old / new): composed with the resize it is exactly post_rot / post_tran again.
+        matrix[:, 0] *= width / new_w
+        matrix[:, 1] *= height / new_h
     # OpenCV indexes pixel centres at integers: shift the continuous-coordinate map by half a pixel.
     matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
     return cv2.warpAffine(

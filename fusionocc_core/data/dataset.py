@@ -239,7 +239,8 @@ class OccupancyDataset(Dataset):
         for frame in (info, prev):
             for name in CAMERA_NAMES:
                 cam = frame["cams"][name]
-                image = warp_image(self._load_image(cam), post_rot, post_tran, self.input_size)
+                image = warp_image(self._load_image(cam), post_rot, post_tran, self.input_size,
+                                   resize=aug.resize)
                 images.append(normalize_image(image))
                 intrinsics.append(cam["intrinsics"])
                 cam_to_key.append(key_ego_inv @ cam["ego2global"] @ cam["sensor2ego"])

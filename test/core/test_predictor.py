@@ -346,3 +346,28 @@ def test_from_preset_and_from_checkpoint_build_the_same_tiny_model(tmp_path):
         state, other = first.model.state_dict(), reference.model.state_dict()
         assert state.keys() == other.keys()
         assert all(torch.equal(state[k], other[k]) for k in state)
+
+
+def test_camera_pixels_equal_the_evaluation_data_pipeline():
+    """Node (Predictor) and offline evaluation (OccupancyDataset, test-time augmentation) feed the network the
+    same pixels and matrices for the same image: both resize with `resize_antialiased`."""
+    from fusionocc_core.data.augment import (
+        ImageAugConfig,
+        image_aug_matrices,
+        normalize_image,
+        sample_image_aug,
+        warp_image,
+    )
+
+    rng = np.random.default_rng(3)
+    ys, xs = np.mgrid[0:H0, 0:W0]
+    texture = 127 + 100 * np.sin(xs / 1.3) * np.cos(ys / 2.1)  # fine detail: aliases without a prefilter
+    images = np.clip(texture[None, ..., None] + rng.normal(0, 20, (6, H0, W0, 3)), 0, 255).astype(np.uint8)
+    inputs, _ = _predictor().prepare(_frame(0.0, _pose(0.0), images=images))
+    aug = sample_image_aug((H0, W0), ImageAugConfig(input_size=INPUT), train=False, rng=rng)
+    post_rot, post_tran = image_aug_matrices(aug)
+    np.testing.assert_allclose(inputs.post_rots[0, 0, 0].numpy(), post_rot, rtol=1e-6)
+    np.testing.assert_allclose(inputs.post_trans[0, 0, 0].numpy(), post_tran, rtol=1e-6)
+    for camera in range(6):
+        offline = normalize_image(warp_image(images[camera], post_rot, post_tran, INPUT, resize=aug.resize))
+        np.testing.assert_allclose(inputs.images[0, 0, camera].numpy(), offline, atol=1e-5)

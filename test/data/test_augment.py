@@ -46,28 +46,56 @@ def test_test_transform_is_resize_and_bottom_crop() -> None:
     np.testing.assert_allclose(post_tran, [0.0, -280.0, 0.0])
 
 
+@pytest.mark.parametrize("prefilter", [True, False], ids=["resize-then-warp", "one-warp"])
 @pytest.mark.parametrize("case", range(31))
-def test_warped_pixels_come_from_where_the_matrices_say(case: int) -> None:
+def test_warped_pixels_come_from_where_the_matrices_say(case: int, prefilter: bool) -> None:
     aug = _augs()[case]
     post_rot, post_tran = image_aug_matrices(aug)
     out = warp_image(
-        _ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size, interpolation=cv2.INTER_LINEAR
+        _ramp_image(*SRC_HW), post_rot, post_tran, CONFIG.input_size, interpolation=cv2.INTER_LINEAR,
+        resize=aug.resize if prefilter else None,
     )
     ys, xs = np.mgrid[0 : CONFIG.input_size[0], 0 : CONFIG.input_size[1]] + 0.5
     dst = np.stack([xs.ravel(), ys.ravel()], axis=1)
     src = (dst - post_tran[:2]) @ np.linalg.inv(post_rot[:2, :2]).T
-    # Interior only: bilinear interpolation of a ramp is exact away from the black border.
-    interior = np.all((src > 1.0) & (src < np.array(SRC_HW[::-1]) - 1.0), axis=1)
+    # Interior only: bilinear interpolation of a ramp is exact away from the black border, and so is the
+    # antialiasing filter (symmetric, normalised) beyond its reach of 2 / scale source pixels from the edge.
+    margin = 1.0 + (2.0 / aug.resize + 1.0 if prefilter else 0.0)
+    interior = np.all((src > margin) & (src < np.array(SRC_HW[::-1]) - margin), axis=1)
     assert interior.mean() > 0.3
     got = out.reshape(-1, 3)[interior]
-    # OpenCV interpolates at 1/32 px, so 0.025 px; a half-pixel convention slip would be >= 0.06 px.
-    np.testing.assert_allclose(got[:, :2], src[interior], atol=0.025)
+    # OpenCV interpolates at 1/32 px, so 0.025 px. Resize-then-warp adds PIL's / torch's antialiased resize, itself
+    # within 0.025 source px of a ramp, and warps on the resized image, whose 1/32 px steps are 1 / (32 * scale)
+    # source px. Slips would exceed these: a half-pixel convention slip is >= 0.06 px (one warp) or
+    # 0.5 * (1 / scale - 1) >= 0.05 px on top of the resize's error, and composing with the augmentation's scale
+    # instead of the truncated resized size is up to a pixel off at the far edge.
+    tolerance = 0.025 + 1 / (32 * aug.resize) if prefilter else 0.025
+    np.testing.assert_allclose(got[:, :2], src[interior], atol=tolerance)
     # A projected point lands on its pixel: forward map of a source point hits the pixel that shows it.
     point = np.array([70.3, 41.8])
     pix = post_rot[:2, :2] @ point + post_tran[:2]
     if np.all((pix >= 0) & (pix < np.array(CONFIG.input_size[::-1]))):
         col, row = np.floor(pix).astype(int)
         assert np.all(np.abs(out[row, col, :2] - point) < 1.0)
+
+
+def test_shrinking_matches_pil_resize_and_one_warp_would_alias() -> None:
+    """The original resizes with PIL (antialiased bicubic); so does our pipeline, to within rounding. Sampling
+    the source directly (one warp, no prefilter) misses the fine detail's average: it aliases."""
+    from PIL import Image
+
+    ys, xs = np.mgrid[0:396, 0:704]
+    stripes = 127 + 120 * np.sin(xs / 0.9) * np.cos(ys / 1.7)  # detail finer than the output pixels
+    img = np.stack([stripes, stripes[::-1], 255 - stripes], -1).astype(np.uint8)
+    config = ImageAugConfig(input_size=(96, 256))
+    aug = sample_image_aug((396, 704), config, train=False, rng=np.random.default_rng(0))
+    post_rot, post_tran = image_aug_matrices(aug)
+    x0, y0, x1, y1 = aug.crop
+    pil = np.asarray(Image.fromarray(img).resize((256, 144), Image.BICUBIC))[y0:y1, x0:x1].astype(float)
+    ours = warp_image(img, post_rot, post_tran, config.input_size, resize=aug.resize).astype(float)
+    aliased = warp_image(img, post_rot, post_tran, config.input_size).astype(float)
+    assert np.abs(ours - pil).mean() < 0.5
+    assert np.abs(aliased - pil).mean() > 10.0
 
 
 def test_flip_mirrors_and_rotation_sense_matches_pil() -> None:

@@ -159,3 +159,23 @@ def test_dataloader_workers_draw_their_own_augmentations(infos: Path) -> None:
         for b in loader
     ]
     assert len(draws) == 4 and len(set(draws)) == 4  # same sample, four different augmentations
+
+
+def test_evaluation_images_are_pils_resize_and_bottom_crop(infos: Path) -> None:
+    """The original resizes with PIL (antialiased bicubic): evaluation images match PIL's resize + bottom crop
+    to within rounding, as the streaming Predictor's do (test_predictor checks those are identical)."""
+    from PIL import Image
+
+    from fusionocc_core.data.augment import IMAGENET_MEAN, IMAGENET_STD
+
+    ds = OccupancyDataset(infos, input_size=INPUT, train=False, split="val",
+                          config=DatasetConfig(with_imgseg=False))
+    info = ds.samples[0]
+    cam = info["cams"]["CAM_FRONT"]
+    with Image.open(Path(ds.dataroot) / cam["path"]) as img:
+        scale = INPUT[1] / img.width
+        size = (int(img.width * scale), int(img.height * scale))
+        pil = np.asarray(img.convert("RGB").resize(size, Image.BICUBIC), dtype=np.float32)
+    expected = pil[size[1] - INPUT[0]:, (size[0] - INPUT[1]) // 2:][: INPUT[0], : INPUT[1]]
+    got = ds[0]["images"][0, 1].numpy().transpose(1, 2, 0) * IMAGENET_STD + IMAGENET_MEAN  # key frame, CAM_FRONT
+    assert np.abs(got - expected).mean() < 0.5

@@ -60,6 +60,9 @@ class SensorFrame:
         camera_names: optional camera names in the order of `images` (checked against the predictor's).
         camera_present: optional (N,) bool; False marks a camera whose image is missing (sensor dropout):
             its entry in `images` is a placeholder of any size and its features are zeroed in the model.
+        camera_ego_to_global: optional (N, 4, 4) ego pose at each image's own stamp. Cameras do not fire at the
+            lidar stamp (nuScenes: up to ~45 ms apart, 0.7 m at 15 m/s), and the training data places each
+            camera with its own ego pose, as BEVDet/FusionOcc do; None uses `ego_to_global` for every camera.
     """
 
     images: np.ndarray | Sequence[np.ndarray]
@@ -71,6 +74,7 @@ class SensorFrame:
     stamp_s: float
     camera_names: tuple[str, ...] | None = None
     camera_present: np.ndarray | None = None
+    camera_ego_to_global: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -126,7 +130,7 @@ class _CameraFrame:
     cam_to_ego: np.ndarray  # (N, 4, 4)
     post_rots: np.ndarray  # (N, 3, 3)
     post_trans: np.ndarray  # (N, 3)
-    ego_to_global: np.ndarray
+    camera_ego_to_global: np.ndarray  # (N, 4, 4) ego pose at each image's stamp
     present: np.ndarray  # (N,) bool, False for a missing camera (dropout)
 
 
@@ -310,7 +314,8 @@ class Predictor:
     ) -> tuple[ModelInputs, dict[str, Any]]:
         """Preprocesses one frame into model inputs and updates the history (what `predict` runs first)."""
         timer = timer or _Timer(self.device)
-        images, intrinsics, cam_to_ego, points, lidar_to_ego, ego_to_global = self._validated(frame)
+        images, intrinsics, cam_to_ego, points, lidar_to_ego, ego_to_global, camera_poses = self._validated(
+            frame)
         present = np.ones(len(images), dtype=bool)
         if frame.camera_present is not None:
             present = np.asarray(frame.camera_present, dtype=bool).reshape(-1)
@@ -320,7 +325,7 @@ class Predictor:
         stamp = float(frame.stamp_s)
         reset = self._maybe_reset(stamp, ego_to_global)
 
-        current = self._camera_frame(stamp, images, intrinsics, cam_to_ego, ego_to_global, present)
+        current = self._camera_frame(stamp, images, intrinsics, cam_to_ego, camera_poses, present)
         timer.lap("images")
 
         points_ego = points[:, :3] @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]
@@ -347,8 +352,9 @@ class Predictor:
 
         prev = previous or current
         frames = (current, prev)
-        cam_to_key = np.stack(
-            [np.einsum("ij,njk->nik", world_to_current @ f.ego_to_global, f.cam_to_ego) for f in frames]
+        cam_to_key = np.stack(  # each camera placed with the ego pose at its own image stamp
+            [np.einsum("ij,njk,nkl->nil", world_to_current, f.camera_ego_to_global, f.cam_to_ego)
+             for f in frames]
         )
         as_tensor = self._tensor
         pixels = torch.stack([f.pixels for f in frames])  # (2, N, 3, H, W) uint8
@@ -404,7 +410,8 @@ class Predictor:
 
     def _validated(
         self, frame: SensorFrame
-    ) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    ) -> tuple[list[np.ndarray] | np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+               np.ndarray]:
         images = frame.images
         if isinstance(images, np.ndarray):
             if images.ndim != 4 or images.shape[3] != 3 or images.dtype != np.uint8:
@@ -423,6 +430,10 @@ class Predictor:
         cam_to_ego = _array(frame.cam_to_ego, (count, 4, 4), "cam_to_ego")
         lidar_to_ego = _array(frame.lidar_to_ego, (4, 4), "lidar_to_ego")
         ego_to_global = _array(frame.ego_to_global, (4, 4), "ego_to_global")
+        if frame.camera_ego_to_global is None:
+            camera_poses = np.repeat(ego_to_global[None], count, axis=0)
+        else:
+            camera_poses = _array(frame.camera_ego_to_global, (count, 4, 4), "camera_ego_to_global")
         points = np.asarray(frame.lidar_points)
         if points.ndim != 2 or points.shape[1] < 4:
             raise PredictorError(
@@ -433,7 +444,7 @@ class Predictor:
         if not np.isfinite(float(frame.stamp_s)):
             raise PredictorError(f"stamp_s must be finite, got {frame.stamp_s}")
         self._check_rig(frame, images)
-        return images, intrinsics, cam_to_ego, points, lidar_to_ego, ego_to_global
+        return images, intrinsics, cam_to_ego, points, lidar_to_ego, ego_to_global, camera_poses
 
     def _check_rig(self, frame: SensorFrame, images: list[np.ndarray] | np.ndarray) -> None:
         if len(images) != len(self.camera_names):
@@ -485,7 +496,7 @@ class Predictor:
         images: list[np.ndarray] | np.ndarray,
         intrinsics: np.ndarray,
         cam_to_ego: np.ndarray,
-        ego_to_global: np.ndarray,
+        camera_poses: np.ndarray,
         present: np.ndarray,
     ) -> _CameraFrame:
         height, width = self.input_size
@@ -513,7 +524,7 @@ class Predictor:
             cam_to_ego.astype(np.float64),
             post_rots,
             post_trans,
-            ego_to_global.astype(np.float64),
+            camera_poses.astype(np.float64),
             present,
         )
 

@@ -563,6 +563,10 @@ class OccupancyNode(Node):
         sweep: _Sweep = group.lidar
         with self._lock:
             pose = self._odometry.pose_at(group.stamp_ns)
+            # Each camera is placed with the ego pose at its own image stamp (tens of ms from the lidar's), as
+            # in training; the lidar-stamp pose stands in where odometry does not reach an image stamp.
+            camera_poses = [None if stamp is None else self._odometry.pose_at(stamp)
+                            for stamp in group.camera_stamps_ns]
         if group.reset:
             self._predictor.reset("sync_time_reset")
         if pose is None:
@@ -573,6 +577,7 @@ class OccupancyNode(Node):
             )
             self._predictor.reset("no_odometry")
             pose = np.eye(4)
+            camera_poses = [None] * len(camera_poses)  # single-frame: every sensor in the identity ego frame
         lidar = self._calibration[self._params["lidar_name"]]
         frame = SensorFrame(
             images=images if len({im.shape for im in images}) > 1 else np.stack(images),
@@ -584,6 +589,7 @@ class OccupancyNode(Node):
             stamp_s=group.stamp_ns / _NS,
             camera_names=self._cameras,
             camera_present=np.array([i not in missing for i in range(len(self._cameras))]),
+            camera_ego_to_global=np.stack([pose if p is None else p for p in camera_poses]),
         )
         result = self._predictor.predict(frame)
         publish_start = time.perf_counter()

@@ -371,3 +371,21 @@ def test_camera_pixels_equal_the_evaluation_data_pipeline():
     for camera in range(6):
         offline = normalize_image(warp_image(images[camera], post_rot, post_tran, INPUT, resize=aug.resize))
         np.testing.assert_allclose(inputs.images[0, 0, camera].numpy(), offline, atol=1e-5)
+
+
+def test_each_camera_is_placed_with_the_ego_pose_at_its_own_stamp():
+    """A camera that fired while the ego had moved 0.3 m further (in a yawed world frame) is 0.3 m further ahead
+    in the key ego frame; the others are where the sweep's pose puts them. A malformed pose array is refused."""
+    pose = _pose(0.0, yaw=0.4)
+    moved = pose.copy()
+    moved[:3, 3] += pose[:3, :3] @ np.array([0.3, 0.0, 0.0])  # 0.3 m along the ego's own x axis
+    camera_poses = np.repeat(pose[None], 6, axis=0)
+    camera_poses[2] = moved
+    frame = _frame(0.0, pose)
+    with_poses, _ = _predictor().prepare(SensorFrame(**{**frame.__dict__, "camera_ego_to_global": camera_poses}))
+    sweep_pose, _ = _predictor().prepare(frame)
+    delta = (with_poses.cam_to_key_ego - sweep_pose.cam_to_key_ego)[0, 0, :, :3, 3].numpy()
+    np.testing.assert_allclose(delta[2], [0.3, 0.0, 0.0], atol=1e-6)
+    np.testing.assert_allclose(np.delete(delta, 2, axis=0), 0.0, atol=1e-6)
+    with pytest.raises(PredictorError, match="camera_ego_to_global must have shape"):
+        _predictor().prepare(SensorFrame(**{**frame.__dict__, "camera_ego_to_global": camera_poses[:5]}))

@@ -36,13 +36,13 @@ def test_demo_outputs_match_the_offline_evaluation(tmp_path, checkpoint):
     text = format_summary(summary)
     assert summary.frames_published == 3
     assert summary.frames_out == 3, text
-    # Same preprocessing and temporal window as the offline path. With the trained checkpoint a few voxels still
-    # differ, nearly all outside the camera mask, where nothing supervised the model and its logits are close
-    # (measured: 98.5 % identical overall, 99.88 % inside the mask; the node's float32 pose path is the suspect).
-    assert summary.node_offline_voxel_agreement is not None and summary.node_offline_voxel_agreement > 0.98, text
-    assert summary.node_offline_voxel_agreement_camera_mask > 0.997, text
-    for node, offline, tol in ((summary.node_miou_camera_mask, summary.offline_miou_camera_mask, 0.1),
-                               (summary.node_miou_no_mask, summary.offline_miou_no_mask, 0.5)):
+    # Same pixels (shared antialiased resize), same per-camera ego poses (odometry at each image stamp) and the
+    # same temporal window as the offline path: measured 100 % identical voxels. The bound leaves room only for
+    # a few near-tie logits flipping with a different thread count (below 1 voxel in 10,000).
+    assert summary.node_offline_voxel_agreement is not None and summary.node_offline_voxel_agreement > 0.9999, text
+    assert summary.node_offline_voxel_agreement_camera_mask > 0.9999, text
+    for node, offline, tol in ((summary.node_miou_camera_mask, summary.offline_miou_camera_mask, 0.01),
+                               (summary.node_miou_no_mask, summary.offline_miou_no_mask, 0.01)):
         assert math.isclose(node, offline, abs_tol=tol) or (np.isnan(node) and np.isnan(offline)), text
     assert {"inference", "processing_time"} <= set(summary.latency_ms)
     saved = json.loads((tmp_path / "demo" / "summary.json").read_text())

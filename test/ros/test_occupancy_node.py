@@ -9,7 +9,7 @@ import pathlib
 import py_compile
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from types import SimpleNamespace
 
 import numpy as np
@@ -69,6 +69,7 @@ class Frame:
     intrinsics: np.ndarray  # (6, 3, 3)
     ego_translation: np.ndarray
     ego_rotation: np.ndarray  # w, x, y, z
+    camera_poses: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # ego pose per image stamp
 
 
 @pytest.fixture(scope="module")
@@ -87,7 +88,7 @@ def world(synth_dataroot, tmp_path_factory):
             lidar_sd = nusc.get("sample_data", sample["data"][LIDAR_NAME])
             points = np.fromfile(synth_dataroot / lidar_sd["filename"], dtype=np.float32).reshape(-1, 5)
             pose = nusc.get("ego_pose", lidar_sd["ego_pose_token"])
-            jpegs, stamps, sizes, intrinsics = [], [], [], []
+            jpegs, stamps, sizes, intrinsics, camera_poses = [], [], [], [], []
             for name in (*CAMERA_NAMES, LIDAR_NAME):
                 sd = nusc.get("sample_data", sample["data"][name])
                 cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
@@ -99,6 +100,8 @@ def world(synth_dataroot, tmp_path_factory):
                     continue
                 jpegs.append((synth_dataroot / sd["filename"]).read_bytes())
                 stamps.append(sd["timestamp"])
+                camera_pose = nusc.get("ego_pose", sd["ego_pose_token"])
+                camera_poses.append((np.array(camera_pose["translation"]), np.array(camera_pose["rotation"])))
                 sizes.append((sd["width"], sd["height"]))
                 intrinsics.append(np.array(cs["camera_intrinsic"]))
             frames.append(
@@ -111,6 +114,7 @@ def world(synth_dataroot, tmp_path_factory):
                     np.stack(intrinsics),
                     np.array(pose["translation"]),
                     np.array(pose["rotation"]),
+                    camera_poses,
                 )
             )
             token = sample["next"]
@@ -179,8 +183,9 @@ def _predictor(model) -> Predictor:
     return Predictor(model, device="cpu")
 
 
-def _sensor_frame(frame: Frame, calibration: Calibration) -> SensorFrame:
-    """The node's view of a frame, built independently: JPEG decode, calibration, pose as the node does."""
+def _sensor_frame(frame: Frame, calibration: Calibration, *, camera_poses: bool = True) -> SensorFrame:
+    """The node's view of a frame, built independently: JPEG decode, calibration, poses as the node does (each
+    camera with the ego pose at its image stamp; `camera_poses=False`: the sweep's pose for every camera)."""
     images = [
         conv.compressed_image_to_rgb(SimpleNamespace(data=jpeg, format="jpeg"), min_size=None)
         for jpeg in frame.jpegs
@@ -195,6 +200,8 @@ def _sensor_frame(frame: Frame, calibration: Calibration) -> SensorFrame:
         ego_to_global=_pose_matrix(frame.ego_translation, quaternion),
         stamp_s=(frame.stamp_us * 1000) / 1e9,
         camera_names=CAMERA_NAMES,
+        camera_ego_to_global=np.stack([_pose_matrix(t, r / np.linalg.norm(r)) for t, r in frame.camera_poses])
+        if camera_poses and frame.camera_poses else None,
     )
 
 
@@ -293,14 +300,22 @@ class Harness:
             for name in CAMERA_NAMES
         ):
             time.sleep(0.002)
-        odom = Odometry(child_frame_id="base_link")
-        odom.header.frame_id = "map"
-        _stamp(odom.header, frame.stamp_us)
-        p, q = frame.ego_translation, frame.ego_rotation
-        odom.pose.pose.position.x, odom.pose.pose.position.y, odom.pose.pose.position.z = map(float, p)
-        o = odom.pose.pose.orientation
-        o.w, o.x, o.y, o.z = map(float, q)
-        self.publish(Odometry, "input/odometry", odom)
+        # An ego pose at the sweep and at every image stamp (as `fusionocc convert` writes /odom), one at a time
+        # so that none is lost from the sensor-data QoS queue.
+        poses = {frame.stamp_us: (frame.ego_translation, frame.ego_rotation)}
+        poses.update(zip(frame.camera_stamps_us, frame.camera_poses))
+        for stamp_us, (p, q) in sorted(poses.items()):
+            odom = Odometry(child_frame_id="base_link")
+            odom.header.frame_id = "map"
+            _stamp(odom.header, stamp_us)
+            odom.pose.pose.position.x, odom.pose.pose.position.y, odom.pose.pose.position.z = map(float, p)
+            o = odom.pose.pose.orientation
+            o.w, o.x, o.y, o.z = map(float, q)
+            count = self.node.counters.get("in:odometry", 0)
+            self.publish(Odometry, "input/odometry", odom)
+            deadline = time.monotonic() + 10.0
+            while time.monotonic() < deadline and self.node.counters.get("in:odometry", 0) <= count:
+                time.sleep(0.002)
         header = Header(frame_id=LIDAR_NAME)
         _stamp(header, frame.stamp_us)
         self.publish(
@@ -374,10 +389,16 @@ def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(wo
         key: {_stamp_of(m.markers[-1] if key == "markers" else m): m for m in harness.received[key]}
         for key in ("dense", "voxels", "grid", "markers")
     }
+    lidar_pose_only = _predictor(model.inner)
     for frame, (inputs, output) in zip(world.frames, model.calls, strict=True):
         tensors, _ = direct.prepare(_sensor_frame(frame, world.calibration))
         for name, tensor in tensors.as_kwargs().items():
             torch.testing.assert_close(inputs[name], tensor, rtol=0, atol=0, msg=name)
+        # The cameras fire up to ~42 ms after the sweep while the ego moves: placing them with the sweep's pose
+        # (what the node did before) would move their features by up to a few decimetres.
+        stale, _ = lidar_pose_only.prepare(_sensor_frame(frame, world.calibration, camera_poses=False))
+        shift = (inputs["cam_to_key_ego"][0, 0, :, :3, 3] - stale.cam_to_key_ego[0, 0, :, :3, 3]).norm(dim=-1)
+        assert shift.max() > 0.05, shift
         expected = output[0].numpy()
         dense = by_stamp["dense"][frame.stamp_us]
         assert dense.header.frame_id == "base_link"

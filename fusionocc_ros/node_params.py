@@ -160,7 +160,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "odom.max_offset_s",
         0.1,
-        "largest gap between the lidar stamp and the odometry used to interpolate the ego pose [s]",
+        "largest gap between a sensor stamp (sweep or image) and the odometry used to interpolate the ego pose "
+        "[s]",
         min_value=0.0,
         max_value=10.0,
     ),

@@ -16,6 +16,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionocc_core.model.checkpoint import atomic_torch_save
+
 CHECKPOINT_FORMAT = "fusionocc-train"
 CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
@@ -30,35 +32,12 @@ def checkpoint_name(step: int) -> str:
 
 
 def atomic_save(obj: Any, path: str | Path) -> Path:
-    """`torch.save(obj, path)` through a temporary file in the same folder, fsync and `os.replace`.
+    """`torch.save(obj, path)` atomically: `fusionocc_core.model.checkpoint.atomic_torch_save`.
 
     Raises:
         whatever writing raises; the temporary file is removed and an existing `path` is left untouched.
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    try:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    # Persist the rename itself (the directory entry); not possible on every platform, harmless to skip.
-    try:
-        fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return path
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return path
+    return atomic_torch_save(obj, path)
 
 
 def read_checkpoint(path: str | Path) -> dict[str, Any]:

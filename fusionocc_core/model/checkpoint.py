@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -296,8 +295,42 @@ def _torch_load(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
     return data
 
 
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
+    """`torch.save(obj, path)` through a temporary file in the same folder, fsync and `os.replace`: a crash at
+    any point leaves the old or the new file, never half a file under the real name. The file gets the usual
+    permissions (the umask's), like any file the user writes.
+
+    Raises:
+        whatever writing raises; the temporary file is removed and an existing `path` is left untouched.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        with open(temp, "wb") as stream:
+            torch.save(obj, stream)
+            stream.flush()
+            os.fsync(stream.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
+    # Persist the rename itself (the directory entry); not possible on every platform, harmless to skip.
+    try:
+        fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return path
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+    return path
+
+
 def save_checkpoint(path: str | os.PathLike, model: FusionOcc, *, half: bool = False, **extra: Any) -> None:
-    """Saves weights + config atomically (temp file in the same folder, then os.replace).
+    """Saves weights + config atomically (`atomic_torch_save`).
 
     Args:
         path: destination file.
@@ -321,17 +354,7 @@ def save_checkpoint(path: str | os.PathLike, model: FusionOcc, *, half: bool = F
         "state_dict": state,
         **extra,
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            torch.save(payload, stream)
-            stream.flush()
-            os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    atomic_torch_save(payload, path)
 
 
 def load_checkpoint_with_extra(

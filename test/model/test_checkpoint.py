@@ -150,3 +150,20 @@ def test_truncated_foreign_and_missing_files(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(ValueError, match="reserved"):
         save_checkpoint(path, model, config={})
+
+
+def test_saved_checkpoints_get_the_umasks_permissions(tmp_path):
+    """A checkpoint is an ordinary file for the user's group to read (mkstemp's 0600 was a surprise on shared
+    machines): with umask 022 it is rw-r--r--."""
+    import os
+    import stat
+
+    from fusionocc_core.model.checkpoint import atomic_torch_save
+
+    old = os.umask(0o022)
+    try:
+        path = atomic_torch_save({"x": torch.zeros(1)}, tmp_path / "a.pt")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]  # no temporary file left

@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from fusionocc_core.data.augment import resize_antialiased, scaled_size
+from fusionocc_core.image_resize import resize_antialiased, scaled_size
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
 

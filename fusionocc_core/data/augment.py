@@ -26,7 +26,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 import torch
-import torch.nn.functional as F
+
+from fusionocc_core.image_resize import resize_antialiased, scaled_size
 
 IMAGENET_MEAN = np.array([123.675, 116.28, 103.53], dtype=np.float32)  # mmlab RGB mean
 IMAGENET_STD = np.array([58.395, 57.12, 57.375], dtype=np.float32)
@@ -99,23 +100,6 @@ def image_aug_matrices(aug: ImageAug) -> tuple[np.ndarray, np.ndarray]:
     post_rot, post_tran = np.eye(3), np.zeros(3)
     post_rot[:2, :2], post_tran[:2] = rot, tran
     return post_rot, post_tran
-
-
-def scaled_size(width: int, height: int, scale: float) -> tuple[int, int]:
-    """(width, height) of an image resized by `scale`, truncated as the original's PIL resize dims."""
-    return int(width * scale), int(height * scale)
-
-
-def resize_antialiased(images: torch.Tensor, size_wh: tuple[int, int]) -> torch.Tensor:
-    """Resizes (N, C, H, W) images to (W, H) = `size_wh` with antialiased bicubic: PIL's
-    `Image.resize(size, BICUBIC)` to within rounding (the original's resize). uint8 in -> rounded uint8 out;
-    float stays float. Shared by the data pipeline and the Predictor, so both feed the network the same pixels.
-    """
-    out = F.interpolate(images.float(), size=(size_wh[1], size_wh[0]), mode="bicubic", antialias=True,
-                        align_corners=False)
-    if images.dtype == torch.uint8:
-        return out.round_().clamp_(0, 255).to(torch.uint8)
-    return out.to(images.dtype)
 
 
 def warp_image(

@@ -124,8 +124,8 @@ def warp_image(
     if resize is not None and resize != 1.0:
         height, width = image.shape[:2]
         new_w, new_h = scaled_size(width, height, resize)
-        image = resize_antialiased(torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1)[None],
-                                   (new_w, new_h))[0].permute(1, 2, 0).numpy()
+        pixels = torch.from_numpy(np.require(image, requirements=("C", "W")))  # decoded images are read-only
+        image = resize_antialiased(pixels.permute(2, 0, 1)[None], (new_w, new_h))[0].permute(1, 2, 0).numpy()
         # A resized pixel sits at source * (new / old) per axis, so the rest of the map is
         # M @ diag(old / new): composed with the resize it is exactly post_rot / post_tran again.
         matrix[:, 0] *= width / new_w

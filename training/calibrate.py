@@ -28,7 +28,7 @@ from tqdm import tqdm
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.infos import InfoIndexError
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores
-from training.evaluate import MODEL_INPUTS
+from training.evaluate import MODEL_INPUTS, split_loader
 
 # tau = 0 (the model as trained) to 1.5 (past the unweighted posterior) in steps of 1/8.
 DEFAULT_TAUS: tuple[float, ...] = tuple(i / 8 for i in range(13))
@@ -155,10 +155,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    from torch.utils.data import DataLoader, Subset
-
-    from fusionocc_core.data.collate import collate
-    from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
     from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint_with_extra, save_checkpoint
 
     if args.out.resolve() == args.checkpoint.resolve():
@@ -177,13 +173,10 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         source = "recomputed: ENet weights of the train split's camera-visible labels"
     print(f"class weights ({source}): " + " ".join(f"{w:.2f}" for w in weights.tolist()))
     offsets = prior_offsets(weights)
-    dataset = OccupancyDataset(args.infos, input_size=tuple(model.config.camera.input_size), train=False,
-                               split=args.split, dataroot=args.dataroot, config=DatasetConfig(with_imgseg=False))
-    if args.limit is not None:
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    if len(dataset) == 0:
+    loader = split_loader(args.infos, model, split=args.split, dataroot=args.dataroot, limit=args.limit,
+                          num_workers=args.num_workers, device=args.device)
+    if len(loader.dataset) == 0:
         raise CalibrationError(f"split '{args.split}' of {args.infos} has no samples")
-    loader = DataLoader(dataset, batch_size=1, shuffle=False, num_workers=args.num_workers, collate_fn=collate)
     protocol = "no mask" if args.no_camera_mask else "camera mask"
     scores = sweep_taus(model, loader, offsets, args.taus, device=args.device, total=len(loader),
                         progress=not args.quiet)
@@ -196,7 +189,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         "class_weights": weights.tolist(),
         "class_weights_source": source,
         "split": args.split,
-        "samples": len(dataset),
+        "samples": len(loader.dataset),
         "protocol": protocol,
         "sweep": [{"tau": s.tau, "miou_mask": 100 * s.camera_mask.miou, "miou_nomask": 100 * s.no_mask.miou,
                    "geo_iou_mask": 100 * s.camera_mask.geometry_iou} for s in scores],
@@ -204,7 +197,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     }
     kept = {k: v for k, v in extra.items() if k != "val"}  # the old val scores no longer describe the model
     save_checkpoint(args.out, model, half=args.half, logit_adjustment=record, **kept)
-    print(f"tau {chosen.tau:g} ({protocol} mIoU {100 * chosen.headline(protocol):.2f} on {len(dataset)} "
+    print(f"tau {chosen.tau:g} ({protocol} mIoU {100 * chosen.headline(protocol):.2f} on {len(loader.dataset)} "
           f"{args.split} samples, {100 * scores[0].headline(protocol):.2f} at tau 0) folded into the head; "
           f"written to {args.out}")
     if args.json is not None:

@@ -297,34 +297,29 @@ def format_dropout(rows: list[tuple[str, EvaluationResult]]) -> str:
     return "\n".join(lines)
 
 
-def _run_checkpoint(
-    args: argparse.Namespace, index_path: Path, split: str | None, primary: str
-) -> EvaluationResult | list[tuple[str, EvaluationResult]]:
+def split_loader(index_path: Path, model: torch.nn.Module, *, split: str | None, dataroot: Path | None,
+                 limit: int | None, num_workers: int, device: str) -> Any:
+    """Batches of one (test-time augmentation, no imgseg) over a split, at the model's input size; the first
+    `limit` samples only when given."""
     from torch.utils.data import DataLoader, Subset
 
     from fusionocc_core.data.collate import collate
     from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
 
+    dataset = OccupancyDataset(index_path, input_size=tuple(model.config.camera.input_size), train=False,
+                               split=split, dataroot=dataroot, config=DatasetConfig(with_imgseg=False))
+    if limit is not None:
+        dataset = Subset(dataset, range(min(limit, len(dataset))))
+    return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=collate,
+                      pin_memory=str(device).startswith("cuda"))
+
+
+def _run_checkpoint(
+    args: argparse.Namespace, index_path: Path, split: str | None, primary: str
+) -> EvaluationResult | list[tuple[str, EvaluationResult]]:
     model = load_model(args.checkpoint, args.device, original_preset=args.original)
-    input_size = tuple(model.config.camera.input_size)
-    dataset = OccupancyDataset(
-        index_path,
-        input_size=input_size,
-        train=False,
-        split=split,
-        dataroot=args.dataroot,
-        config=DatasetConfig(with_imgseg=False),
-    )
-    if args.limit is not None:
-        dataset = Subset(dataset, range(min(args.limit, len(dataset))))
-    loader = DataLoader(
-        dataset,
-        batch_size=1,
-        shuffle=False,
-        num_workers=args.num_workers,
-        collate_fn=collate,
-        pin_memory=str(args.device).startswith("cuda"),
-    )
+    loader = split_loader(index_path, model, split=split, dataroot=args.dataroot, limit=args.limit,
+                          num_workers=args.num_workers, device=args.device)
     if getattr(args, "dropout", False):
         from fusionocc_core.occ3d import CAMERA_NAMES
 

@@ -10,9 +10,9 @@ blocked kernels too. Without gradients the convolution runs on oneDNN in the lay
 copies only cost time there (node bench, fast preset: 12.9 s per frame with them, 9.7 s without). Measured on the
 development machine (2 threads, forward / backward): 4 -> 4 channels 3x3x3 over 200 x 200 x 16 129 / 259 ms
 through nn.Conv3d vs 10 / 24 ms; 16 -> 16 at 100 x 100 x 8 62 / 117 vs 4 / 8 ms; 32 -> 32 at 50 x 50 x 4 8 / 34
-vs 2 / 5 ms. Outputs and gradients equal
-nn.Conv3d's to float32 rounding (test/model/test_conv3d.py). Same parameters and state-dict keys as nn.Conv3d;
-every other case (CUDA, half precision, other padding modes) is nn.Conv3d's own path.
+vs 2 / 5 ms. Outputs and gradients equal nn.Conv3d's to float32 rounding (test/model/test_conv3d.py). Same
+parameters and state-dict keys as nn.Conv3d; every other case (CUDA, half precision, other padding modes) is
+nn.Conv3d's own path.
 """
 from __future__ import annotations
 

@@ -47,11 +47,16 @@ def first_step_grads(config, info, batch_size: int) -> dict[str, torch.Tensor]:
     return grads
 
 
-def _rank_main(rank: int, world_size: int, port: int, config, out: str) -> None:
+def _join_gloo(rank: int, world_size: int, port: int):
+    """This spawned process as rank `rank` of a CPU (gloo) process group, one torch thread."""
     torch.set_num_threads(1)
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
                       WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    info = setup_distributed("cpu")
+    return setup_distributed("cpu")
+
+
+def _rank_main(rank: int, world_size: int, port: int, config, out: str) -> None:
+    info = _join_gloo(rank, world_size, port)
     try:
         torch.save(first_step_grads(config, info, batch_size=1), f"{out}/rank{rank}.pt")
     finally:
@@ -95,10 +100,7 @@ class _CountsOnlyOnMain:
 
 
 def _class_weights_rank(rank: int, world_size: int, port: int, config, out: str) -> None:
-    torch.set_num_threads(1)
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank),
-                      WORLD_SIZE=str(world_size), LOCAL_RANK=str(rank))
-    info = setup_distributed("cpu")
+    info = _join_gloo(rank, world_size, port)
     try:
         train_set, _ = T.build_datasets(config, (config.input_height, config.input_width))
         weights = T.occupancy_class_weights(config, _CountsOnlyOnMain(train_set, rank), info, progress=False)

@@ -40,6 +40,7 @@ class TrainConfig:
     modality: str = "fusion"  # fusion | camera | lidar (ablations: the other branch is switched off)
     use_mask: bool = False  # weight the occupancy loss by the camera-visibility mask (the original: off)
     class_weights: str = "none"  # none (the original's plain CE) | enet: 1/ln(1.02 + p) of the train labels
+    lovasz_weight: float = 0.0  # factor of an added Lovasz-softmax occupancy loss (0: none, the original)
     # -- optimisation (the original FusionOcc schedule)
     batch_size: int = 1  # per rank
     epochs: int = 24
@@ -90,6 +91,8 @@ class TrainConfig:
             raise ConfigError(f"need lr > 0, 0 < warmup_ratio <= 1, 0 <= min_lr_ratio <= 1; got "
                               f"lr={self.lr}, warmup_ratio={self.warmup_ratio}, "
                               f"min_lr_ratio={self.min_lr_ratio}")
+        if self.lovasz_weight < 0:
+            raise ConfigError(f"lovasz_weight must be >= 0, got {self.lovasz_weight}")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.init_from and self.init_camera_from:

@@ -74,7 +74,8 @@ def build_loss(config: TrainConfig, model: nn.Module, class_weights: torch.Tenso
 
     camera = model.config.camera
     return FusionOccLoss(downsample=camera.downsample, depth_bins=camera.depth_bins,
-                         use_camera_mask=config.use_mask, class_weights=class_weights)
+                         use_camera_mask=config.use_mask, class_weights=class_weights,
+                         lovasz_weight=config.lovasz_weight)
 
 
 def occupancy_class_weights(config: TrainConfig, train_set: Any, info: DistInfo, *, progress: bool

@@ -8,6 +8,9 @@ depth       binary cross-entropy of the softmaxed key-frame depth against the on
             depth per 16 x 16 patch, only over patches holding a lidar point (sum / count), x 0.1
 image seg   cross-entropy of the key-frame image-seg logits against the labels sampled every `stride` pixels
             (top-left pixel of each patch, as the original), label 17 ("free"/no point) ignored, x 0.1
+lovasz      optional (not in the original, off by default): the Lovasz-softmax loss of the occupancy
+            probabilities, a convex surrogate of 1 - IoU per class (Berman et al., CVPR 2018), the term
+            occupancy networks such as TPVFormer and OccFormer add to the cross-entropy for rare classes
 """
 
 from __future__ import annotations
@@ -77,6 +80,62 @@ def occupancy_loss(
         weights = weights * class_weights.to(flat_logits)[flat_labels]
     per_voxel = F.cross_entropy(flat_logits, flat_labels, reduction="none")
     return (per_voxel * weights).sum() / weights.sum().clamp(min=1.0)
+
+
+def lovasz_grad(ground_truth_sorted: torch.Tensor) -> torch.Tensor:
+    """Gradient of the Lovasz extension of the Jaccard loss with respect to the sorted errors.
+
+    Args:
+        ground_truth_sorted: (P,) 0/1 float, the class membership of the voxels sorted by decreasing error.
+
+    Returns:
+        (P,) weights g_i = J(i) - J(i - 1), J(i) the Jaccard loss of the i largest errors called wrong.
+    """
+    positives = ground_truth_sorted.sum()
+    intersection = positives - ground_truth_sorted.cumsum(0)
+    union = positives + (1.0 - ground_truth_sorted).cumsum(0)
+    jaccard = 1.0 - intersection / union
+    jaccard[1:] = jaccard[1:] - jaccard[:-1].clone()
+    return jaccard
+
+
+def lovasz_softmax_loss(
+    logits: torch.Tensor, labels: torch.Tensor, camera_mask: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Lovasz-softmax loss (Berman et al., "The Lovasz-Softmax loss", CVPR 2018) of occupancy logits.
+
+    For every class present in the labels: the errors |[label == c] - p_c| sorted in decreasing order, dotted
+    with `lovasz_grad` of the sorted memberships; the mean over those classes. On one-hot probabilities it is
+    exactly the mean of 1 - IoU over the present classes (the extension is tight at the vertices), which the
+    tests check.
+
+    Args:
+        logits: (B, X, Y, Z, C) logits.
+        labels: (B, X, Y, Z) class ids 0..C-1.
+        camera_mask: optional (B, X, Y, Z) mask; only voxels where it is non-zero take part.
+
+    Returns:
+        Scalar loss (float32); 0 with a graph when no voxel takes part.
+    """
+    if logits.shape[:-1] != labels.shape:
+        raise ValueError(f"occupancy logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
+    probs = logits.reshape(-1, logits.shape[-1]).float().softmax(dim=-1)  # (V, C)
+    flat_labels = labels.reshape(-1).long()
+    if camera_mask is not None:
+        if camera_mask.shape != labels.shape:
+            raise ValueError(f"camera_mask {tuple(camera_mask.shape)} does not match labels "
+                             f"{tuple(labels.shape)}")
+        keep = camera_mask.reshape(-1) > 0
+        probs, flat_labels = probs[keep], flat_labels[keep]
+    if flat_labels.numel() == 0:
+        return logits.sum() * 0.0
+    terms = []
+    for c in torch.unique(flat_labels).tolist():
+        member = (flat_labels == c).float()
+        errors = (member - probs[:, c]).abs()
+        errors_sorted, order = torch.sort(errors, descending=True)
+        terms.append(torch.dot(errors_sorted, lovasz_grad(member[order])))
+    return torch.stack(terms).mean()
 
 
 def depth_loss(
@@ -151,6 +210,8 @@ class FusionOccLoss(nn.Module):
         depth_weight: factor of the depth loss (0.1).
         seg_weight: factor of the image segmentation loss (0.1).
         class_weights: optional (num_classes,) occupancy class weights (None: the original's plain CE).
+        lovasz_weight: factor of an added Lovasz-softmax occupancy term (0: none, the original); it sees the
+            camera-visible voxels when `use_camera_mask`, all voxels otherwise.
     """
 
     def __init__(
@@ -161,8 +222,12 @@ class FusionOccLoss(nn.Module):
         depth_weight: float = 0.1,
         seg_weight: float = 0.1,
         class_weights: torch.Tensor | None = None,
+        lovasz_weight: float = 0.0,
     ) -> None:
         super().__init__()
+        if lovasz_weight < 0:
+            raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
+        self.lovasz_weight = lovasz_weight
         # not persistent: a run's weights live in its config/run folder, not in model checkpoints
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
@@ -194,13 +259,17 @@ class FusionOccLoss(nn.Module):
             seg_labels: image-seg labels (see `image_seg_loss`), required with `key_seg_logits`.
 
         Returns:
-            {"loss_occ": ..., "loss_depth": ... (x depth_weight), "loss_seg": ... (x seg_weight)}; auxiliary
-            entries are present only when their inputs are given.
+            {"loss_occ": ..., "loss_lovasz": ... (x lovasz_weight, only when > 0), "loss_depth": ...
+            (x depth_weight), "loss_seg": ... (x seg_weight)}; auxiliary entries are present only when their
+            inputs are given.
         """
         if self.use_camera_mask and camera_mask is None:
             raise ValueError("FusionOccLoss(use_camera_mask=True) needs camera_mask")
         losses = {"loss_occ": occupancy_loss(logits, labels, camera_mask if self.use_camera_mask else None,
                                              self.class_weights)}
+        if self.lovasz_weight > 0:
+            losses["loss_lovasz"] = self.lovasz_weight * lovasz_softmax_loss(
+                logits, labels, camera_mask if self.use_camera_mask else None)
         if key_depth is not None:
             if sparse_depth is None:
                 raise ValueError("the depth loss needs sparse_depth next to key_depth")

@@ -10,6 +10,7 @@ from fusionocc_core.model.losses import (
     depth_loss,
     enet_class_weights,
     image_seg_loss,
+    lovasz_softmax_loss,
     occupancy_loss,
 )
 
@@ -113,3 +114,88 @@ def test_fusion_occ_loss_weights_and_requirements():
     assert set(FusionOccLoss()(logits, labels)) == {"loss_occ"}
     with pytest.raises(ValueError, match="camera_mask"):
         FusionOccLoss(use_camera_mask=True)(logits, labels)
+
+
+def _jaccard_loss_of_set(wrong: set[int], members: set[int]) -> float:
+    """Berman et al.'s set function: |M| / |F u M| for the mispredicted set M and the class's voxels F."""
+    return len(wrong) / len(members | wrong) if members | wrong else 0.0
+
+
+def _lovasz_by_definition(probs: torch.Tensor, labels: torch.Tensor) -> float:
+    """The Lovasz extension written out from its definition with Python sets (no cumulative sums)."""
+    terms = []
+    for c in sorted(set(labels.tolist())):
+        members = {i for i, label in enumerate(labels.tolist()) if label == c}
+        errors = [abs((1.0 if i in members else 0.0) - float(probs[i, c])) for i in range(len(labels))]
+        order = sorted(range(len(errors)), key=lambda i: -errors[i])
+        total, previous = 0.0, 0.0
+        for k in range(len(order)):
+            current = _jaccard_loss_of_set(set(order[: k + 1]), members)
+            total += errors[order[k]] * (current - previous)
+            previous = current
+        terms.append(total)
+    return sum(terms) / len(terms)
+
+
+def test_lovasz_softmax_matches_its_definition_on_soft_probabilities():
+    torch.manual_seed(3)
+    logits = torch.randn(1, 4, 3, 2, 5)
+    labels = torch.randint(0, 4, (1, 4, 3, 2))  # class 4 absent: it must not take part
+    expected = _lovasz_by_definition(logits.reshape(-1, 5).softmax(-1), labels.reshape(-1))
+    assert lovasz_softmax_loss(logits, labels).item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_lovasz_softmax_is_one_minus_iou_on_hard_predictions_and_respects_the_mask():
+    torch.manual_seed(4)
+    labels = torch.randint(0, 3, (2, 5, 5, 2))
+    predicted = torch.where(torch.rand(labels.shape) < 0.3, torch.randint(0, 4, labels.shape), labels)
+    logits = 80.0 * torch.nn.functional.one_hot(predicted, 4).float()  # softmax is one-hot to 1e-34
+    mask = (torch.rand(labels.shape) < 0.6).float()
+
+    def mean_jaccard_loss(keep: torch.Tensor) -> float:
+        gt, pred = labels[keep], predicted[keep]
+        losses = [1 - float(((gt == c) & (pred == c)).sum()) / float(((gt == c) | (pred == c)).sum())
+                  for c in torch.unique(gt).tolist()]
+        return sum(losses) / len(losses)
+
+    everything = torch.ones_like(labels, dtype=torch.bool)
+    assert lovasz_softmax_loss(logits, labels).item() == pytest.approx(mean_jaccard_loss(everything), abs=1e-6)
+    assert lovasz_softmax_loss(logits, labels, mask).item() == pytest.approx(mean_jaccard_loss(mask > 0),
+                                                                             abs=1e-6)
+    assert lovasz_softmax_loss(80.0 * torch.nn.functional.one_hot(labels, 4).float(), labels).item() == \
+        pytest.approx(0.0, abs=1e-6)
+    assert lovasz_softmax_loss(logits, labels, torch.zeros_like(mask)).item() == 0.0
+
+
+def test_lovasz_softmax_gradient_descent_raises_the_iou_of_a_rare_class():
+    torch.manual_seed(5)
+    labels = torch.zeros(1, 20, 20, 1, dtype=torch.long)
+    labels[0, :2, :2] = 1  # 4 of 400 voxels
+    logits = torch.zeros(1, 20, 20, 1, 2)
+    logits[..., 0] = 2.0  # starts predicting the majority class everywhere
+    logits.requires_grad_(True)
+    optimizer = torch.optim.SGD([logits], lr=50.0)
+    first = None
+    for _ in range(30):
+        loss = lovasz_softmax_loss(logits, labels)
+        first = first if first is not None else loss.item()
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    predicted = logits.argmax(-1)
+    assert loss.item() < 0.5 * first
+    assert bool((predicted[labels == 1] == 1).all()) and int((predicted == 1).sum()) == 4
+
+
+def test_fusion_occ_loss_adds_the_weighted_lovasz_term_on_the_masked_voxels():
+    torch.manual_seed(6)
+    logits = torch.randn(1, 3, 3, 2, 18)
+    labels = torch.randint(0, 18, (1, 3, 3, 2))
+    mask = (torch.rand(labels.shape) < 0.5).float()
+    assert "loss_lovasz" not in FusionOccLoss()(logits, labels)
+    losses = FusionOccLoss(use_camera_mask=True, lovasz_weight=0.5)(logits, labels, mask)
+    assert losses["loss_lovasz"].item() == pytest.approx(0.5 * lovasz_softmax_loss(logits, labels, mask).item())
+    unmasked = FusionOccLoss(lovasz_weight=1.0)(logits, labels, mask)
+    assert unmasked["loss_lovasz"].item() == pytest.approx(lovasz_softmax_loss(logits, labels).item())
+    with pytest.raises(ValueError, match="lovasz_weight"):
+        FusionOccLoss(lovasz_weight=-1.0)

@@ -14,10 +14,17 @@ from fusionocc_core import occ3d
 from fusionocc_core.model.checkpoint import load_checkpoint_with_extra, save_checkpoint
 from fusionocc_core.model.presets import build_model
 from fusionocc_ros.cli import main as cli_main
-from training.calibrate import CalibrationError, choose_tau, prior_offsets, sweep_taus
+from training.calibrate import (
+    CalibrationError,
+    LogitCache,
+    choose_tau,
+    prior_offsets,
+    refine_class_offsets,
+    sweep_taus,
+)
 from training.evaluate import MODEL_INPUTS
 
-CAR, FREE = 4, occ3d.FREE_LABEL
+BARRIER, CAR, FREE = 1, 4, occ3d.FREE_LABEL
 
 
 class FixedLogits(nn.Module):
@@ -77,6 +84,49 @@ def test_prior_offsets_and_choice_reject_bad_input():
         choose_tau([])
 
 
+def _scene_with_an_under_scored_class() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Car and barrier blocks in free space, half of it outside the camera mask. The "model" scores the true
+    class 2.0 above the rest (plus noise of std 0.1, never enough to flip a voxel) but barrier 2.5 lower
+    everywhere, and free 1.0 on the barrier voxels: as is, barrier is called free; its offset needs a shift in
+    (1.5, 4.5) and nothing else needs one."""
+    torch.manual_seed(1)
+    gt = torch.full((1, 60, 60, 4), FREE, dtype=torch.long)
+    gt[0, 10:20, 10:20, :2] = CAR
+    gt[0, 40:44, 20:40, :1] = BARRIER  # half of it camera-visible
+    logits = 2.0 * torch.nn.functional.one_hot(gt, occ3d.NUM_CLASSES).float()
+    logits += 0.1 * torch.randn(logits.shape)
+    logits[..., BARRIER] -= 2.5
+    logits[..., FREE] += (gt == BARRIER).float()
+    mask = torch.zeros_like(gt, dtype=torch.bool)
+    mask[:, :, :30] = True
+    return logits, gt, mask
+
+
+def test_per_class_refinement_restores_an_under_scored_class_and_leaves_the_rest():
+    logits, gt, mask = _scene_with_an_under_scored_class()
+    batch = _batch(logits, gt)
+    batch["mask_camera"] = mask
+    cache = LogitCache(use_camera_mask=True)
+    scores = sweep_taus(FixedLogits(), [batch], torch.zeros(occ3d.NUM_CLASSES), [0.0], progress=False,
+                        cache=cache)
+    assert scores[0].camera_mask.iou[BARRIER] == 0.0
+    cached_logits, cached_labels = cache.tensors()
+    assert cached_labels.numel() == int(mask.sum())  # only the camera-visible voxels
+    offsets, record = refine_class_offsets(cache, torch.zeros(occ3d.NUM_CLASSES), progress=False)
+    assert 1.5 < offsets[BARRIER] < 4.5 and offsets[FREE] == 0.0
+    assert record["miou"] > record["miou_before"] and record["miou"] > 95.0
+    assert [a["class"] for a in record["accepted"]] == [BARRIER]  # no shift for classes already right
+    rescored = sweep_taus(FixedLogits(), [batch], offsets, [1.0], progress=False)[0]
+    assert 100 * rescored.camera_mask.miou == pytest.approx(record["miou"])
+    # Nothing to gain: a correct model keeps its offsets exactly.
+    exact = LogitCache(use_camera_mask=False)
+    exact.add(torch.nn.functional.one_hot(gt, occ3d.NUM_CLASSES).float(), gt, mask)
+    unchanged, record = refine_class_offsets(exact, torch.zeros(occ3d.NUM_CLASSES), progress=False)
+    assert unchanged.tolist() == [0.0] * occ3d.NUM_CLASSES and record["accepted"] == []
+    with pytest.raises(CalibrationError, match="nothing was cached"):
+        refine_class_offsets(LogitCache(use_camera_mask=True), torch.zeros(occ3d.NUM_CLASSES))
+
+
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrate_prepared")
@@ -103,7 +153,7 @@ def test_cli_writes_a_calibrated_checkpoint(infos: Path, tmp_path: Path, capsys:
     bias = calibrated.head.predicter[-1].bias
     expected = model.head.predicter[-1].bias - record["tau"] * torch.log(weights)
     torch.testing.assert_close(bias, expected)
-    assert (tmp_path / "sweep.json").is_file()
+    assert (tmp_path / "sweep.json").is_file() and record["per_class"] is None
     # Calibrating twice would subtract the prior twice; writing over the input would lose the original.
     again = [*args[:2], str(out), *args[3:6], str(tmp_path / "twice.pth"), *args[7:]]
     assert cli_main(again) == 2
@@ -129,3 +179,25 @@ def test_cli_recomputes_the_weights_of_an_old_checkpoint(infos: Path, tmp_path: 
     _, extra = load_checkpoint_with_extra(out)
     assert extra["logit_adjustment"]["class_weights"] == pytest.approx(expected.tolist())
     assert torch.load(out, weights_only=True)["state_dict"]["head.predicter.2.bias"].dtype == torch.float16
+
+
+def test_cli_per_class_folds_the_refined_offsets(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    source = tmp_path / "trained.pth"
+    weights = torch.linspace(1.5, 40.0, occ3d.NUM_CLASSES)
+    save_checkpoint(source, model, class_weights=weights.tolist())
+    out = tmp_path / "calibrated.pth"
+    assert cli_main(["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
+                     "--limit", "1", "--taus", "0,1", "--num-workers", "0", "--quiet", "--per-class"]) == 0
+    assert "per-class refinement: camera mask mIoU" in capsys.readouterr().out
+    calibrated, extra = load_checkpoint_with_extra(out)
+    record = extra["logit_adjustment"]
+    assert record["per_class"]["miou"] >= record["per_class"]["miou_before"]
+    tau_only = -record["tau"] * torch.log(weights)
+    shifts = torch.zeros(occ3d.NUM_CLASSES)
+    for accepted in record["per_class"]["accepted"]:
+        shifts[accepted["class"]] += accepted["shift"]
+    torch.testing.assert_close(torch.tensor(record["offsets"]), tau_only + shifts)
+    torch.testing.assert_close(calibrated.head.predicter[-1].bias,
+                               model.head.predicter[-1].bias + tau_only + shifts)

@@ -31,6 +31,7 @@ setup(
         "nuscenes-devkit",
         "rosbags>=0.11",
         "pillow",
+        "opencv-python-headless",  # the data pipeline's image warps (nuscenes-devkit requires the same)
         "pyyaml",
         "tqdm",
         "matplotlib",

@@ -16,7 +16,7 @@ import math
 import sys
 import time
 from contextlib import nullcontext
-from dataclasses import replace
+from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -354,7 +354,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     out_dir = Path(config.out_dir)
     state = resolve_resume(resume, out_dir, log)
     if state is not None:
-        stored = state["config"]
+        # An option the checkpoint predates ran at its default (the behaviour before the option existed).
+        stored = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
         changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in config.to_dict().items()
                    if k in stored and stored[k] != v and k not in _FREE_ON_RESUME]
         if changed:

@@ -103,3 +103,19 @@ def test_command_line_resume_continues_the_run_folders_config(tmp_path):
     assert T.resume_base_config("", None, str(run_dir)) is None  # a fresh run starts from the defaults
     with pytest.raises(T.ConfigError, match="--resume auto needs --out-dir"):
         T.resume_base_config("auto", None, None)
+
+
+def test_resume_names_changed_options_including_ones_the_checkpoint_predates(infos, tmp_path):
+    run_dir = tmp_path / "run"
+    T.train(micro_config(infos, run_dir, max_iters=1, ckpt_interval=1), CPU, model_factory=MicroOcc,
+            log=lambda *_: None)
+    path = run_dir / checkpoint_name(1)
+    old = torch.load(path, weights_only=True)
+    del old["config"]["lovasz_weight"]  # written before the option existed: it ran without the term
+    torch.save(old, path)
+    messages: list[str] = []
+    summary = T.train(micro_config(infos, run_dir, max_iters=2, ckpt_interval=1, lovasz_weight=0.5), CPU,
+                      resume=str(path), model_factory=MicroOcc, log=lambda m: messages.append(str(m)))
+    changed = [m for m in messages if m.startswith("resuming with changed options")]
+    assert len(changed) == 1 and "max_iters 1 -> 2" in changed[0] and "lovasz_weight 0.0 -> 0.5" in changed[0]
+    assert summary["history"][-1]["loss/loss_lovasz"] > 0

@@ -31,6 +31,8 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("eval", "training.evaluate", "Occ3D mIoU of a checkpoint or of saved predictions"),
     Subcommand("calibrate", "training.calibrate",
                "undo the class-weight prior of a checkpoint (logit adjustment chosen on the train split)"),
+    Subcommand("merge-modalities", "training.merge_modalities",
+               "a fused model from a camera-only and a lidar-only one, to fine-tune"),
     Subcommand("convert", "fusionocc_ros.bag_converter", "nuScenes dataroot -> one rosbag2 per scene"),
     Subcommand("replay", "fusionocc_ros.replay", "publish a rosbag2 through rclpy (no ros2 bag needed)"),
     Subcommand("node", "fusionocc_ros.occupancy_node", "run the ROS 2 occupancy node"),

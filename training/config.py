@@ -59,7 +59,7 @@ class TrainConfig:
     amp: str = "none"  # none | bf16 | fp16 autocast on CUDA (ignored on CPU)
     seed: int = 0
     # -- init
-    init_from: str = ""  # published FusionOcc .pth (whole model, original mmdet3d naming)
+    init_from: str = ""  # whole model: published FusionOcc .pth (mmdet3d naming) or a fusionocc checkpoint
     init_camera_from: str = ""  # BEVDet-Occ .pth: camera branch only, non-strict with a report
     # -- bookkeeping
     out_dir: str = ".cache/train_runs/run"  # checkpoints, TensorBoard events, config.yaml

@@ -294,18 +294,32 @@ def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
 
 
 def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
-    """`init_from`: a published FusionOcc .pth, every weight (strict). `init_camera_from`: a BEVDet-Occ .pth,
-    whatever fits (the camera branch), with the load report printed so real mismatches are visible.
+    """`init_from`: a published FusionOcc .pth or a fusionocc checkpoint (e.g. `fusionocc merge-modalities`),
+    every weight (strict). `init_camera_from`: a BEVDet-Occ .pth, whatever fits (the camera branch), with the
+    load report printed so real mismatches are visible.
 
     Raises:
         TrainError: the file cannot be read or (init_from) does not fit the model; the message has the report.
     """
     from fusionocc_core.model.checkpoint import CheckpointError as ModelCheckpointError
-    from fusionocc_core.model.checkpoint import load_original_checkpoint
+    from fusionocc_core.model.checkpoint import load_checkpoint_with_extra, load_original_checkpoint
 
     path, strict = (config.init_from, True) if config.init_from else (config.init_camera_from, False)
     if not path:
         return
+    if strict:
+        try:
+            own, _ = load_checkpoint_with_extra(path)
+        except ModelCheckpointError:
+            own = None  # not ours: the published format below (which names any other problem)
+        if own is not None:
+            try:
+                model.load_state_dict(own.state_dict(), strict=True)
+            except RuntimeError as error:
+                raise TrainError(f"cannot initialise from {path}: it was trained with another preset: "
+                                 f"{str(error).splitlines()[0]}") from None
+            log(f"initialised every weight from {path} (fusionocc checkpoint)")
+            return
     try:
         report = load_original_checkpoint(model, path, strict=strict)
     except ModelCheckpointError as error:
@@ -515,7 +529,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-iters", type=int, default=None, help="total optimizer steps (default: epochs)")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per rank and step")
     parser.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"), help="autocast on CUDA")
-    parser.add_argument("--init-from", default=None, help="published FusionOcc .pth (all weights)")
+    parser.add_argument("--init-from", default=None,
+                        help="published FusionOcc .pth or a fusionocc checkpoint (all weights)")
     parser.add_argument("--init-camera-from", default=None,
                         help="BEVDet-Occ .pth (camera branch, non-strict)")
     parser.add_argument("--resume", default="", metavar="auto|PATH",

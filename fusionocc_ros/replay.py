@@ -124,6 +124,7 @@ def replay_bag(
     domain_id: int | None = None,
     on_published: PublishedCallback | None = None,
     stop_event: threading.Event | None = None,
+    flush_timeout: float = 2.0,
 ) -> ReplayReport:
     """Publishes a bag's messages as raw CDR through rclpy.
 
@@ -144,6 +145,8 @@ def replay_bag(
         domain_id: ROS domain of the private context (default: ROS_DOMAIN_ID); unused with `node`.
         on_published: called after each publish with (topic, bag time [ns], time.monotonic() [s]).
         stop_event: set it to stop between messages.
+        flush_timeout: at the end, wait up to this long until reliable subscribers have acknowledged every
+            message [s]: destroying a publisher right after a fast replay loses what is still in flight.
 
     Returns:
         Counts per topic, skipped topics, loops and timing.
@@ -263,6 +266,7 @@ def replay_bag(
                     continue
             break
         report.seconds = time.monotonic() - wall_begin
+        _flush(created, flush_timeout)
         return report
     finally:
         reader.close()
@@ -273,6 +277,19 @@ def replay_bag(
         else:
             for publisher in created:
                 node.destroy_publisher(publisher)
+
+
+def _flush(publishers: Sequence[Any], timeout: float) -> None:
+    """Waits (up to `timeout` in all) until every matched reliable reader acknowledged the publishers' data;
+    best-effort publishers return at once."""
+    from rclpy.duration import Duration
+
+    deadline = time.monotonic() + timeout
+    for publisher in publishers:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
 
 def _wait_for(publishers: dict[str, Any], timeout: float, stop_event: threading.Event | None) -> None:

@@ -31,8 +31,8 @@ from tqdm import tqdm
 
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.infos import InfoIndexError
-from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, scores_from_confusion
-from fusionocc_core.occ3d import FREE_LABEL, NUM_CLASSES
+from fusionocc_core.metrics import OccupancyMetric, OccupancyScores
+from fusionocc_core.occ3d import FREE_LABEL
 from training.evaluate import MODEL_INPUTS, split_loader
 
 # tau = 0 (the model as trained) to 1.5 (past the unweighted posterior) in steps of 1/8.
@@ -70,7 +70,7 @@ def prior_offsets(class_weights: Sequence[float] | torch.Tensor) -> torch.Tensor
 @torch.no_grad()
 def sweep_taus(model: torch.nn.Module, batches: Iterable[dict[str, Any]], offsets: torch.Tensor,
                taus: Sequence[float], *, device: torch.device | str = "cpu", total: int | None = None,
-               progress: bool = True, cache: "LogitCache | None" = None) -> list[TauScores]:
+               progress: bool = True, cache: LogitCache | None = None) -> list[TauScores]:
     """Scores `argmax(logits + tau * offsets)` for every tau, both protocols, running the model once per batch.
 
     Args:
@@ -129,10 +129,11 @@ class LogitCache:
         return torch.cat(self._logits), torch.cat(self._labels).long()
 
 
-def _miou(pred: torch.Tensor, labels: torch.Tensor, use_camera_mask: bool) -> float:
-    confusion = torch.bincount(labels * NUM_CLASSES + pred, minlength=NUM_CLASSES**2)
-    return scores_from_confusion(confusion.reshape(NUM_CLASSES, NUM_CLASSES).numpy(),
-                                 use_camera_mask=use_camera_mask).miou
+def _miou(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    """mIoU of cached voxels; the cache already holds only the voxels its protocol scores, so no mask here."""
+    metric = OccupancyMetric(use_camera_mask=False)
+    metric.update(pred, labels)
+    return metric.compute().miou
 
 
 def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Sequence[float] = DEFAULT_SHIFTS,
@@ -154,7 +155,7 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
     offsets = offsets.detach().float().cpu().clone()
     if offsets.shape != (logits.shape[1],):
         raise CalibrationError(f"offsets {tuple(offsets.shape)} do not match the {logits.shape[1]} classes")
-    start = best = _miou((logits + offsets).argmax(-1), labels, cache.use_camera_mask)
+    start = best = _miou((logits + offsets).argmax(-1), labels)
     accepted: list[dict] = []
     classes = [c for c in range(logits.shape[1]) if c != FREE_LABEL]
     for round_index in range(1, rounds + 1):
@@ -169,14 +170,14 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
                 if shift == 0:
                     continue
                 pred = torch.where(own + shift > runner_up, c, runner_up_class)
-                miou = _miou(pred, labels, cache.use_camera_mask)
+                miou = _miou(pred, labels)
                 if miou > chosen_miou:
                     chosen, chosen_miou = shift, miou
             if chosen != 0.0:
                 offsets[c] += chosen
                 best = chosen_miou
                 accepted.append({"round": round_index, "class": c, "shift": chosen, "miou": 100 * best})
-    final = _miou((logits + offsets).argmax(-1), labels, cache.use_camera_mask)
+    final = _miou((logits + offsets).argmax(-1), labels)
     return offsets, {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start,
                      "miou": 100 * final, "accepted": accepted}
 

@@ -6,7 +6,7 @@ The index is one pickle holding plain dicts and numpy arrays (no project classes
       "format": "fusionocc-infos", "format_version": 1,
       "dataroot": str,                   # absolute path at preparation time (overridable when loading)
       "nusc_version": "v1.0-trainval",
-      "split_source": "nuscenes" | "hash",
+      "split_source": "nuscenes" | "hash" | "listed",
       "imgseg_root": str | None,         # folder of imgseg maps, relative paths resolved against it
       "lidarseg_to_occ": (256,) uint8,   # lidarseg label index -> Occ3D class id
       "samples": [info, ...],            # keyframes in scene/time order
@@ -31,8 +31,9 @@ Splits: when every scene name of the dataroot belongs to the official lists of i
 (`nuscenes.utils.splits`: train/val for v1.0-trainval, mini_train/mini_val for v1.0-mini, test for v1.0-test),
 those lists are used. Otherwise (the synthetic world, custom data) the split is deterministic by scene
 name: the scenes sorted by SHA-1 of their name, the first `round(val_fraction * n)` (at least one when there
-are two or more scenes) go to "val", the rest to "train". Adding scenes can move scenes between splits; fix
-the list in the index if that matters.
+are two or more scenes) go to "val", the rest to "train". Adding scenes can move scenes between splits; to
+keep a held-out set fixed while the dataset grows, name the val scenes (`val_scenes`, `prepare --val-scenes`):
+those are "val", every other scene "train" (split_source "listed").
 """
 
 from __future__ import annotations
@@ -71,16 +72,33 @@ class InfoBuildConfig:
 
     version: str = "v1.0-trainval"  # nuScenes table folder name, v1.0-<version>
     val_fraction: float = 0.2  # share of scenes in "val" for the hash split (non-nuScenes scene names)
+    val_scenes: tuple[str, ...] = ()  # when given: exactly these scenes are "val", the rest "train"
     imgseg_root: str | None = (
         "imgseg"  # where `prepare` writes imgseg maps; relative paths are under the out dir
     )
 
 
 def assign_splits(
-    scene_names: list[str], version: str, *, val_fraction: float = 0.2
+    scene_names: list[str], version: str, *, val_fraction: float = 0.2, val_scenes: tuple[str, ...] = ()
 ) -> tuple[dict[str, str], str]:
-    """Split name per scene and the source of the split ("nuscenes" or "hash"); see the module docstring."""
+    """Split name per scene and the source of the split ("nuscenes", "hash" or "listed"); see the module
+    docstring.
+
+    Raises:
+        InfoIndexError: a name in `val_scenes` is not a scene of the dataroot, or it names every scene.
+    """
     from nuscenes.utils.splits import create_splits_scenes
+
+    if val_scenes:
+        unknown = sorted(set(val_scenes) - set(scene_names))
+        if unknown:
+            raise InfoIndexError(
+                f"val scenes {', '.join(unknown)} are not in the dataroot (it has {len(scene_names)} scenes"
+                + (f", {scene_names[0]} .. {scene_names[-1]})" if scene_names else ")")
+            )
+        if set(scene_names) <= set(val_scenes):
+            raise InfoIndexError("--val-scenes names every scene: nothing would be left to train on")
+        return {name: ("val" if name in val_scenes else "train") for name in scene_names}, "listed"
 
     official = create_splits_scenes(verbose=False)
     split_names = _OFFICIAL_SPLITS.get(version, ())
@@ -139,7 +157,8 @@ def build_infos(
     lidarseg_files = {rec["sample_data_token"]: rec["filename"] for rec in getattr(nusc, "lidarseg", [])}
     scenes = sorted(nusc.scene, key=lambda s: s["name"])
     splits, split_source = assign_splits(
-        [s["name"] for s in scenes], config.version, val_fraction=config.val_fraction
+        [s["name"] for s in scenes], config.version, val_fraction=config.val_fraction,
+        val_scenes=config.val_scenes,
     )
     samples: list[dict[str, Any]] = []
     for scene in tqdm(scenes, desc="info index", unit="scene", disable=not progress):

@@ -11,7 +11,13 @@ import argparse
 import sys
 from pathlib import Path
 
-from fusionocc_core.data.infos import DEFAULT_INFO_NAME, InfoBuildConfig, build_infos, save_infos
+from fusionocc_core.data.infos import (
+    DEFAULT_INFO_NAME,
+    InfoBuildConfig,
+    InfoIndexError,
+    build_infos,
+    save_infos,
+)
 
 
 def detect_version(dataroot: Path) -> str:
@@ -46,6 +52,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="share of scenes in val when scene names are not official nuScenes ones (default 0.2)",
     )
     parser.add_argument(
+        "--val-scenes",
+        default="",
+        metavar="NAME[,NAME...]",
+        help="comma-separated scene names that form val, every other scene train (overrides both the "
+        "official and the hash split; keeps a held-out set fixed when scenes are added)",
+    )
+    parser.add_argument(
         "--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)"
     )
     parser.add_argument("--overwrite", action="store_true", help="recompute existing imgseg maps")
@@ -69,9 +82,16 @@ def run(args: argparse.Namespace) -> int:
         return 2
     nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=not args.quiet)
     config = InfoBuildConfig(
-        version=version, val_fraction=args.val_fraction, imgseg_root=None if args.no_imgseg else "imgseg"
+        version=version,
+        val_fraction=args.val_fraction,
+        val_scenes=tuple(name.strip() for name in args.val_scenes.split(",") if name.strip()),
+        imgseg_root=None if args.no_imgseg else "imgseg",
     )
-    index = build_infos(nusc, config=config, progress=not args.quiet)
+    try:
+        index = build_infos(nusc, config=config, progress=not args.quiet)
+    except InfoIndexError as error:
+        print(f"fusionocc prepare: {error}", file=sys.stderr)
+        return 2
     del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
     if not args.no_imgseg:
         missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])

@@ -47,6 +47,21 @@ def test_hash_split_is_deterministic_and_never_empty() -> None:
     assert assign_splits(["only"], "custom")[0] == {"only": "train"}
 
 
+def test_listed_val_scenes_override_both_splits() -> None:
+    names = ["scene-0061", "scene-0103", "scene-0553"]  # official mini names: listing still wins
+    splits, source = assign_splits(names, "v1.0-mini", val_scenes=("scene-0553",))
+    assert source == "listed"
+    assert splits == {"scene-0061": "train", "scene-0103": "train", "scene-0553": "val"}
+    # Growing the dataset keeps the listed scenes (and only them) in val, where the hash split would move them.
+    grown = [f"scene-{i:04d}" for i in range(1, 31)]
+    splits, _ = assign_splits(grown, "custom", val_scenes=("scene-0001", "scene-0003"))
+    assert sorted(n for n, v in splits.items() if v == "val") == ["scene-0001", "scene-0003"]
+    with pytest.raises(InfoIndexError, match="val scenes scene-0099 are not in the dataroot"):
+        assign_splits(grown, "custom", val_scenes=("scene-0001", "scene-0099"))
+    with pytest.raises(InfoIndexError, match="names every scene"):
+        assign_splits(["a", "b"], "custom", val_scenes=("a", "b"))
+
+
 def test_build_on_synthetic(nusc: NuScenes, synth_options: dict) -> None:
     index = build_infos(nusc, config=InfoBuildConfig(version="v1.0-mini"), progress=False)
     samples = index["samples"]

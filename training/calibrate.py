@@ -110,30 +110,53 @@ def choose_tau(scores: Sequence[TauScores], protocol: str = "camera mask") -> Ta
 
 class LogitCache:
     """Logits and labels of the voxels a protocol scores (camera-visible ones, or all), on the CPU in float32:
-    18 x 4 bytes per voxel (about 11 MB per nuScenes-sized sample with the camera mask, 46 MB without)."""
+    18 x 4 bytes per voxel (about 11 MB per nuScenes-sized sample with the camera mask, 46 MB without).
 
-    def __init__(self, *, use_camera_mask: bool) -> None:
+    With `keep_unobserved` (camera-mask protocol only) the voxels outside the mask are kept apart as well, so
+    that `refine_class_offsets` can check what a shift does to the space no camera sees (46 MB per sample)."""
+
+    def __init__(self, *, use_camera_mask: bool, keep_unobserved: bool = False) -> None:
+        if keep_unobserved and not use_camera_mask:
+            raise CalibrationError("keep_unobserved needs the camera-mask protocol (without it every voxel is "
+                                   "scored already)")
         self.use_camera_mask = use_camera_mask
+        self.keep_unobserved = keep_unobserved
         self._logits: list[torch.Tensor] = []
         self._labels: list[torch.Tensor] = []
+        self._hidden_logits: list[torch.Tensor] = []
+        self._hidden_labels: list[torch.Tensor] = []
 
     def add(self, logits: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> None:
         keep = (mask > 0) if self.use_camera_mask else torch.ones_like(gt, dtype=torch.bool)
         self._logits.append(logits[keep].float().cpu())
         self._labels.append(gt[keep].to(torch.uint8).cpu())
+        if self.keep_unobserved:
+            self._hidden_logits.append(logits[~keep].float().cpu())
+            self._hidden_labels.append(gt[~keep].to(torch.uint8).cpu())
 
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V, classes) float32 logits and (V,) int64 labels of every cached voxel."""
+        """(V, classes) float32 logits and (V,) int64 labels of every cached voxel the protocol scores."""
         if not self._labels:
             raise CalibrationError("nothing was cached: the calibration split has no scored voxels")
         return torch.cat(self._logits), torch.cat(self._labels).long()
 
+    def unobserved(self) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """The same for the voxels outside the camera mask when they were kept (`keep_unobserved`), else None."""
+        if not self.keep_unobserved or not self._hidden_labels:
+            return None
+        return torch.cat(self._hidden_logits), torch.cat(self._hidden_labels).long()
 
-def _miou(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    """mIoU of cached voxels; the cache already holds only the voxels its protocol scores, so no mask here."""
+
+def _confusion(pred: torch.Tensor, labels: torch.Tensor) -> OccupancyMetric:
+    """Confusion matrix of cached voxels; the cache already holds only the voxels its protocol scores, so no
+    mask here."""
     metric = OccupancyMetric(use_camera_mask=False)
     metric.update(pred, labels)
-    return metric.compute().miou
+    return metric
+
+
+def _miou(pred: torch.Tensor, labels: torch.Tensor) -> float:
+    return _confusion(pred, labels).compute().miou
 
 
 def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Sequence[float] = DEFAULT_SHIFTS,
@@ -142,6 +165,10 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
     from `shifts` that gives the best mIoU of the cached voxels with the others fixed; `rounds` passes.
     A shift is taken only when it strictly improves the mIoU (ties keep the offset as it was).
 
+    When the cache kept the voxels outside the camera mask (`keep_unobserved`), a shift is also refused if it
+    would bring the no-mask mIoU (all voxels) below where it started: the camera-mask loss never supervises
+    unobserved space, and an offset chosen on visible voxels alone can fill building interiors with a rare class.
+
     Class c's prediction changes only against the best other class, so each class needs one pass over all
     logits (the runner-up without c) and then one cheap comparison per shift: c wins a voxel where its
     adjusted logit is strictly above every other adjusted logit (argmax breaks exact ties to the lower id;
@@ -149,37 +176,64 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
 
     Returns:
         The refined (classes,) offsets and a record: mIoU [%] before and after (argmax), one entry per accepted
-        shift (round, class, shift, mIoU [%] after it).
+        shift (round, class, shift, mIoU [%] after it); with the guard also the no-mask mIoU [%] before and
+        after and how many better shifts it refused.
     """
     logits, labels = cache.tensors()
+    hidden = cache.unobserved()
     offsets = offsets.detach().float().cpu().clone()
     if offsets.shape != (logits.shape[1],):
         raise CalibrationError(f"offsets {tuple(offsets.shape)} do not match the {logits.shape[1]} classes")
+
+    def without(values: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Class c's adjusted logit and the best other class (value, id) per voxel."""
+        adjusted = values + offsets
+        own = adjusted[:, c].clone()
+        adjusted[:, c] = float("-inf")
+        return (own, *adjusted.max(dim=-1))
+
+    def shifted(parts: tuple[torch.Tensor, torch.Tensor, torch.Tensor], c: int, shift: float) -> torch.Tensor:
+        own, other, other_class = parts
+        return torch.where(own + shift > other, c, other_class)
+
+    def no_mask(seen_pred: torch.Tensor, hidden_pred: torch.Tensor) -> float:
+        metric = _confusion(hidden_pred, hidden[1])
+        metric.confusion += _confusion(seen_pred, labels).confusion
+        return metric.compute().miou
+
     start = best = _miou((logits + offsets).argmax(-1), labels)
+    floor = None
+    if hidden is not None:
+        floor = no_mask((logits + offsets).argmax(-1), (hidden[0] + offsets).argmax(-1))
     accepted: list[dict] = []
+    refused = 0
     classes = [c for c in range(logits.shape[1]) if c != FREE_LABEL]
     for round_index in range(1, rounds + 1):
         for c in tqdm(classes, desc=f"per-class round {round_index}", disable=not progress):
-            adjusted = logits + offsets
-            own = adjusted[:, c].clone()
-            adjusted[:, c] = float("-inf")
-            runner_up, runner_up_class = adjusted.max(dim=-1)
-            del adjusted
+            seen = without(logits, c)
+            unseen = None if hidden is None else without(hidden[0], c)
             chosen, chosen_miou = 0.0, best
             for shift in shifts:
                 if shift == 0:
                     continue
-                pred = torch.where(own + shift > runner_up, c, runner_up_class)
+                pred = shifted(seen, c, shift)
                 miou = _miou(pred, labels)
                 if miou > chosen_miou:
+                    if unseen is not None and no_mask(pred, shifted(unseen, c, shift)) < floor:
+                        refused += 1
+                        continue
                     chosen, chosen_miou = shift, miou
             if chosen != 0.0:
                 offsets[c] += chosen
                 best = chosen_miou
                 accepted.append({"round": round_index, "class": c, "shift": chosen, "miou": 100 * best})
     final = _miou((logits + offsets).argmax(-1), labels)
-    return offsets, {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start,
-                     "miou": 100 * final, "accepted": accepted}
+    record = {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start, "miou": 100 * final,
+              "accepted": accepted}
+    if hidden is not None:
+        after = no_mask((logits + offsets).argmax(-1), (hidden[0] + offsets).argmax(-1))
+        record["guard"] = {"miou_no_mask_before": 100 * floor, "miou_no_mask": 100 * after, "refused": refused}
+    return offsets, record
 
 
 def format_sweep(scores: Sequence[TauScores], chosen: TauScores) -> str:
@@ -233,6 +287,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--per-class", action="store_true",
                         help="after tau, refine each class's offset on its own on the same split (coordinate "
                              "ascent; caches the split's logits: ~11 MB per sample with the camera mask)")
+    parser.add_argument("--guard-unobserved", action="store_true",
+                        help="with --per-class: refuse shifts that lower the no-mask mIoU, so rare classes do not "
+                             "fill space no camera sees (also caches the unobserved voxels: ~46 MB per sample)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of the split")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 (shipping)")
     parser.add_argument("--json", type=Path, default=None, help="also write the sweep as JSON here")
@@ -246,6 +303,9 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 
     if args.out.resolve() == args.checkpoint.resolve():
         raise CalibrationError("--out must differ from --checkpoint (the original stays as it was)")
+    if args.guard_unobserved and (not args.per_class or args.no_camera_mask):
+        raise CalibrationError("--guard-unobserved guards the --per-class refinement of the camera-mask protocol; "
+                               "it needs --per-class and no --no-camera-mask")
     try:
         model, extra = load_checkpoint_with_extra(args.checkpoint, args.device)
     except CheckpointError as error:
@@ -265,7 +325,9 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     if len(loader.dataset) == 0:
         raise CalibrationError(f"split '{args.split}' of {args.infos} has no samples")
     protocol = "no mask" if args.no_camera_mask else "camera mask"
-    cache = LogitCache(use_camera_mask=not args.no_camera_mask) if args.per_class else None
+    cache = None
+    if args.per_class:
+        cache = LogitCache(use_camera_mask=not args.no_camera_mask, keep_unobserved=args.guard_unobserved)
     scores = sweep_taus(model, loader, offsets, args.taus, device=args.device, total=len(loader),
                         progress=not args.quiet, cache=cache)
     chosen = choose_tau(scores, protocol)
@@ -278,6 +340,10 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         print(f"per-class refinement: {protocol} mIoU {per_class['miou_before']:.2f} -> {per_class['miou']:.2f} "
               f"on {args.split} ({len(per_class['accepted'])} shifts accepted: "
               + ", ".join(f"class {a['class']} {a['shift']:+g}" for a in per_class["accepted"]) + ")")
+        if "guard" in per_class:
+            guard = per_class["guard"]
+            print(f"guard: no-mask mIoU {guard['miou_no_mask_before']:.2f} -> {guard['miou_no_mask']:.2f} on "
+                  f"{args.split}; {guard['refused']} better camera-mask shifts refused for lowering it")
     model.head.add_class_offsets(final.to(args.device))
     record = {
         "tau": chosen.tau,

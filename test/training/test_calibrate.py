@@ -24,7 +24,7 @@ from training.calibrate import (
 )
 from training.evaluate import MODEL_INPUTS
 
-BARRIER, CAR, FREE = 1, 4, occ3d.FREE_LABEL
+BARRIER, CAR, MANMADE, FREE = 1, 4, 15, occ3d.FREE_LABEL
 
 
 class FixedLogits(nn.Module):
@@ -127,6 +127,52 @@ def test_per_class_refinement_restores_an_under_scored_class_and_leaves_the_rest
         refine_class_offsets(LogitCache(use_camera_mask=True), torch.zeros(occ3d.NUM_CLASSES))
 
 
+def _scene_where_the_fix_fills_unobserved_space() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Barrier is under-scored (a shift above 1.5 recovers it, as above) but a block of manmade outside the camera
+    mask scores barrier only 1.0 below manmade: any shift that fixes the visible barrier voxels also paints that
+    unobserved block barrier."""
+    torch.manual_seed(2)
+    gt = torch.full((1, 60, 60, 4), FREE, dtype=torch.long)
+    gt[0, 10:20, 10:20, :2] = CAR
+    gt[0, 40:44, 20:40, :1] = BARRIER
+    gt[0, 10:30, 40:55, :3] = MANMADE  # all of it outside the mask
+    logits = 2.0 * torch.nn.functional.one_hot(gt, occ3d.NUM_CLASSES).float()
+    logits += 0.05 * torch.randn(logits.shape)
+    logits[..., BARRIER] -= 3.0
+    logits[..., FREE] += 0.5 * (gt == BARRIER).float()
+    logits[..., BARRIER] += 4.0 * (gt == MANMADE).float()
+    mask = torch.zeros_like(gt, dtype=torch.bool)
+    mask[:, :, :30] = True
+    return logits, gt, mask
+
+
+def test_guard_refuses_a_shift_that_paints_unobserved_space():
+    logits, gt, mask = _scene_where_the_fix_fills_unobserved_space()
+
+    def no_mask_miou(offsets: torch.Tensor) -> float:
+        return sweep_taus(FixedLogits(), [{**_batch(logits, gt), "mask_camera": mask}], offsets, [1.0],
+                          progress=False)[0].no_mask.miou
+
+    plain, guarded = LogitCache(use_camera_mask=True), LogitCache(use_camera_mask=True, keep_unobserved=True)
+    for cache in (plain, guarded):
+        cache.add(logits, gt, mask)
+    assert guarded.tensors()[1].numel() == int(mask.sum())
+    assert guarded.unobserved()[1].numel() == int((~mask).sum()) and plain.unobserved() is None
+    zero = torch.zeros(occ3d.NUM_CLASSES)
+    # Unguarded, the camera-mask objective takes the shift and the unobserved manmade block turns barrier.
+    unguarded, record = refine_class_offsets(plain, zero, progress=False)
+    assert unguarded[BARRIER] > 1.0 and record["miou"] > record["miou_before"] and "guard" not in record
+    assert no_mask_miou(unguarded) < no_mask_miou(zero) - 0.05
+    # Guarded, every shift that would do so is refused; the no-mask mIoU is where it started.
+    offsets, record = refine_class_offsets(guarded, zero, progress=False)
+    assert offsets[BARRIER] <= 1.0 and record["guard"]["refused"] > 0
+    assert record["guard"]["miou_no_mask"] >= record["guard"]["miou_no_mask_before"]
+    assert 100 * no_mask_miou(offsets) == pytest.approx(record["guard"]["miou_no_mask"])
+    assert 100 * no_mask_miou(zero) == pytest.approx(record["guard"]["miou_no_mask_before"])
+    with pytest.raises(CalibrationError, match="keep_unobserved needs the camera-mask protocol"):
+        LogitCache(use_camera_mask=False, keep_unobserved=True)
+
+
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrate_prepared")
@@ -201,3 +247,18 @@ def test_cli_per_class_folds_the_refined_offsets(infos: Path, tmp_path: Path, ca
     torch.testing.assert_close(torch.tensor(record["offsets"]), tau_only + shifts)
     torch.testing.assert_close(calibrated.head.predicter[-1].bias,
                                model.head.predicter[-1].bias + tau_only + shifts)
+
+
+def test_cli_guard_unobserved(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    torch.manual_seed(0)
+    source = tmp_path / "trained.pth"
+    save_checkpoint(source, build_model("tiny").eval(), class_weights=torch.linspace(1.5, 40.0, 18).tolist())
+    args = ["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--limit", "1", "--taus", "0,1",
+            "--num-workers", "0", "--quiet", "--guard-unobserved"]
+    assert cli_main([*args, "--out", str(tmp_path / "no_per_class.pth")]) == 2
+    assert "needs --per-class" in capsys.readouterr().err and not (tmp_path / "no_per_class.pth").exists()
+    out = tmp_path / "guarded.pth"
+    assert cli_main([*args, "--per-class", "--out", str(out)]) == 0
+    assert "guard: no-mask mIoU" in capsys.readouterr().out
+    guard = load_checkpoint_with_extra(out)[1]["logit_adjustment"]["per_class"]["guard"]
+    assert guard["miou_no_mask"] >= guard["miou_no_mask_before"]

@@ -167,7 +167,9 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
 
     When the cache kept the voxels outside the camera mask (`keep_unobserved`), a shift is also refused if it
     would bring the no-mask mIoU (all voxels) below where it started: the camera-mask loss never supervises
-    unobserved space, and an offset chosen on visible voxels alone can fill building interiors with a rare class.
+    unobserved space, and an offset chosen on visible voxels alone can trade it away. The guard sees only what the
+    no-mask mIoU sees: a rare class painted where the model already erred (free inside a solid building) costs
+    almost nothing there and passes.
 
     Class c's prediction changes only against the best other class, so each class needs one pass over all
     logits (the runner-up without c) and then one cheap comparison per shift: c wins a voxel where its

@@ -290,8 +290,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="after tau, refine each class's offset on its own on the same split (coordinate "
                              "ascent; caches the split's logits: ~11 MB per sample with the camera mask)")
     parser.add_argument("--guard-unobserved", action="store_true",
-                        help="with --per-class: refuse shifts that lower the no-mask mIoU, so rare classes do not "
-                             "fill space no camera sees (also caches the unobserved voxels: ~46 MB per sample)")
+                        help="with --per-class: refuse shifts that would bring the no-mask mIoU below its start, "
+                             "so the space no camera sees is not traded for the camera-mask score (also caches the "
+                             "unobserved voxels: ~46 MB per sample)")
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of the split")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 (shipping)")
     parser.add_argument("--json", type=Path, default=None, help="also write the sweep as JSON here")

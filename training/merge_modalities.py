@@ -17,7 +17,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint_with_extra, save_checkpoint
+from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from fusionocc_core.model.fusionocc import FusionOcc
 
 # The weights that read the fused input (camera volumes first, then the lidar volume).
@@ -59,8 +59,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     try:
-        camera, _ = load_checkpoint_with_extra(args.camera)
-        lidar, _ = load_checkpoint_with_extra(args.lidar)
+        camera = load_checkpoint(args.camera)
+        lidar = load_checkpoint(args.lidar)
         fused = merge_modality_models(camera, lidar)
     except (CheckpointError, MergeError) as error:
         print(f"fusionocc merge-modalities: {error}", file=sys.stderr)

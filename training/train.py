@@ -302,14 +302,14 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
         TrainError: the file cannot be read or (init_from) does not fit the model; the message has the report.
     """
     from fusionocc_core.model.checkpoint import CheckpointError as ModelCheckpointError
-    from fusionocc_core.model.checkpoint import load_checkpoint_with_extra, load_original_checkpoint
+    from fusionocc_core.model.checkpoint import load_checkpoint, load_original_checkpoint
 
     path, strict = (config.init_from, True) if config.init_from else (config.init_camera_from, False)
     if not path:
         return
     if strict:
         try:
-            own, _ = load_checkpoint_with_extra(path)
+            own = load_checkpoint(path)
         except ModelCheckpointError:
             own = None  # not ours: the published format below (which names any other problem)
         if own is not None:

@@ -155,10 +155,6 @@ def _confusion(pred: torch.Tensor, labels: torch.Tensor) -> OccupancyMetric:
     return metric
 
 
-def _miou(pred: torch.Tensor, labels: torch.Tensor) -> float:
-    return _confusion(pred, labels).compute().miou
-
-
 def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Sequence[float] = DEFAULT_SHIFTS,
                          rounds: int = 2, *, progress: bool = True) -> tuple[torch.Tensor, dict[str, Any]]:
     """Coordinate ascent on the per-class logit offsets: for each class but free (the reference), the shift
@@ -198,15 +194,15 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
         own, other, other_class = parts
         return torch.where(own + shift > other, c, other_class)
 
-    def no_mask(seen_pred: torch.Tensor, hidden_pred: torch.Tensor) -> float:
+    def no_mask(seen: OccupancyMetric, hidden_pred: torch.Tensor) -> float:
+        """No-mask mIoU: the scored voxels' confusion matrix (already counted) plus the unobserved voxels'."""
         metric = _confusion(hidden_pred, hidden[1])
-        metric.confusion += _confusion(seen_pred, labels).confusion
+        metric.confusion += seen.confusion
         return metric.compute().miou
 
-    start = best = _miou((logits + offsets).argmax(-1), labels)
-    floor = None
-    if hidden is not None:
-        floor = no_mask((logits + offsets).argmax(-1), (hidden[0] + offsets).argmax(-1))
+    seen_start = _confusion((logits + offsets).argmax(-1), labels)
+    start = best = seen_start.compute().miou
+    floor = None if hidden is None else no_mask(seen_start, (hidden[0] + offsets).argmax(-1))
     accepted: list[dict] = []
     refused = 0
     classes = [c for c in range(logits.shape[1]) if c != FREE_LABEL]
@@ -218,10 +214,10 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
             for shift in shifts:
                 if shift == 0:
                     continue
-                pred = shifted(seen, c, shift)
-                miou = _miou(pred, labels)
+                scored = _confusion(shifted(seen, c, shift), labels)
+                miou = scored.compute().miou
                 if miou > chosen_miou:
-                    if unseen is not None and no_mask(pred, shifted(unseen, c, shift)) < floor:
+                    if unseen is not None and no_mask(scored, shifted(unseen, c, shift)) < floor:
                         refused += 1
                         continue
                     chosen, chosen_miou = shift, miou
@@ -229,11 +225,11 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
                 offsets[c] += chosen
                 best = chosen_miou
                 accepted.append({"round": round_index, "class": c, "shift": chosen, "miou": 100 * best})
-    final = _miou((logits + offsets).argmax(-1), labels)
-    record = {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start, "miou": 100 * final,
-              "accepted": accepted}
+    seen_final = _confusion((logits + offsets).argmax(-1), labels)
+    record = {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start,
+              "miou": 100 * seen_final.compute().miou, "accepted": accepted}
     if hidden is not None:
-        after = no_mask((logits + offsets).argmax(-1), (hidden[0] + offsets).argmax(-1))
+        after = no_mask(seen_final, (hidden[0] + offsets).argmax(-1))
         record["guard"] = {"miou_no_mask_before": 100 * floor, "miou_no_mask": 100 * after, "refused": refused}
     return offsets, record
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+import math
 from pathlib import Path
 
 import pytest
@@ -60,15 +62,59 @@ def test_matches_reference_sparse_depth() -> None:
     _, sensor2egos, _, intrins, post_rots, post_trans, _ = inputs["img_inputs"]
     points = inputs["points"][0]
     reference = inputs["sparse_depth"][0][0]
-    ours = sparse_depth_map(
-        points[:, :3], intrins[0, :6], sensor2egos[0, :6], post_rots[0, :6], post_trans[0, :6], 128, 352
-    )
-    assert torch.equal(ours > 0, reference > 0)
-    diff = (ours - reference).abs()
+    geometry = (intrins[0, :6], sensor2egos[0, :6], post_rots[0, :6], post_trans[0, :6], 128, 352)
+    ours = sparse_depth_map(points[:, :3], *geometry)
+    # A point projecting within 1e-4 px of a .5 boundary lands on either neighbour depending on the float32
+    # rounding order of the CPU (this data has a few). Only the pixels such a point can reach may differ, and a
+    # differing one must hold that point's depth on one side; every other pixel is compared exactly.
+    ties = _tie_pixels(points[:, :3], *geometry)
+    tie_mask = torch.zeros_like(ours, dtype=torch.bool)
+    for (camera, row, col), depths in ties.items():
+        tie_mask[camera, row, col] = True
+        a, b = ours[camera, row, col].item(), reference[camera, row, col].item()
+        if a != b:
+            assert any(abs(x - d) < 1e-4 for x in (a, b) if x > 0 for d in depths), (camera, row, col, a, b)
+    assert len(ties) <= 16
+    assert torch.equal((ours > 0)[~tie_mask], (reference > 0)[~tie_mask])
+    diff = torch.where(tie_mask, torch.zeros_like(ours), (ours - reference).abs())
     # The original sorts by the float32 key pixel_rank + depth / 100, which cannot resolve depths closer than
     # ~0.4 m at large ranks; it keeps a slightly farther point on 3 of 25,746 pixels. We keep the nearest.
     assert (diff > 1e-5).sum() <= 3
     assert torch.all(ours[diff > 1e-5] < reference[diff > 1e-5]) and diff.max() < 0.2
+
+
+def _tie_pixels(
+    points: torch.Tensor,
+    intrinsics: torch.Tensor,
+    cam_to_ego: torch.Tensor,
+    post_rots: torch.Tensor,
+    post_trans: torch.Tensor,
+    height: int,
+    width: int,
+    tolerance: float = 1e-4,
+) -> dict[tuple[int, int, int], list[float]]:
+    """Pixels a point may land on either way because its projected u or v lies within `tolerance` of a .5
+    boundary, where float32 rounding order decides round(); with the depths of those points.
+
+    Projection in float64 (the same formula as `sparse_depth_map`). Returns {(camera, row, col): [depth, ...]}.
+    """
+    ego_to_cam = torch.linalg.inv(cam_to_ego.double())
+    cam = points.double() @ ego_to_cam[:, :3, :3].transpose(1, 2) + ego_to_cam[:, None, :3, 3]  # (N, P, 3)
+    img = cam @ intrinsics.double().transpose(1, 2)
+    z = img[..., 2:3]
+    uvz = torch.cat([img[..., :2] / z, z], dim=-1) @ post_rots.double().transpose(1, 2)
+    uvz = uvz + post_trans.double()[:, None, :]  # (N, P, 3)
+    near_half = ((uvz[..., :2] - uvz[..., :2].floor()) - 0.5).abs() < tolerance  # (N, P, 2)
+    in_range = (uvz[..., 2] >= 1.0) & (uvz[..., 2] < 45.0)
+    ties: dict[tuple[int, int, int], list[float]] = {}
+    for camera, point in (near_half.any(-1) & in_range).nonzero().tolist():
+        u, v, depth = uvz[camera, point].tolist()
+        cols = [math.floor(u), math.floor(u) + 1] if near_half[camera, point, 0] else [round(u)]
+        rows = [math.floor(v), math.floor(v) + 1] if near_half[camera, point, 1] else [round(v)]
+        for row, col in itertools.product(rows, cols):
+            if 0 <= row < height and 0 <= col < width:
+                ties.setdefault((camera, row, col), []).append(depth)
+    return ties
 
 
 def test_downsample_takes_min_nonzero_per_patch() -> None:

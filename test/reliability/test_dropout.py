@@ -16,7 +16,7 @@ import pytest
 pytest.importorskip("rclpy")
 
 from fusionocc_core.occ3d import CAMERA_NAMES  # noqa: E402
-from fusionocc_ros import reliability  # noqa: E402
+import harness as reliability  # noqa: E402
 
 DOMAIN = 100 + (os.getpid() + 7) % 100
 MISSING = 2  # CAM_FRONT_RIGHT

@@ -12,11 +12,11 @@ import os
 import struct
 from types import SimpleNamespace
 
+import harness as reliability
 import numpy as np
 import pytest
 from PIL import Image as PILImage
 
-from fusionocc_ros import reliability
 from fusionocc_ros.conversions import ConversionError, compressed_image_to_rgb, image_to_rgb
 
 SCALE = float(os.environ.get("FUSIONOCC_FUZZ_EXAMPLES", "0")) or None

@@ -20,7 +20,7 @@ from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: 
 
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME  # noqa: E402
 from fusionocc_core.predictor import Predictor  # noqa: E402
-from fusionocc_ros import reliability  # noqa: E402
+import harness as reliability  # noqa: E402
 from fusionocc_ros.conversions import image_to_dense_grid  # noqa: E402
 
 EXAMPLES = int(os.environ.get("FUSIONOCC_FUZZ_EXAMPLES", "0")) or 1000

@@ -9,12 +9,13 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 
 pytest.importorskip("rclpy")
 
-from fusionocc_ros import reliability  # noqa: E402
+import harness as reliability  # noqa: E402
 
 SECONDS = float(os.environ.get("FUSIONOCC_OVERLOAD_SECONDS", "20"))
 DOMAIN = 100 + (os.getpid() + 3) % 100
@@ -49,8 +50,10 @@ def test_sustained_overload_drops_counted_latency_bounded_rss_flat(calibration_f
 def test_shutdown_while_inference_runs_exits_cleanly(calibration_file, tmp_path):
     """destroy_node + rclpy shutdown while the worker is inside a 3 s inference: the process exits."""
     script = textwrap.dedent(f"""
+        import sys
         import time
-        from fusionocc_ros import reliability
+        sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
+        import harness as reliability
         h = reliability.NodeHarness(reliability.stub_model(delay_s=3.0), {str(calibration_file)!r},
                                     domain_id={DOMAIN + 1})
         frame = reliability.rig_frames(1)[0]

@@ -1,10 +1,11 @@
-"""Reliability tooling (issue 9): malformed-input fuzzing, node overload and sensor-dropout runs.
+"""Reliability test harness (issue 9): malformed-input fuzzing, node overload and sensor-dropout runs.
 
-Used by the tests in `test/reliability/` (short, deterministic runs) and from the command line for longer
+Test tooling, not part of the product package (it needs hypothesis, a dev dependency). Used by the tests in
+`test/reliability/` (short, deterministic runs) and from the command line, in the repository root, for longer
 runs that print figures:
 
-    python -m fusionocc_ros.reliability fuzz --examples 20000
-    python -m fusionocc_ros.reliability overload --seconds 120 [--rate 5 | --rate 0]
+    python test/reliability/harness.py fuzz --examples 20000
+    python test/reliability/harness.py overload --seconds 120 [--rate 5 | --rate 0]
 
 Fuzzing (hypothesis, derandomised): every generated message either raises `ConversionError` whose reason is
 one of the problems the message really has, or decodes to exactly what an independent slow reference decoder
@@ -1056,8 +1057,8 @@ def run_overload(calibration_file: Any, *, seconds: float, rate: float, delay_s:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m fusionocc_ros.reliability {fuzz,overload} ...`: longer runs that print figures."""
-    parser = argparse.ArgumentParser(prog="python -m fusionocc_ros.reliability", description=__doc__.split("\n")[0])
+    """`python test/reliability/harness.py {fuzz,overload} ...`: longer runs that print figures."""
+    parser = argparse.ArgumentParser(prog="python test/reliability/harness.py", description=__doc__.split("\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     fuzz_parser = sub.add_parser("fuzz", help="fuzz the message conversions")
     fuzz_parser.add_argument("--examples", type=int, default=2000, help="cases per message type")

@@ -5,7 +5,8 @@ per-offset GEMMs through torch.mm, so the counter sees the sparse convs' real wo
 with CUDA implicit-gemm it would not. `lidar_sparse_upper_bound` gives 2 * Cin * Cout * K * active outputs per
 sparse layer (as if every kernel tap hit an active input) for comparison.
 
-Run `python -m fusionocc_core.model.flops [preset ...]` to print a table.
+Run `python -m fusionocc_core.model.flops [preset ...] [--latency]` to print the presets table of docs/model.md
+(parameters and GFLOPs; `--latency` adds a CPU latency line per preset, a measurement: run it on a quiet machine).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from typing import Self
 
 import torch
-from torch.utils.flop_counter import FlopCounterMode
+from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
 from fusionocc_core import occ3d
 from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
@@ -139,7 +140,7 @@ def count_flops(model: FusionOcc, inputs: ExampleInputs) -> dict[str, int]:
         top-level module (on CPU the spconv Native GEMMs count under lidar_encoder), and the upper bound
         2 * Cin * Cout * K * outputs of the sparse layers (every kernel tap assumed active).
     """
-    counter = FlopCounterMode(display=False, depth=1)
+    counter = FlopCounterMode(display=False, depth=1, custom_mapping=_ONEDNN_CONV)
     sparse_flops = _SparseFlops(model)
     with torch.no_grad(), counter, sparse_flops:
         model(*inputs.as_tuple())
@@ -150,6 +151,15 @@ def count_flops(model: FusionOcc, inputs: ExampleInputs) -> dict[str, int]:
             result[name.split(".", 1)[1]] = int(sum(counts.values()))
     result["lidar_sparse_upper_bound"] = sparse_flops.total
     return result
+
+
+def _mkldnn_conv_flop(x_shape, w_shape, _bias, _padding, _stride, _dilation, _groups, *, out_shape, **_kwargs) -> int:
+    """FLOPs of `aten.mkldnn_convolution` (what `conv3d.Conv3d` calls on CPU), counted like aten.convolution."""
+    return conv_flop_count(list(x_shape), list(w_shape), list(out_shape), transposed=False)
+
+
+# FlopCounterMode knows aten.convolution only; without this the CPU 3D convolutions would count as zero.
+_ONEDNN_CONV = {torch.ops.aten.mkldnn_convolution: _mkldnn_conv_flop}
 
 
 class _SparseFlops:
@@ -239,40 +249,93 @@ def count_static_flops(config: FusionOccConfig) -> dict[str, int]:
     return result
 
 
+def count_lidar_flops(config: FusionOccConfig, inputs: ExampleInputs, seed: int = 0) -> int:
+    """FLOPs of the lidar branch (voxelization + sparse encoder) on `inputs.points`, counted on CPU.
+
+    Builds only the lidar encoder (the rest of the model stays on the meta device), so it is cheap for every
+    preset. On CPU spconv's Native algorithm runs its per-offset GEMMs through torch.mm, which the counter sees.
+    """
+    from fusionocc_core.model.lidar_encoder import LidarEncoder
+
+    with torch.device("meta"):
+        model = FusionOcc(config)
+    torch.manual_seed(seed)
+    model.lidar_encoder = LidarEncoder(
+        config.lidar_in_channels,
+        config.lidar_out_channels,
+        model.lidar_encoder.sparse_shape,
+        config.lidar_stage_channels,
+    ).eval()
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.encode_lidar(inputs.points, inputs.images.shape[0])
+    return int(counter.get_total_flops())
+
+
+def backbone_name(config: FusionOccConfig) -> str:
+    """'Swin-B', 'ResNet-50', ... of a config's image backbone, as the docs name it."""
+    camera = config.camera
+    if camera.backbone == "swin":
+        if camera.swin_embed_dim == 128 and tuple(camera.swin_depths) == (2, 2, 18, 2):
+            return "Swin-B"
+        return f"Swin (embed {camera.swin_embed_dim}, depths {'-'.join(map(str, camera.swin_depths))})"
+    return camera.backbone.replace("resnet", "ResNet-")
+
+
+def _gflops(flops: int) -> str:
+    value = flops / 1e9
+    return f"{value:,.0f}" if value >= 100 else f"{value:.1f}"
+
+
+def preset_row(name: str) -> str:
+    """One row of the presets table: backbone and input, parameters, GFLOPs of one sample (all frames x 6
+    cameras): total = static camera 2D + static 3D (meta device) + counted sparse lidar (CPU)."""
+    from fusionocc_core.model.presets import get_config
+
+    config = get_config(name)
+    with torch.device("meta"):
+        parameters = count_parameters(FusionOcc(config))
+    static = count_static_flops(config)
+    lidar = count_lidar_flops(config, example_inputs(config))
+    total = static["total_static"] + lidar
+    h, w = config.camera.input_size
+    return (
+        f"| `{name}` | {backbone_name(config)}, {h} x {w} | {parameters:,} | {_gflops(total)} "
+        f"(camera 2D {_gflops(static['camera_2d'])}, 3D {_gflops(static['volume_3d'])}, "
+        f"sparse lidar {_gflops(lidar)}) |"
+    )
+
+
+TABLE_HEADER = (
+    "| Preset | Backbone, input | Parameters | GFLOPs (one sample, 2 frames x 6 cameras) |\n"
+    "|---|---|---|---|"
+)
+
+
 def main(argv: list[str]) -> None:
-    """Prints parameters, FLOPs and (for tiny/fast/reduced_a) CPU latency of the named presets."""
+    """Prints the presets table (markdown) of the named presets (default tiny, fast, official); with
+    `--latency` also the median CPU latency of a forward on 2 threads (tiny/fast/reduced_a only)."""
     from fusionocc_core.model.presets import build_model, get_config
 
+    latency_wanted = "--latency" in argv
+    names = [a for a in argv if a != "--latency"] or ["tiny", "fast", "official"]
     torch.set_num_threads(2)
-    names = argv or ["tiny", "fast", "official"]
+    print(TABLE_HEADER, flush=True)
     for name in names:
-        config = get_config(name)
-        static = count_static_flops(config)
-        line = (
-            f"{name}: static GFLOPs {static['total_static'] / 1e9:.1f} "
-            f"(camera 2D {static['camera_2d'] / 1e9:.1f}, "
-            f"3D {static['volume_3d'] / 1e9:.1f})"
+        print(preset_row(name), flush=True)
+    if not latency_wanted:
+        return
+    for name in names:
+        if name not in ("tiny", "fast", "reduced_a"):
+            continue
+        torch.manual_seed(0)
+        model = build_model(name).eval()
+        runs = 3 if name != "fast" else 1
+        latency = cpu_latency(model, example_inputs(get_config(name)), runs=runs)
+        print(
+            f"{name}: latency (2 threads, median of {runs}) wall {latency.wall_s:.2f} s, CPU {latency.cpu_s:.2f} s",
+            flush=True,
         )
-        if name in ("tiny", "fast", "reduced_a"):
-            torch.manual_seed(0)
-            model = build_model(name).eval()
-            inputs = example_inputs(config)
-            line += f"  params {count_parameters(model):,}"
-        if name in ("tiny", "reduced_a"):  # a counted run is one more forward: skipped for the big presets
-            flops = count_flops(model, inputs)
-            line += (
-                f"  counted GFLOPs {flops['total_dense'] / 1e9:.1f} ("
-                + ", ".join(f"{k} {v / 1e9:.1f}" for k, v in flops.items() if k != "total_dense")
-                + ")"
-            )
-        if name in ("tiny", "fast", "reduced_a"):
-            runs = 3 if name != "fast" else 1
-            latency = cpu_latency(model, inputs, runs=runs)
-            line += (
-                f"  latency (2 threads, median of {runs}) wall {latency.wall_s:.2f} s, "
-                f"CPU {latency.cpu_s:.2f} s"
-            )
-        print(line, flush=True)
 
 
 if __name__ == "__main__":

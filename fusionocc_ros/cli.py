@@ -34,6 +34,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
     Subcommand("merge-modalities", "training.merge_modalities",
                "a fused model from a camera-only and a lidar-only one, to fine-tune"),
     Subcommand("convert", "fusionocc_ros.bag_converter", "nuScenes dataroot -> one rosbag2 per scene"),
+    Subcommand("rig", "fusionocc_ros.rig", "the node's calibration YAML from a robot's URDF or a bag's /tf_static"),
     Subcommand("replay", "fusionocc_ros.replay", "publish a rosbag2 through rclpy (no ros2 bag needed)"),
     Subcommand("node", "fusionocc_ros.occupancy_node", "run the ROS 2 occupancy node"),
     Subcommand("render", "fusionocc_core.render", "render an occupancy volume to PNG (BEV and 3D)"),

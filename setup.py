@@ -30,6 +30,7 @@ setup(
         "spconv-cu118",
         "nuscenes-devkit",
         "rosbags>=0.11",
+        "urdfdom-py>=1.2",  # urdf_parser_py, ROS 2's URDF parser (fusionocc rig --urdf)
         "pillow",
         "opencv-python-headless",  # the data pipeline's image warps (nuscenes-devkit requires the same)
         "pyyaml",

@@ -8,13 +8,19 @@
 Expected skips: the Swin `relative_position_index` buffers (derived from the window size here, checked).
 
 Our own format (`save_checkpoint` / `load_checkpoint`) stores the config next to the weights so a deploy needs
-nothing else, and loads with `torch.load(weights_only=True)` (no arbitrary pickles).
+nothing else, and loads with `torch.load(weights_only=True)` (no arbitrary pickles). `load_checkpoint` also
+takes the published file as it is: it recognises the original naming, builds the known configuration whose
+shapes the weights fit (the published weights: 'official') and converts them, so every `--checkpoint` accepts
+the download directly (`fusionocc import-checkpoint` writes it once in our format, which loads faster).
 """
 
 from __future__ import annotations
 
+import functools
+import logging
 import os
 import re
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +37,27 @@ from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
 
 CHECKPOINT_FORMAT = "fusionocc-checkpoint"
 CHECKPOINT_VERSION = 1
+ORIGINAL_FORMAT = "original"  # `LoadedCheckpoint.source` of a published (mmdet3d-named) checkpoint
+
+# Top-level names only the original uses: they tell a published checkpoint from anything else. `lidar_encoder.`
+# is both ours and theirs, so only the original's own sub-module names under it count.
+ORIGINAL_PREFIXES: tuple[str, ...] = (
+    "img_backbone.",
+    "img_neck.",
+    "img_view_transformer.",
+    "pre_process_net.",
+    "img_bev_encoder_backbone.",
+    "img_bev_encoder_neck.",
+    "final_conv.",
+    "predicter.",
+    "lidar_encoder.conv_input.",
+    "lidar_encoder.encoder_layers.",
+    "lidar_encoder.conv_out.",
+)
+# Ours, to name a bare state_dict of this project (saved with torch.save instead of save_checkpoint).
+OWN_PREFIXES: tuple[str, ...] = ("camera.", "occ_encoder.", "occ_fpn.", "head.", "lidar_encoder.stages.")
+
+logger = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
@@ -211,6 +238,46 @@ class LoadReport:
         lines += [f"hint: {h}" for h in self.hints]
         return "\n".join(lines)
 
+    def summary(self) -> str:
+        """One line: counts per module instead of key lists (for logs and error messages)."""
+        line = f"loaded {len(self.loaded)} tensors, skipped {len(self.expected_skips)} derived buffers"
+        problems = tensor_problems(self.missing, self.unexpected, self.shape_mismatches)
+        return "; ".join([line, *([problems] if problems else []), *(f"hint: {h}" for h in self.hints)])
+
+
+def _module_of(key: str) -> str:
+    # The camera branch holds 80 % of the tensors: its sub-modules (backbone, neck, ...) say more than "camera".
+    parts = key.split(".")
+    return ".".join(parts[:2]) if parts[0] == "camera" and len(parts) > 2 else parts[0]
+
+
+def count_by_module(keys: list[str], limit: int = 6) -> str:
+    """'camera.backbone (180), head (32)': how many keys per top-level module, most first."""
+    counts = Counter(_module_of(k) for k in keys).most_common()
+    text = ", ".join(f"{module} ({n})" for module, n in counts[:limit])
+    return text + (f", {len(counts) - limit} more modules" if len(counts) > limit else "")
+
+
+def tensor_problems(
+    missing: list[str],
+    unexpected: list[str],
+    shape_mismatches: list[tuple[str, tuple[int, ...], tuple[int, ...]]],
+) -> str:
+    """One line naming how many tensors are missing / unexpected / mis-shaped and where ('' when none):
+    torch's own strict-load error lists every key over hundreds of lines."""
+    parts = []
+    if missing:
+        parts.append(f"missing {len(missing)} tensors: {count_by_module(missing)}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected tensors: {count_by_module(unexpected)}")
+    if shape_mismatches:
+        key, got, want = shape_mismatches[0]
+        parts.append(
+            f"{len(shape_mismatches)} mis-shaped tensors: {count_by_module([k for k, _, _ in shape_mismatches])} "
+            f"(e.g. {key}: {list(got)} in the file, {list(want)} in the model)"
+        )
+    return "; ".join(parts)
+
 
 def _hints(report: LoadReport) -> list[str]:
     hints = []
@@ -258,41 +325,73 @@ def load_original_checkpoint(
     Raises:
         CheckpointError: unreadable file, or (strict) any missing, unexpected or mis-shaped tensor.
     """
-    checkpoint = _torch_load(Path(path), allow_pickle)
-    result = convert_original_state_dict_with_report(checkpoint)
+    result = convert_original_state_dict_with_report(_torch_load(Path(path), allow_pickle))
+    report = _report_against(result, model.state_dict())
+    if strict and not report.ok:
+        raise CheckpointError(f"{path} does not fit the model:\n{report}")
+    model.load_state_dict({k: result.converted[k] for k in report.loaded}, strict=False)
+    return report
+
+
+def _report_against(result: ConversionResult, own: dict[str, torch.Tensor]) -> LoadReport:
+    """How converted tensors fit a model's state dict (`own` may live on the meta device: only shapes count)."""
     report = LoadReport(expected_skips=sorted(result.skipped), unexpected=sorted(result.unmapped))
-    own = model.state_dict()
-    fitting = {}
     for key, value in result.converted.items():
         if key not in own:
             report.unexpected.append(key)
         elif tuple(value.shape) != tuple(own[key].shape):
             report.shape_mismatches.append((key, tuple(value.shape), tuple(own[key].shape)))
         else:
-            fitting[key] = value
+            report.loaded.append(key)
     report.missing = sorted(k for k in own if k not in result.converted)
-    report.loaded = sorted(fitting)
+    report.loaded.sort()
     report.hints = _hints(report)
-    if strict and not report.ok:
-        raise CheckpointError(f"{path} does not fit the model:\n{report}")
-    model.load_state_dict(fitting, strict=False)
     return report
 
 
 def _torch_load(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
-    if not path.is_file():
+    if not path.exists():
         raise CheckpointError(f"checkpoint {path} does not exist")
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
     except Exception as error:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError / ...
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(
-            f"cannot read checkpoint {path} (truncated, not a torch file, or holding objects "
-            f"the safe loader refuses): {reason}"
-        ) from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {_unreadable(path, error)}") from None
     if not isinstance(data, dict):
-        raise CheckpointError(f"checkpoint {path} holds a {type(data).__name__}, not a dict")
+        raise CheckpointError(
+            f"checkpoint {path} holds a {type(data).__name__}, not a dict (expected a fusionocc-checkpoint or "
+            "a published FusionOcc .pth)"
+        )
     return data
+
+
+def _unreadable(path: Path, error: BaseException) -> str:
+    """Why torch could not read `path`, in one line: what the file looks like rather than torch's message,
+    whose weights_only failures span a dozen lines and advise disabling the safe loader (never right for a
+    file from the internet, and not needed for a real checkpoint)."""
+    text = str(error)
+    with path.open("rb") as stream:
+        head = stream.read(8)
+    refused = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    detail = re.search(r"WeightsUnpickler error: *(\S.*)", text)
+    lines = [line.strip() for line in text.splitlines() if line.strip() and "weights_only" not in line]
+    reason = (detail.group(1) if detail else lines[0] if lines else type(error).__name__)[:200]
+    if not head:
+        return "the file is empty"
+    if refused:
+        return (
+            f"it holds a pickled Python object ({refused.group(1)}) besides tensors and plain values; "
+            "checkpoints are read with torch's safe loader, which does not run pickled code"
+        )
+    if head.startswith(b"PK\x03\x04"):
+        return f"a zip archive that is not a complete torch checkpoint (truncated or damaged?): {reason}"
+    if head[:1] == b"\x80":  # a pickle protocol marker: the legacy torch format, or a plain pickle
+        return f"a pickle stream that does not load (truncated or damaged?): {reason}"
+    return (
+        f"not a torch checkpoint (it starts with {head!r}; expected a torch.save file: a fusionocc-checkpoint "
+        "or a published FusionOcc .pth)"
+    )
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> Path:
@@ -357,37 +456,192 @@ def save_checkpoint(path: str | os.PathLike, model: FusionOcc, *, half: bool = F
     atomic_torch_save(payload, path)
 
 
-def load_checkpoint_with_extra(
-    path: str | os.PathLike, device: str | torch.device = "cpu"
-) -> tuple[FusionOcc, dict[str, Any]]:
-    """Like `load_checkpoint`, also returning the extra entries given to `save_checkpoint`."""
-    path = Path(path)
-    data = _torch_load(path)
-    if data.get("format") != CHECKPOINT_FORMAT:
-        if "state_dict" in data and any(
-            str(k).startswith(("img_backbone.", "module.img_backbone.")) for k in data["state_dict"]
-        ):
-            raise CheckpointError(
-                f"{path} is an original (mmdet3d) FusionOcc checkpoint; build the 'official' "
-                "preset and use load_original_checkpoint(model, path)"
-            )
-        raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} file (no 'format' entry)")
+@dataclass
+class LoadedCheckpoint:
+    """What `load_checkpoint_with_report` loaded.
+
+    model: in eval mode on the requested device. extra: the entries given to `save_checkpoint` (none for a
+    published checkpoint: its mmdet3d `meta`/optimizer state describe their training, not this model).
+    source: CHECKPOINT_FORMAT or ORIGINAL_FORMAT. preset: the configuration built for a published checkpoint
+    (None for ours, whose config is inside). report: the conversion report of a published checkpoint.
+    """
+
+    model: FusionOcc
+    extra: dict[str, Any]
+    source: str
+    preset: str | None = None
+    report: LoadReport | None = None
+
+    def describe(self) -> str:
+        """One line for logs and command output."""
+        if self.source != ORIGINAL_FORMAT:
+            return f"{CHECKPOINT_FORMAT} (config stored inside)"
+        summary = self.report.summary() if self.report is not None else ""
+        return f"published FusionOcc checkpoint (mmdet3d naming), built preset '{self.preset}': {summary}"
+
+
+def is_original_checkpoint(data: dict[str, Any]) -> bool:
+    """True when `data` (a loaded file) holds tensors in the published (mmdet3d) naming, wrapped in `state_dict`
+    as the authors ship it or bare."""
+    state = data.get("state_dict", data)
+    return isinstance(state, dict) and any(
+        isinstance(k, str) and k.removeprefix("module.").startswith(ORIGINAL_PREFIXES) for k in state
+    )
+
+
+def _what_it_is(data: dict[str, Any]) -> str:
+    """What a dict that is neither checkpoint format holds, so the user can tell which file they passed."""
+    found = data.get("format")
+    if found == "fusionocc-train":  # training/checkpointing.py, which imports this module
+        return (
+            "a fusionocc training checkpoint (the resume state of `fusionocc train`); deploy the model the run "
+            "exported, model_final.pth"
+        )
+    if found is not None:
+        return f"a file of format {found!r}"
+    state = data.get("state_dict", data)
+    if isinstance(state, dict) and any(isinstance(k, str) and k.startswith(OWN_PREFIXES) for k in state):
+        return (
+            "a bare state_dict in this project's naming, without the config to build its model; write it with "
+            "save_checkpoint(path, model)"
+        )
+    keys = [str(k) for k in data][:6]
+    return f"a dict with keys {keys}" + (" ..." if len(data) > 6 else "") if keys else "an empty dict"
+
+
+def _fit_problems(state: dict[str, Any], own: dict[str, torch.Tensor]) -> str:
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    mismatched = [
+        (k, tuple(getattr(v, "shape", ())), tuple(own[k].shape))
+        for k, v in state.items()
+        if k in own and tuple(getattr(v, "shape", ())) != tuple(own[k].shape)
+    ]
+    return tensor_problems(missing, unexpected, mismatched)
+
+
+def _load_own(path: Path, data: dict[str, Any], device: str | torch.device) -> LoadedCheckpoint:
     if data.get("version") != CHECKPOINT_VERSION:
         raise CheckpointError(
             f"{path} has checkpoint version {data.get('version')}; this code reads "
             f"version {CHECKPOINT_VERSION}"
         )
-    model = FusionOcc(FusionOccConfig.from_dict(data["config"]))
-    model.load_state_dict(data["state_dict"], strict=True)
+    state = data.get("state_dict")
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} has no state_dict (found {type(state).__name__})")
+    try:
+        model = FusionOcc(FusionOccConfig.from_dict(data.get("config") or {}))
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(
+            f"{path} stores a config this code cannot build (written by another version?): {error}"
+        ) from None
+    # Compared here rather than left to load_state_dict, whose strict error lists every key over hundreds
+    # of lines; the counts per module say at once which part is missing.
+    problems = _fit_problems(state, model.state_dict())
+    if problems:
+        raise CheckpointError(
+            f"{path} does not fit the model its stored config builds: {problems} "
+            "(written by another version of this code, or edited?)"
+        )
+    model.load_state_dict(state, strict=True)
     model.to(device).eval()
     extra = {k: v for k, v in data.items() if k not in {"format", "version", "config", "state_dict"}}
-    return model, extra
+    return LoadedCheckpoint(model, extra, CHECKPOINT_FORMAT)
+
+
+@functools.cache
+def _meta_state_dict(name: str) -> dict[str, torch.Tensor]:
+    """A configuration's state dict on the meta device: shapes only, no memory (kept: a few ms to look up
+    again, 0.2 s to build for Swin-B). Read-only."""
+    from fusionocc_core.model.presets import get_config
+
+    with torch.device("meta"):
+        return FusionOcc(get_config(name)).state_dict()
+
+
+def match_original_config(
+    result: ConversionResult, path: str | os.PathLike = "checkpoint"
+) -> tuple[str, LoadReport]:
+    """The first known configuration (preset 'official' first, then the others and the test configs) whose
+    tensors the converted checkpoint fills exactly: its weights decide, not a guess from the file name.
+    Models are built on the meta device, so trying one costs no memory and a fraction of a second.
+
+    Raises:
+        CheckpointError: none fits; the message gives the closest configuration's missing/mis-shaped tensors.
+    """
+    # Imported here: presets imports the model; keeps this module importable without the preset table.
+    from fusionocc_core.model.presets import PRESETS, TEST_CONFIGS
+
+    reports = {}
+    for name in {**PRESETS, **TEST_CONFIGS}:
+        report = _report_against(result, _meta_state_dict(name))
+        if report.ok:
+            return name, report
+        reports[name] = report
+
+    def misfit(name: str) -> int:
+        report = reports[name]
+        return len(report.missing) + len(report.unexpected) + len(report.shape_mismatches)
+
+    closest = min(reports, key=misfit)
+    raise CheckpointError(
+        f"{path} is a published-format (mmdet3d) FusionOcc checkpoint but fits none of the known "
+        f"configurations ({', '.join(reports)}); closest, '{closest}': {reports[closest].summary()}"
+    )
+
+
+def _load_original(path: Path, data: dict[str, Any], device: str | torch.device) -> LoadedCheckpoint:
+    try:
+        result = convert_original_state_dict_with_report(data)
+    except CheckpointConversionError as error:  # e.g. a relative_position_index that is not the window's
+        raise CheckpointError(f"{path}: {error}") from None
+    name, report = match_original_config(result, path)
+    from fusionocc_core.model.presets import get_config
+
+    model = FusionOcc(get_config(name))
+    model.load_state_dict({k: result.converted[k] for k in report.loaded}, strict=True)
+    model.to(device).eval()
+    loaded = LoadedCheckpoint(model, {}, ORIGINAL_FORMAT, name, report)
+    logger.info("%s: %s", path, loaded.describe())
+    return loaded
+
+
+def load_checkpoint_with_report(path: str | os.PathLike, device: str | torch.device = "cpu") -> LoadedCheckpoint:
+    """Loads either checkpoint format: ours (config inside) or the published FusionOcc .pth (mmdet3d naming,
+    recognised by its keys; the known configuration its weights fit is built, `match_original_config`, and the
+    conversion report is logged and returned). Always read with `weights_only=True`.
+
+    Raises:
+        CheckpointError: one line: a missing or unreadable file (what it looks like), a file of neither format
+            (what it holds), an unsupported version, or weights that do not fit (how many tensors are missing,
+            unexpected or mis-shaped, per module).
+    """
+    path = Path(path)
+    data = _torch_load(path)
+    if data.get("format") == CHECKPOINT_FORMAT:
+        return _load_own(path, data, device)
+    if is_original_checkpoint(data):
+        return _load_original(path, data, device)
+    raise CheckpointError(
+        f"{path} is neither a {CHECKPOINT_FORMAT} (written by fusionocc) nor a published FusionOcc checkpoint "
+        f"(a state_dict with mmdet3d names such as img_backbone.*): it is {_what_it_is(data)}"
+    )
+
+
+def load_checkpoint_with_extra(
+    path: str | os.PathLike, device: str | torch.device = "cpu"
+) -> tuple[FusionOcc, dict[str, Any]]:
+    """Like `load_checkpoint`, also returning the extra entries given to `save_checkpoint` (none for a published
+    checkpoint)."""
+    loaded = load_checkpoint_with_report(path, device)
+    return loaded.model, loaded.extra
 
 
 def load_checkpoint(path: str | os.PathLike, device: str | torch.device = "cpu") -> FusionOcc:
-    """Builds the model from the stored config, loads the weights (strict) and returns it in eval mode.
+    """The model of a checkpoint in eval mode: ours (built from the stored config, weights strict) or the
+    published FusionOcc .pth as downloaded (see `load_checkpoint_with_report`).
 
     Raises:
-        CheckpointError: missing, truncated or foreign file, or an unsupported version.
+        CheckpointError: missing, truncated or foreign file, an unsupported version, or non-fitting weights.
     """
-    return load_checkpoint_with_extra(path, device)[0]
+    return load_checkpoint_with_report(path, device).model

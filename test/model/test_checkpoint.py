@@ -1,23 +1,29 @@
 """Checkpoint conversion from the published naming (manifest contract) and our own checkpoint format."""
 
 import json
+import logging
+import os
+import re
 from pathlib import Path
 
 import pytest
 import torch
 
 from fusionocc_core.model.checkpoint import (
+    ORIGINAL_FORMAT,
     CheckpointError,
     convert_original_state_dict,
     convert_original_state_dict_with_report,
     load_checkpoint,
     load_checkpoint_with_extra,
+    load_checkpoint_with_report,
     load_original_checkpoint,
     save_checkpoint,
 )
 from fusionocc_core.model.checkpoint_camera import CheckpointConversionError
 from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
 from fusionocc_core.model.presets import build_model, get_config
+from fusionocc_core.model.swin import relative_position_index
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MANIFEST = SHARED / "spec" / "reference" / "fusionocc_official_state_dict.json"
@@ -140,11 +146,11 @@ def test_truncated_foreign_and_missing_files(tmp_path):
         load_checkpoint(truncated)
     foreign = tmp_path / "foreign.pt"
     torch.save({"weights": torch.zeros(2)}, foreign)
-    with pytest.raises(CheckpointError, match="not a fusionocc-checkpoint"):
+    with pytest.raises(CheckpointError, match="neither a fusionocc-checkpoint"):
         load_checkpoint(foreign)
     original = tmp_path / "original.pth"
     torch.save({"state_dict": {"img_backbone.patch_embed.projection.bias": torch.zeros(2)}}, original)
-    with pytest.raises(CheckpointError, match="load_original_checkpoint"):
+    with pytest.raises(CheckpointError, match="published-format .* fits none of the known configurations"):
         load_checkpoint(original)
     with pytest.raises(CheckpointError, match="does not exist"):
         load_checkpoint(tmp_path / "nope.pt")
@@ -167,3 +173,172 @@ def test_saved_checkpoints_get_the_umasks_permissions(tmp_path):
         os.umask(old)
     assert stat.S_IMODE(path.stat().st_mode) == 0o644
     assert [p.name for p in tmp_path.iterdir()] == ["a.pt"]  # no temporary file left
+
+
+# ---------------------------------------------------------------------- the published file, as downloaded
+
+
+def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A file laid out like the authors' download: every key and shape of the manifest (the full Swin-B model,
+    440 MB) under `state_dict`, next to an mmcv-style `meta`, with seeded values. Written once per session into
+    the session's temp folder (test_predictor and test_import_checkpoint find it there; this builder is
+    repeated in them because conftest.py is not ours to extend)."""
+    path = tmp_path_factory.getbasetemp() / "published_fusionocc_official.pth"
+    if path.is_file():
+        return path
+    manifest = json.loads(MANIFEST.read_text())
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in manifest["state_dict"].items():
+        dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
+        if key.endswith("relative_position_index"):  # checked against the window on load: must be right
+            state[key] = relative_position_index(int(round((shape[0]) ** 0.5)))
+        elif dtype.is_floating_point:
+            state[key] = torch.randn(shape, generator=generator, dtype=dtype)
+        else:
+            state[key] = torch.full(shape, 7, dtype=dtype)  # num_batches_tracked
+    meta = {"epoch": 24, "iter": 84384, "mmcv_version": "1.5.3", "CLASSES": ("others", "barrier", "free")}
+    temp = path.with_suffix(".tmp")
+    torch.save({"meta": meta, "state_dict": state}, temp)
+    os.replace(temp, path)  # a test interrupted while writing leaves no half file under the real name
+    return path
+
+
+@pytest.fixture(scope="module")
+def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return published_checkpoint(tmp_path_factory)
+
+
+@needs_manifest
+@pytest.mark.slow
+def test_load_checkpoint_takes_the_published_file_and_logs_its_report(published, caplog):
+    """The download goes straight to load_checkpoint (so to every --checkpoint): official preset, every tensor
+    converted, report logged. About 10 s on 2 cores: the file is the full 109 M-parameter model."""
+    with caplog.at_level(logging.INFO, logger="fusionocc_core.model.checkpoint"):
+        model = load_checkpoint(published)
+    assert model.config == get_config("official") and not model.training
+    logged = " ".join(r.getMessage() for r in caplog.records)
+    assert "built preset 'official'" in logged and "loaded 711 tensors, skipped 24 derived buffers" in logged
+    original = torch.load(published, weights_only=True, mmap=True)["state_dict"]
+    converted = convert_original_state_dict(original)
+    state = model.state_dict()
+    assert state.keys() == converted.keys()
+    assert all(torch.equal(state[k], converted[k]) for k in state)
+    # Spot checks independent of the converter: a renamed Swin tensor and a re-laid-out sparse kernel.
+    assert torch.equal(
+        state["camera.backbone.stages.2.blocks.17.ffn.layers.1.weight"],
+        original["img_backbone.stages.2.blocks.17.ffn.layers.1.weight"],
+    )
+    kernel = original["lidar_encoder.encoder_layers.encoder_layer3.2.0.weight"]  # (kx, ky, kz, Cin, Cout)
+    assert torch.equal(state["lidar_encoder.stages.2.2.conv.weight"], kernel.permute(4, 2, 1, 0, 3))
+
+
+@needs_reduced_a
+def test_a_published_format_file_builds_the_configuration_its_weights_fit(tmp_path):
+    """reduced_a (bare, as in the reference data, and wrapped like a download with DataParallel's `module.`)
+    loads as the reduced_a configuration: the weights pick the config, not a fixed preset."""
+    reference = torch.load(REDUCED_A, weights_only=True)
+    wrapped = tmp_path / "wrapped.pth"
+    torch.save({"meta": {"epoch": 1}, "state_dict": {f"module.{k}": v for k, v in reference.items()}}, wrapped)
+    converted = convert_original_state_dict(reference)
+    for path in (REDUCED_A, wrapped):
+        loaded = load_checkpoint_with_report(path)
+        assert loaded.source == ORIGINAL_FORMAT and loaded.preset == "reduced_a"
+        assert loaded.model.config == get_config("reduced_a") and loaded.extra == {}
+        assert loaded.report.ok and len(loaded.report.expected_skips) == 8
+        state = loaded.model.state_dict()
+        assert state.keys() == converted.keys() and all(torch.equal(state[k], converted[k]) for k in state)
+
+
+@needs_reduced_a
+def test_a_published_format_file_that_fits_nothing_says_what_is_missing(tmp_path):
+    reference = torch.load(REDUCED_A, weights_only=True)
+    camera_only = tmp_path / "bevdet_occ.pth"
+    torch.save({"state_dict": {k: v for k, v in reference.items() if not k.startswith("lidar_encoder.")}},
+               camera_only)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(camera_only)
+    message = str(error.value)
+    lidar = sum(k.startswith("lidar_encoder.") for k in FusionOcc(get_config("reduced_a")).state_dict())
+    assert "\n" not in message
+    assert re.search(r"fits none of the known configurations .*; closest, 'reduced_a': .*"
+                     rf"missing {lidar} tensors: lidar_encoder \({lidar}\)", message), message
+    assert "no lidar branch" in message  # the hint
+
+
+def _saved_micro(tmp_path: Path) -> tuple[Path, dict]:
+    model = FusionOcc(_micro_config())
+    path = tmp_path / "model.pt"
+    save_checkpoint(path, model)
+    return path, torch.load(path, weights_only=True)
+
+
+def test_missing_tensors_are_counted_per_module_in_one_line(tmp_path):
+    path, data = _saved_micro(tmp_path)
+    state = data["state_dict"]
+    backbone = [k for k in state if k.startswith("camera.backbone.")]
+    head = [k for k in state if k.startswith("head.")]
+    for key in backbone + head:
+        del state[key]
+    torch.save(data, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "\n" not in message and "Error(s) in loading" not in message
+    assert (f"missing {len(backbone) + len(head)} tensors: camera.backbone ({len(backbone)}), "
+            f"head ({len(head)})") in message
+
+
+def test_unexpected_and_mis_shaped_tensors_are_named(tmp_path):
+    path, data = _saved_micro(tmp_path)
+    state = data["state_dict"]
+    state["head.extra.weight"] = torch.zeros(3)
+    state["occ_fpn.conv.weight"] = state["occ_fpn.conv.weight"][:1].clone()
+    torch.save(data, path)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(path)
+    message = str(error.value)
+    assert "\n" not in message and "missing" not in message
+    assert "1 unexpected tensors: head (1)" in message
+    assert re.search(r"1 mis-shaped tensors: occ_fpn \(1\) \(e.g. occ_fpn.conv.weight: \[1, \d+, 1, 1, 1\] in the "
+                     r"file, \[\d+, \d+, 1, 1, 1\] in the model\)", message), message
+
+
+def test_unreadable_files_get_one_line_without_torchs_advice(tmp_path):
+    import numpy as np
+
+    garbage = tmp_path / "garbage.pth"
+    garbage.write_bytes(bytes(np.random.default_rng(0).integers(1, 256, 4096, dtype=np.uint8)))
+    text = tmp_path / "notes.pth"
+    text.write_text("my checkpoint is on the other disk\n")
+    empty = tmp_path / "empty.pth"
+    empty.write_bytes(b"")
+    pickled = tmp_path / "numpy.pth"
+    torch.save({"state_dict": {}, "meta": {"best": np.float64(0.5)}}, pickled)  # a pickled numpy scalar
+    expected = {
+        garbage: "not a torch checkpoint",
+        text: "not a torch checkpoint (it starts with b'my check'",
+        empty: "the file is empty",
+        pickled: "pickled Python object (numpy.",
+    }
+    for path, what in expected.items():
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(path)
+        message = str(error.value)
+        assert message.startswith(f"cannot read checkpoint {path}: ") and what in message, message
+        assert "\n" not in message and "weights_only" not in message, message
+
+
+def test_files_of_neither_format_say_what_they_are(tmp_path):
+    model = FusionOcc(_micro_config())
+    cases = {
+        "bare.pth": (model.state_dict(), "a bare state_dict in this project's naming"),
+        "train.pt": ({"format": "fusionocc-train", "format_version": 1}, "a fusionocc training checkpoint"),
+        "other.pt": ({"weights": torch.zeros(1), "epoch": 3}, "a dict with keys ['weights', 'epoch']"),
+    }
+    for name, (payload, what) in cases.items():
+        torch.save(payload, tmp_path / name)
+        with pytest.raises(CheckpointError) as error:
+            load_checkpoint(tmp_path / name)
+        message = str(error.value)
+        assert "neither a fusionocc-checkpoint" in message and what in message and "\n" not in message, message

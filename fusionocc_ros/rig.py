@@ -143,8 +143,9 @@ class FrameTree:
         """
         for name in (base, frame):
             if name not in self.frames:
-                known = ", ".join(sorted(self.frames)) or "none"
-                raise RigError(f"{self.origin}: frame {name!r} does not exist (frames: {known})")
+                names = sorted(self.frames)
+                known = ", ".join(names[:20]) + (f", ... ({len(names) - 20} more)" if len(names) > 20 else "")
+                raise RigError(f"{self.origin}: frame {name!r} does not exist (frames: {known or 'none'})")
         base_root, root_from_base, base_path = self._to_root(base)
         frame_root, root_from_frame, frame_path = self._to_root(frame)
         if base_root != frame_root:
@@ -165,15 +166,18 @@ def _tree(edges: Sequence[Edge], origin: str, extra_frames: Sequence[str] = ()) 
 
 def rig_calibration(tree: FrameTree, sensors: SensorFrames, base_frame: str, *,
                     intrinsics: Mapping[str, tuple[np.ndarray, tuple[int, int]]] | None = None,
+                    intrinsics_source: str | None = None,
                     warn: Callable[[str], None] | None = None) -> Calibration:
     """The calibration of `sensors` in `tree` relative to `base_frame`.
 
     Args:
-        intrinsics: camera frame -> (K, (width, height)); cameras whose frame is absent get none.
+        intrinsics: camera frame -> (K, (width, height)), from camera_info; None for extrinsics only.
+        intrinsics_source: where `intrinsics` were read (a bag); when given, every camera must have them.
         warn: called with one line per non-fixed joint on a sensor's path (taken at position 0).
 
     Raises:
-        RigError: a frame is missing or not connected, or an entry is invalid.
+        RigError: a frame is missing or not connected, a camera has no camera_info (with
+            `intrinsics_source`), or an entry is invalid. Sensors are checked in order, extrinsics first.
     """
     entries: dict[str, SensorCalibration] = {}
     for name, frame in sensors.items():
@@ -181,12 +185,18 @@ def rig_calibration(tree: FrameTree, sensors: SensorFrames, base_frame: str, *,
         for edge in path:
             if edge.moving is not None and warn is not None:
                 warn(f"{name}: {edge.source} is {edge.moving}, not fixed; its pose at position 0 is used")
-        k, size = (intrinsics or {}).get(frame, (None, None)) if name in sensors.cameras else (None, None)
+        k, size = None, None
+        if name in sensors.cameras and intrinsics is not None:
+            if frame not in intrinsics and intrinsics_source is not None:
+                raise RigError(f"{intrinsics_source}: camera {name} has no camera_info: no "
+                               f"{layout.CAMERA_INFO_TYPE} message has header.frame_id {frame!r} "
+                               "(for extrinsics only: --no-intrinsics with --bag, no --camera-info-bag with --urdf)")
+            k, size = intrinsics.get(frame, (None, None))
         try:
             entries[name] = SensorCalibration.from_matrix(name, pose, frame_id=frame, intrinsics=k,
                                                           image_size=size)
-        except CalibrationError as error:
-            raise RigError(f"{tree.origin}: {error}") from None
+        except CalibrationError as error:  # the poses are rigid by construction: a camera_info is at fault
+            raise RigError(f"{intrinsics_source or tree.origin}: {error}") from None
     return Calibration(entries, ego_frame=base_frame)
 
 
@@ -337,8 +347,8 @@ def _open_bag(path: Path) -> Any:
     if not Path(path).exists():
         raise RigError(f"{path}: the bag does not exist")
     # TFMessage and CameraInfo are the same in every ROS 2 distro: any store decodes bags without definitions.
-    reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_JAZZY))
     try:
+        reader = AnyReader([Path(path)], default_typestore=get_typestore(Stores.ROS2_JAZZY))
         reader.open()
     except (AnyReaderError, OSError, ValueError, KeyError) as error:
         raise RigError(f"{path}: not a readable bag: {error}") from None
@@ -351,31 +361,33 @@ def _matrix(translation: Any, rotation: Any) -> np.ndarray:
     quaternion = np.array([rotation.w, rotation.x, rotation.y, rotation.z], dtype=np.float64)
     norm = float(np.linalg.norm(quaternion))
     if not np.isfinite(norm) or norm < 1e-6:
-        raise RigError("a /tf_static transform has a zero or non-finite rotation quaternion")
+        raise RigError("zero or non-finite rotation quaternion")
     pose = np.eye(4)
     pose[:3, :3] = quat_to_matrix(quaternion / norm)
     pose[:3, 3] = (translation.x, translation.y, translation.z)
     return pose
 
 
-def read_bag(path: Path, camera_frames: Sequence[str] = (),
+def read_bag(path: Path, camera_frames: Sequence[str] = (), *, tf_static: bool = True,
              ) -> tuple[FrameTree, dict[str, tuple[np.ndarray, tuple[int, int]]]]:
     """The /tf_static tree of a bag and the first CameraInfo (K, (width, height)) of each camera frame.
 
     A camera_info is matched by its header.frame_id, not by topic name, so any driver's topics work.
+    With `tf_static=False` only the camera_info are read (the tree is empty).
 
     Raises:
-        RigError: the bag is missing or unreadable, or has no /tf_static.
+        RigError: the bag is missing or unreadable, or has no /tf_static (when read).
     """
     reader = _open_bag(path)
     origin = f"{path} {layout.TF_STATIC_TOPIC}"
     try:
         static = [c for c in reader.connections
                   if c.topic == layout.TF_STATIC_TOPIC and c.msgtype == layout.TF_TYPE]
-        if not static:
+        if tf_static and not static:
             raise RigError(f"{path}: the bag has no {layout.TF_STATIC_TOPIC} ({layout.TF_TYPE}) topic")
         edges: list[Edge] = []
-        for connection, _, raw in reader.messages(connections=static):  # log-time order: later ones win
+        # messages(connections=[]) would read every topic: only ask when there is something to read.
+        for connection, _, raw in reader.messages(connections=static) if tf_static and static else ():
             for tf in reader.deserialize(raw, connection.msgtype).transforms:
                 try:
                     pose = _matrix(tf.transform.translation, tf.transform.rotation)
@@ -386,7 +398,7 @@ def read_bag(path: Path, camera_frames: Sequence[str] = (),
         wanted = set(camera_frames)
         camera_info = [c for c in reader.connections if c.msgtype == layout.CAMERA_INFO_TYPE]
         if wanted and camera_info:
-            for connection, _, raw in reader.messages(connections=camera_info):
+            for connection, _, raw in reader.messages(connections=camera_info):  # log-time order
                 msg = reader.deserialize(raw, connection.msgtype)
                 frame = msg.header.frame_id
                 if frame in wanted and frame not in infos:
@@ -398,14 +410,6 @@ def read_bag(path: Path, camera_frames: Sequence[str] = (),
         reader.close()
     return _tree(edges, origin), infos
 
-
-def require_camera_infos(path: Path, sensors: SensorFrames,
-                         infos: Mapping[str, tuple[np.ndarray, tuple[int, int]]]) -> None:
-    """Raises RigError naming the first camera whose frame has no CameraInfo in the bag."""
-    for name, frame in sensors.cameras.items():
-        if frame not in infos:
-            raise RigError(f"{path}: camera {name} has no camera_info: no {layout.CAMERA_INFO_TYPE} message "
-                           f"has header.frame_id {frame!r} (use --no-intrinsics for extrinsics only)")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -518,15 +522,16 @@ def build_rig(args: argparse.Namespace, warn: Callable[[str], None]) -> Calibrat
     camera_frames = list(sensors.cameras.values())
     if args.urdf is not None:
         tree = read_urdf(args.urdf)
-        intrinsics = None
-        if args.camera_info_bag is not None:
-            _, intrinsics = read_bag(args.camera_info_bag, camera_frames)
-            require_camera_infos(args.camera_info_bag, sensors, intrinsics)
-        return rig_calibration(tree, sensors, args.base_frame, intrinsics=intrinsics, warn=warn)
-    tree, intrinsics = read_bag(args.bag, [] if args.no_intrinsics else camera_frames)
-    if not args.no_intrinsics:
-        require_camera_infos(args.bag, sensors, intrinsics)
-    return rig_calibration(tree, sensors, args.base_frame, intrinsics=intrinsics, warn=warn)
+        intrinsics_bag = args.camera_info_bag
+        intrinsics = read_bag(intrinsics_bag, camera_frames, tf_static=False)[1] if intrinsics_bag else None
+    else:
+        if args.no_intrinsics and args.bag is None:
+            raise RigError("--no-intrinsics applies to --bag")
+        intrinsics_bag = None if args.no_intrinsics else args.bag
+        tree, intrinsics = read_bag(args.bag, [] if args.no_intrinsics else camera_frames)
+        intrinsics = None if args.no_intrinsics else intrinsics
+    return rig_calibration(tree, sensors, args.base_frame, intrinsics=intrinsics,
+                           intrinsics_source=None if intrinsics_bag is None else str(intrinsics_bag), warn=warn)
 
 
 def run(args: argparse.Namespace) -> int:

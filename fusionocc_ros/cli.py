@@ -33,6 +33,7 @@ SUBCOMMANDS: tuple[Subcommand, ...] = (
                "undo the class-weight prior of a checkpoint (logit adjustment chosen on the train split)"),
     Subcommand("merge-modalities", "training.merge_modalities",
                "a fused model from a camera-only and a lidar-only one, to fine-tune"),
+    Subcommand("import-checkpoint", "training.import_checkpoint", "published FusionOcc .pth -> fusionocc checkpoint"),
     Subcommand("convert", "fusionocc_ros.bag_converter", "nuScenes dataroot -> one rosbag2 per scene"),
     Subcommand("rig", "fusionocc_ros.rig", "the node's calibration YAML from a robot's URDF or a bag's /tf_static"),
     Subcommand("replay", "fusionocc_ros.replay", "publish a rosbag2 through rclpy (no ros2 bag needed)"),

@@ -261,7 +261,13 @@ class Predictor:
 
     @classmethod
     def from_checkpoint(cls, path: str, *, device: str = "auto", **options: Any) -> Predictor:
-        """Loads a FusionOcc checkpoint (its config is stored inside) and wraps it; options as __init__."""
+        """Loads a checkpoint and wraps it; options as __init__. Either format: a fusionocc checkpoint (its config
+        is stored inside) or the published FusionOcc .pth as downloaded (the preset its weights fit is built and
+        the conversion report logged by `fusionocc_core.model.checkpoint`).
+
+        Raises:
+            CheckpointError: one line saying why the file cannot be used.
+        """
         from fusionocc_core.model.checkpoint import load_checkpoint
 
         resolved = resolve_device(device)

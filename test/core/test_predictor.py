@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
@@ -346,6 +349,71 @@ def test_from_preset_and_from_checkpoint_build_the_same_tiny_model(tmp_path):
         state, other = first.model.state_dict(), reference.model.state_dict()
         assert state.keys() == other.keys()
         assert all(torch.equal(state[k], other[k]) for k in state)
+
+
+REFERENCE = Path(__file__).resolve().parents[2].parent / "shared" / "spec" / "reference"
+MANIFEST = REFERENCE / "fusionocc_official_state_dict.json"
+REDUCED_A = REFERENCE / "reduced_a" / "state_dict.pth"
+
+
+def _published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """As test_checkpoint.published_checkpoint (same file name, so one build per session): the authors' download
+    laid out from the manifest (every key and shape, 440 MB) with seeded values and an mmcv-style `meta`."""
+    path = tmp_path_factory.getbasetemp() / "published_fusionocc_official.pth"
+    if path.is_file():
+        return path
+    from fusionocc_core.model.swin import relative_position_index
+
+    manifest = json.loads(MANIFEST.read_text())
+    generator = torch.Generator().manual_seed(0)
+    state = {}
+    for key, shape in manifest["state_dict"].items():
+        dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
+        if key.endswith("relative_position_index"):
+            state[key] = relative_position_index(int(round(shape[0] ** 0.5)))
+        elif dtype.is_floating_point:
+            state[key] = torch.randn(shape, generator=generator, dtype=dtype)
+        else:
+            state[key] = torch.full(shape, 7, dtype=dtype)
+    meta = {"epoch": 24, "iter": 84384, "mmcv_version": "1.5.3", "CLASSES": ("others", "barrier", "free")}
+    temp = path.with_suffix(".tmp")
+    torch.save({"meta": meta, "state_dict": state}, temp)
+    os.replace(temp, path)
+    return path
+
+
+@pytest.mark.skipif(not MANIFEST.is_file(), reason="reference manifest not present")
+@pytest.mark.slow
+def test_from_checkpoint_takes_the_published_download(tmp_path_factory):
+    """What the node does with `checkpoint:=<the authors' .pth>`: the official preset at its 512 x 1408 input,
+    the file's weights in it (no forward: 109 M parameters at full resolution take minutes on 2 cores)."""
+    path = _published_checkpoint(tmp_path_factory)
+    predictor = Predictor.from_checkpoint(str(path), device="cpu")
+    from fusionocc_core.model.presets import get_config
+
+    assert predictor.model.config == get_config("official") and predictor.input_size == (512, 1408)
+    assert predictor.device == torch.device("cpu") and not predictor.model.training
+    original = torch.load(path, weights_only=True, mmap=True)["state_dict"]
+    state = predictor.model.state_dict()
+    pairs = {
+        "camera.neck.conv.0.weight": "img_neck.conv.0.weight",
+        "head.predicter.2.bias": "predicter.2.bias",
+        "occ_encoder.levels.2.2.bn2.running_var": "img_bev_encoder_backbone.layers.2.2.conv2.bn.running_var",
+    }
+    for ours, theirs in pairs.items():
+        assert torch.equal(state[ours], original[theirs]), ours
+
+
+@pytest.mark.skipif(not REDUCED_A.is_file(), reason="reference data not present")
+def test_from_checkpoint_takes_the_configuration_a_published_format_file_fits_and_names_bad_files(tmp_path):
+    from fusionocc_core.model.checkpoint import CheckpointError
+
+    predictor = Predictor.from_checkpoint(str(REDUCED_A), device="cpu")
+    assert predictor.input_size == (128, 352)  # reduced_a's input, from the configuration its weights fit
+    garbage = tmp_path / "fusion_occ.pth"
+    garbage.write_bytes(b"<html>404 Not Found</html>")  # what a failed download leaves
+    with pytest.raises(CheckpointError, match=r"^cannot read checkpoint .*not a torch checkpoint [^\n]*$"):
+        Predictor.from_checkpoint(str(garbage), device="cpu")
 
 
 def test_camera_pixels_equal_the_evaluation_data_pipeline():

@@ -284,8 +284,9 @@ def _hints(report: LoadReport) -> list[str]:
     keys = report.missing + [k for k, _, _ in report.shape_mismatches]
     if any(k.startswith("lidar_encoder.") for k in report.missing):
         hints.append(
-            "the checkpoint has no lidar branch: a camera-only (BEVDet-Occ) checkpoint? Load it with "
-            "strict=False to initialise the camera branch only."
+            "the checkpoint has no lidar branch: a camera-only (BEVDet-Occ) checkpoint? It can initialise "
+            "the camera branch only (fusionocc train --init-camera-from; in Python "
+            "load_original_checkpoint(model, path, strict=False))."
         )
     if any(k.startswith("camera.backbone.") for k in keys):
         hints.append(
@@ -506,7 +507,9 @@ def _what_it_is(data: dict[str, Any]) -> str:
             "save_checkpoint(path, model)"
         )
     keys = [str(k) for k in data][:6]
-    return f"a dict with keys {keys}" + (" ..." if len(data) > 6 else "") if keys else "an empty dict"
+    if not keys:
+        return "an empty dict"
+    return f"a dict with keys {keys}" + (" ..." if len(data) > 6 else "")
 
 
 def _fit_problems(state: dict[str, Any], own: dict[str, torch.Tensor]) -> str:

@@ -69,18 +69,27 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "camera_names",
         list(CAMERA_NAMES),
-        "camera names in the model's order; each has the topics "
-        "~/input/<name>/image (or image/compressed) and ~/input/<name>/camera_info",
+        "camera names in the model's order (calibration entries; `{camera}` in the topic patterns)",
     ),
     ParamSpec("lidar_name", LIDAR_NAME, "calibration entry of the lidar"),
     ParamSpec(
         "image_transport",
         "compressed",
-        "camera message type: raw (sensor_msgs/Image on "
-        "~/input/<name>/image) or compressed (sensor_msgs/CompressedImage on "
-        "~/input/<name>/image/compressed)",
+        "camera message type: raw (sensor_msgs/Image on `topics.camera_image`) or compressed "
+        "(sensor_msgs/CompressedImage on `topics.camera_image` + /compressed, image_transport's naming)",
         choices=("raw", "compressed"),
     ),
+    # Topics: patterns instead of one remap per topic; the defaults are the names of `fusionocc convert`'s
+    # bags (and of nuScenes), so a replayed bag needs no remapping. Remaps still apply on top.
+    ParamSpec(
+        "topics.camera_image",
+        "/{camera}/image_rect",
+        "image topic of each camera; `{camera}` is replaced by each of `camera_names` ({camera_lower} by "
+        "its lower-case form)",
+    ),
+    ParamSpec("topics.camera_info", "/{camera}/camera_info", "camera_info topic of each camera (same placeholders)"),
+    ParamSpec("topics.pointcloud", "/" + LIDAR_NAME, "lidar sensor_msgs/PointCloud2 topic"),
+    ParamSpec("topics.odometry", "/odom", "ego nav_msgs/Odometry topic"),
     ParamSpec(
         "jpeg_draft",
         True,
@@ -208,8 +217,29 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("markers.alpha", 1.0, "cube opacity", read_only=False, min_value=0.0, max_value=1.0),
     ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics [s]", min_value=0.05, max_value=60.0),
     ParamSpec("qos_depth", 5, "history depth of the sensor-data subscriptions", min_value=1, max_value=1000),
+    ParamSpec(
+        "qos_reliability",
+        "best_effort",
+        "reliability of the sensor-data subscriptions: best_effort connects to every writer (drivers "
+        "usually offer best effort); reliable lets a reliable writer (ros2 bag play of a fusionocc bag) "
+        "resend what the transport lost, but cannot connect to a best-effort writer",
+        choices=("best_effort", "reliable"),
+    ),
 )
 SPECS: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+TOPIC_PARAMETERS = ("topics.camera_image", "topics.camera_info", "topics.pointcloud", "topics.odometry")
+# The node's private input names (`~/input/...`), for tools and tests that publish straight to one node.
+PRIVATE_TOPICS: dict[str, str] = {
+    "topics.camera_image": "~/input/{camera}/image",
+    "topics.camera_info": "~/input/{camera}/camera_info",
+    "topics.pointcloud": "~/input/pointcloud",
+    "topics.odometry": "~/input/odometry",
+}
+
+
+def camera_topic(pattern: str, camera: str) -> str:
+    """A camera's topic from a pattern with `{camera}` / `{camera_lower}`."""
+    return pattern.replace("{camera}", camera).replace("{camera_lower}", camera.lower())
 
 
 class ParameterError(ValueError):
@@ -245,6 +275,12 @@ def check_combination(values: Mapping[str, Any]) -> str | None:
             f"sync.window_min_s ({values['sync.window_min_s']}) must not exceed sync.window_max_s "
             f"({values['sync.window_max_s']})"
         )
+    for name in TOPIC_PARAMETERS:
+        topic = values[name]
+        if not topic or any(ch.isspace() for ch in topic):
+            return f"{name} must be a topic name, got {topic!r}"
+        if name.startswith("topics.camera") and len(values["camera_names"]) > 1 and "{camera" not in topic:
+            return f"{name} must contain {{camera}} (one topic per camera), got {topic!r}"
     if not values["calibration_file"]:
         return "calibration_file is required (sensor -> ego extrinsics; see config/calibration.example.yaml)"
     return None

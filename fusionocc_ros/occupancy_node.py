@@ -7,9 +7,8 @@ older group still waiting there is dropped and counted, so nothing queues up whe
 the sensors). The worker decodes the images, looks up the ego pose from odometry, runs the `Predictor`
 (temporal history inside) and publishes every output stamped with the lidar sweep's stamp in the ego frame.
 
-Topics (all private, remap them): inputs `~/input/<camera>/image` (raw) or
-`~/input/<camera>/image/compressed`, `~/input/<camera>/camera_info`, `~/input/pointcloud`,
-`~/input/odometry`; outputs `~/output/occupied_voxels`, `~/output/markers`, `~/output/dense_grid`,
+Topics: inputs from the `topics.*` patterns (defaults: the names of `fusionocc convert`'s bags,
+`/<camera>/image_rect[/compressed]`, `/<camera>/camera_info`, `/LIDAR_TOP`, `/odom`); outputs `~/output/occupied_voxels`, `~/output/markers`, `~/output/dense_grid`,
 `~/output/occupancy_grid`, `~/debug/processing_time_ms`, `~/debug/<stage>_ms`, and `/diagnostics`.
 Parameters: `fusionocc_ros.node_params`.
 """
@@ -18,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import bisect
+import json
 import logging
 import pathlib
 import threading
@@ -34,7 +34,15 @@ from fusionocc_core.predictor import Predictor, SensorFrame
 from fusionocc_ros import conversions, marker_cdr
 from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration
 from fusionocc_ros.conversions import ConversionError
-from fusionocc_ros.node_params import PARAMETERS, SPECS, ParameterError, check_value, descriptor, validate
+from fusionocc_ros.node_params import (
+    PARAMETERS,
+    SPECS,
+    ParameterError,
+    camera_topic,
+    check_value,
+    descriptor,
+    validate,
+)
 from fusionocc_ros.sync import LidarAnchoredSync, SyncGroup
 
 DEFAULT_PARAMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "fusionocc.param.yaml"
@@ -222,7 +230,8 @@ class OccupancyNode(Node):
         self.get_logger().info(
             f"ready: {len(self._cameras)} cameras ({p['image_transport']}), model input {self._input_size}, "
             f"device {self._predictor.device}, precision {self._predictor.precision}, "
-            f"outputs in {p['ego_frame']}"
+            f"outputs in {p['ego_frame']}; inputs ({p['qos_reliability']}, depth {p['qos_depth']}): "
+            + ", ".join(sorted(set(self.input_topics.values())))
         )
 
     # ---------------------------------------------------------------------------------------------- setup
@@ -238,6 +247,13 @@ class OccupancyNode(Node):
             params = validate(values)
         except ParameterError as error:
             raise NodeSetupError(str(error)) from None
+        unknown = sorted(set(self._parameter_overrides) - set(SPECS) - {"use_sim_time", "start_type_description_service"})
+        if unknown:  # a misspelled key in a params file would otherwise be ignored without a word
+            self._count("unknown_parameters", len(unknown))
+            self.get_logger().warning(
+                "ignoring unknown parameter(s) " + ", ".join(unknown) + " (not declared by the node; see "
+                "config/fusionocc.param.yaml for the names)"
+            )
         self.add_on_set_parameters_callback(self._on_set_parameters)
         return params
 
@@ -310,27 +326,29 @@ class OccupancyNode(Node):
         p = self._params
         sensor_qos = QoSProfile(
             depth=p["qos_depth"],
-            reliability=qos_profile_sensor_data.reliability,
+            reliability=ReliabilityPolicy.RELIABLE
+            if p["qos_reliability"] == "reliable"
+            else ReliabilityPolicy.BEST_EFFORT,
             history=qos_profile_sensor_data.history,
             durability=qos_profile_sensor_data.durability,
         )
         compressed = p["image_transport"] == "compressed"
+        self.input_topics: dict[str, str] = {}  # counter key -> resolved topic (start-up log, tools)
+
+        def subscribe(kind: type, topic: str, callback: Any, key: str) -> None:
+            subscription = self.create_subscription(
+                kind, topic, callback, sensor_qos, event_callbacks=self._transport_events(key)
+            )
+            self.input_topics[key] = subscription.topic_name
+
         for name in self._cameras:
-            topic = f"~/input/{name}/image" + ("/compressed" if compressed else "")
-            self.create_subscription(
-                CompressedImage if compressed else Image,
-                topic,
-                lambda msg, name=name: self._on_image(name, msg),
-                sensor_qos,
-            )
-            self.create_subscription(
-                CameraInfo,
-                f"~/input/{name}/camera_info",
-                lambda msg, name=name: self._on_camera_info(name, msg),
-                sensor_qos,
-            )
-        self.create_subscription(PointCloud2, "~/input/pointcloud", self._on_pointcloud, sensor_qos)
-        self.create_subscription(Odometry, "~/input/odometry", self._on_odometry, sensor_qos)
+            image = camera_topic(p["topics.camera_image"], name) + ("/compressed" if compressed else "")
+            subscribe(CompressedImage if compressed else Image, image,
+                      lambda msg, name=name: self._on_image(name, msg), name)
+            subscribe(CameraInfo, camera_topic(p["topics.camera_info"], name),
+                      lambda msg, name=name: self._on_camera_info(name, msg), f"{name}/camera_info")
+        subscribe(PointCloud2, p["topics.pointcloud"], self._on_pointcloud, "pointcloud")
+        subscribe(Odometry, p["topics.odometry"], self._on_odometry, "odometry")
 
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._pub_voxels = self.create_publisher(PointCloud2, "~/output/occupied_voxels", out_qos)
@@ -345,6 +363,31 @@ class OccupancyNode(Node):
         )
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
+
+    def _transport_events(self, key: str) -> Any:
+        """Counts what the middleware reports lost on an input (`lost:<key>`: best-effort samples that never
+        arrived whole) and warns once about a writer whose QoS cannot match (e.g. best effort vs reliable)."""
+        from rclpy.event_handler import SubscriptionEventCallbacks
+
+        seen = {"lost": 0}
+
+        def on_lost(info: Any) -> None:
+            new = int(info.total_count) - seen["lost"]
+            seen["lost"] = int(info.total_count)
+            if new > 0:
+                self._count(f"lost:{key}", new)
+                self.get_logger().warning(
+                    f"transport lost {new} message(s) on {self.input_topics.get(key, key)} "
+                    f"({info.total_count} so far)", throttle_duration_sec=5.0)
+
+        def on_incompatible(info: Any) -> None:
+            self._count(f"incompatible_qos:{key}")
+            self.get_logger().error(
+                f"a writer on {self.input_topics.get(key, key)} offers QoS this subscription cannot match "
+                f"(policy id {info.last_policy_kind}); set qos_reliability to match it (now "
+                f"{self._params['qos_reliability']})", throttle_duration_sec=10.0)
+
+        return SubscriptionEventCallbacks(message_lost=on_lost, incompatible_qos=on_incompatible)
 
     # ------------------------------------------------------------------------------------------ callbacks
 
@@ -474,6 +517,9 @@ class OccupancyNode(Node):
                 while self._mailbox is None and not self._stopping:
                     self._mailbox_cv.wait()
                 if self._stopping:
+                    if self._mailbox is not None:  # accounted for: every synced group is published or dropped
+                        self._mailbox = None
+                        self._count("dropped:shutdown")
                     return
                 group, self._mailbox = self._mailbox, None
                 self._busy = True
@@ -786,25 +832,85 @@ def run(args: argparse.Namespace) -> int:
     return main(["fusionocc-node", *ros_arguments(args)])
 
 
+def params_file_problem(path: str) -> str | None:
+    """Why a ROS parameter YAML cannot be used (rcl would fail with an RCLError traceback), or None."""
+    import yaml
+
+    file = pathlib.Path(path)
+    if not file.is_file():
+        return f"params file {path}: no such file"
+    try:
+        content = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"params file {path}: not valid YAML ({str(error).splitlines()[0]})"
+    if not isinstance(content, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict) for v in content.values()
+    ):
+        return f"params file {path}: expected `<node name or /**>: {{ros__parameters: {{...}}}}` at the top level"
+    return None
+
+
+def _params_files(args: list[str]) -> list[str]:
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
+
+
 def main(args: list[str] | None = None) -> int:
     """`ros2 run fusionocc occupancy_node [--ros-args ...]`: spins until Ctrl-C; 1 on a setup error."""
+    import sys
+
+    import signal
+
     import rclpy
     from rclpy.executors import ExternalShutdownException
+    from rclpy.signals import SignalHandlerOptions
 
-    rclpy.init(args=args)
+    from fusionocc_ros.transport import apply_transport_profile
+
+    def interrupt(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, interrupt)
+        signal.signal(signal.SIGTERM, interrupt)  # launch escalates to SIGTERM: stop as cleanly as on Ctrl-C
+
+    log = logging.getLogger("fusionocc.occupancy_node")
+    argv = list(sys.argv if args is None else args)
+    for path in _params_files(argv):
+        problem = params_file_problem(path)
+        if problem:
+            print(f"fusionocc node: cannot start: {problem}", file=sys.stderr)
+            return 1
+    try:
+        transport = apply_transport_profile("receiver")
+    except FileNotFoundError as error:
+        print(f"fusionocc node: cannot start: {error}", file=sys.stderr)
+        return 1
+    try:
+        # rclpy's own SIGINT handler would invalidate the context at once and fail the frame in progress;
+        # ours raises KeyboardInterrupt in spin, so the worker finishes and publishes before shutdown.
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+    except Exception as error:  # rcl's argument / params-file parser: one line, not its traceback
+        print(f"fusionocc node: cannot start: {type(error).__name__}: {str(error).splitlines()[0]}",
+              file=sys.stderr)
+        return 1
     node = None
     code = 0
     try:
         node = OccupancyNode()
+        node.get_logger().info(f"transport: {transport.description}")
+        if transport.warning:
+            node.get_logger().warning(transport.warning)
         rclpy.spin(node)
     except NodeSetupError as error:
-        logging.getLogger("fusionocc.occupancy_node").error("cannot start: %s", error)
+        log.error("cannot start: %s", error)
         code = 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
         if node is not None:
-            node.destroy_node()
+            node.destroy_node()  # joins the worker: the frame in progress is finished and counted
+            # one machine-readable line for whoever started the process (the demo, tests, scripts)
+            print("fusionocc node counters: " + json.dumps(dict(sorted(node.counters.items()))), flush=True)
         rclpy.try_shutdown()
     return code
 

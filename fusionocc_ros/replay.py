@@ -345,6 +345,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Runs a replay from parsed arguments; returns 1 with a message on a named error."""
+    from fusionocc_ros.transport import apply_transport_profile
+
+    try:
+        transport = apply_transport_profile("sender")  # before rclpy starts Fast DDS
+    except FileNotFoundError as error:
+        print(f"replay: {error}", file=sys.stderr)
+        return 1
+    print(f"transport: {transport.description}", file=sys.stderr, flush=True)
     try:
         report = replay_bag(
             args.bag,

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_ros.node_params import PRIVATE_TOPICS
 from fusionocc_ros.conversions import (
     SUPPORTED_IMAGE_ENCODINGS,
     ConversionError,
@@ -765,7 +766,7 @@ class NodeHarness:
         self.context = Context()
         rclpy.init(context=self.context, domain_id=domain_id)
         params = {"calibration_file": str(calibration_file), "jpeg_draft": False, "image_transport": "raw",
-                  "min_lidar_points": 10, "diagnostics_period_s": 0.2, **overrides}
+                  "min_lidar_points": 10, "diagnostics_period_s": 0.2, **PRIVATE_TOPICS, **overrides}
         self.transport = params["image_transport"]
         self.node = OccupancyNode(
             predictor=Predictor(model, device="cpu"), context=self.context, namespace=self.NAMESPACE,

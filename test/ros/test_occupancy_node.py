@@ -31,7 +31,7 @@ from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, GRID_SHAPE, LIDAR_NAM
 from fusionocc_core.predictor import Predictor, SensorFrame  # noqa: E402
 from fusionocc_ros import conversions as conv  # noqa: E402
 from fusionocc_ros.calibration import Calibration, SensorCalibration, load_calibration, save_calibration  # noqa: E402
-from fusionocc_ros.node_params import PARAMETERS, nested_defaults  # noqa: E402
+from fusionocc_ros.node_params import PARAMETERS, PRIVATE_TOPICS, nested_defaults  # noqa: E402
 from fusionocc_ros.occupancy_node import (  # noqa: E402
     NodeSetupError,
     OccupancyNode,
@@ -220,7 +220,7 @@ class Harness:
 
         self.context = Context()
         rclpy.init(context=self.context, domain_id=1 + (os.getpid() + 37) % 200)
-        params = {"calibration_file": str(calibration_file), "jpeg_draft": False, **overrides}
+        params = {"calibration_file": str(calibration_file), "jpeg_draft": False, **PRIVATE_TOPICS, **overrides}
         self.node = OccupancyNode(
             predictor=_predictor(model),
             context=self.context,
@@ -603,8 +603,12 @@ def test_rviz_config_shows_markers_cloud_six_images_and_tf_in_base_link():
     assert "rviz_default_plugins/MarkerArray" in classes and "rviz_default_plugins/PointCloud2" in classes
     assert "rviz_default_plugins/TF" in classes and classes.count("rviz_default_plugins/Image") == 6
     assert config["Visualization Manager"]["Global Options"]["Fixed Frame"] == "base_link"
-    topics = [d.get("Topic", {}).get("Value", "") for d in displays]
-    assert "/fusionocc/occupancy_node/output/markers" in topics
+    enabled = {d.get("Topic", {}).get("Value", "") for d in displays if d.get("Enabled") and d.get("Value")}
+    # the names the node publishes under, started by `fusionocc node` or by the launch file (no namespace)
+    for output in ("markers", "occupied_voxels", "occupancy_grid"):
+        assert f"/occupancy_node/output/{output}" in enabled
+    for camera in CAMERA_NAMES:
+        assert f"/{camera}/image_rect/compressed" in enabled
 
 
 def test_main_returns_1_with_a_reason_instead_of_a_traceback(caplog):

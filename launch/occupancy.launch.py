@@ -2,116 +2,89 @@
 
     ros2 launch fusionocc occupancy.launch.py checkpoint:=/path/model.pt use_rviz:=true bag:=/path/scene-0001
 
-Arguments: checkpoint, preset, device, precision, params_file, calibration, image_transport (raw|compressed),
-use_rviz, bag (played with `ros2 bag play --loop` when given), namespace. The node's private input topics are
-remapped to nuScenes-style names following the image_transport convention (/CAM_FRONT/image_rect and
-/CAM_FRONT/image_rect/compressed, /CAM_FRONT/camera_info, /LIDAR_TOP, /odom), which RViz's Image display also
-understands; edit `_remappings` here or remap on the command line for
-other drivers.
-`launch` and `launch_ros` are imported only inside this file: they come with a ROS 2 install, not as wheels.
+Arguments: params_file, checkpoint, preset, device, precision, calibration, image_transport,
+camera_image_topic, namespace, use_rviz, bag. Every parameter argument is empty by default and overrides the
+params file only when given, so what your params file sets is what runs. With `bag:=DIR` the node uses
+`DIR/calibration.yaml` unless a calibration is given (argument or params file), and the bag is played with
+`ros2 bag play --loop` using fusionocc's transport profile. Input topics come from the node's `topics.*`
+parameters (defaults: the names of `fusionocc convert`'s bags), not from remappings.
+The decisions live in `fusionocc_ros.launch_params` (tested without `launch`); `launch` and `launch_ros` are
+imported only here: they come with a ROS 2 install, not as wheels.
 """
+
+import os
 
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition
-from launch.substitutions import LaunchConfiguration, PathJoinSubstitution, PythonExpression
+from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
 from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
-CAMERAS = ("CAM_FRONT_LEFT", "CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_LEFT", "CAM_BACK", "CAM_BACK_RIGHT")
+from fusionocc_ros.launch_params import ARGUMENT_PARAMETERS, bag_player_env, node_parameters
 
 
-def _remappings(image_transport: str) -> list[tuple[str, str]]:
-    remaps = [("~/input/pointcloud", "/LIDAR_TOP"), ("~/input/odometry", "/odom")]
-    for camera in CAMERAS:
-        if image_transport == "compressed":
-            remaps.append((f"~/input/{camera}/image/compressed", f"/{camera}/image_rect/compressed"))
-        else:
-            remaps.append((f"~/input/{camera}/image", f"/{camera}/image_rect"))
-        remaps.append((f"~/input/{camera}/camera_info", f"/{camera}/camera_info"))
-    return remaps
-
-
-def _node(context, *args, **kwargs):
-    config = {
-        name: LaunchConfiguration(name).perform(context)
-        for name in (
-            "checkpoint",
-            "preset",
-            "device",
-            "precision",
-            "params_file",
-            "calibration",
-            "image_transport",
-            "namespace",
-        )
+def _actions(context, *args, **kwargs):
+    arguments = {
+        name: LaunchConfiguration(name).perform(context) for name in (*ARGUMENT_PARAMETERS, "bag")
     }
-    overrides = {
-        "preset": config["preset"],
-        "device": config["device"],
-        "precision": config["precision"],
-        "image_transport": config["image_transport"],
-        "calibration_file": config["calibration"],
-    }
-    if config["checkpoint"]:
-        overrides["checkpoint"] = config["checkpoint"]
-    return [
+    params_file = LaunchConfiguration("params_file").perform(context)
+    actions = [
         Node(
             package="fusionocc",
             executable="occupancy_node",
             name="occupancy_node",
-            namespace=config["namespace"],
+            namespace=LaunchConfiguration("namespace").perform(context),
             output="screen",
-            parameters=[config["params_file"], overrides],
-            remappings=_remappings(config["image_transport"]),
+            parameters=node_parameters(arguments, params_file),
         )
     ]
+    if arguments["bag"]:
+        actions.append(
+            ExecuteProcess(
+                cmd=["ros2", "bag", "play", "--loop", arguments["bag"]],
+                additional_env=bag_player_env(os.environ),
+                output="screen",
+            )
+        )
+    return actions
 
 
 def generate_launch_description() -> LaunchDescription:
     share = FindPackageShare("fusionocc")
+    given = " (default: the params file's value)"
     return LaunchDescription(
         [
-            DeclareLaunchArgument(
-                "checkpoint",
-                default_value="",
-                description="FusionOcc checkpoint (.pt); empty = preset with random weights",
-            ),
-            DeclareLaunchArgument("preset", default_value="official", description="official | fast | tiny"),
-            DeclareLaunchArgument("device", default_value="auto", description="auto | cpu | cuda | cuda:N"),
-            DeclareLaunchArgument("precision", default_value="fp32", description="fp32 | fp16 | bf16"),
             DeclareLaunchArgument(
                 "params_file",
                 default_value=PathJoinSubstitution([share, "config", "fusionocc.param.yaml"]),
                 description="node parameter YAML",
             ),
             DeclareLaunchArgument(
+                "checkpoint", default_value="", description="FusionOcc checkpoint (project .pt or original .pth)" + given
+            ),
+            DeclareLaunchArgument("preset", default_value="", description="official | fast | tiny" + given),
+            DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N" + given),
+            DeclareLaunchArgument("precision", default_value="", description="fp32 | fp16 | bf16" + given),
+            DeclareLaunchArgument(
                 "calibration",
-                default_value=PathJoinSubstitution([share, "config", "calibration.example.yaml"]),
-                description="sensor -> ego calibration YAML (fusionocc convert writes one per bag)",
+                default_value="",
+                description="calibration YAML (sensor -> ego extrinsics)" + given + "; with bag:= the bag's own",
             ),
+            DeclareLaunchArgument("image_transport", default_value="", description="raw | compressed" + given),
             DeclareLaunchArgument(
-                "image_transport", default_value="compressed", description="raw | compressed"
+                "camera_image_topic", default_value="", description="camera image topic pattern with {camera}" + given
             ),
-            DeclareLaunchArgument("namespace", default_value="fusionocc", description="node namespace"),
-            DeclareLaunchArgument(
-                "use_rviz", default_value="false", description="start RViz with fusionocc.rviz"
-            ),
-            DeclareLaunchArgument(
-                "bag", default_value="", description="rosbag2 to play (looped); empty = none"
-            ),
-            OpaqueFunction(function=_node),
+            DeclareLaunchArgument("namespace", default_value="", description="node namespace (default: none)"),
+            DeclareLaunchArgument("use_rviz", default_value="false", description="start RViz with fusionocc.rviz"),
+            DeclareLaunchArgument("bag", default_value="", description="rosbag2 to play (looped); empty = none"),
+            OpaqueFunction(function=_actions),
             Node(
                 package="rviz2",
                 executable="rviz2",
                 name="rviz2",
                 arguments=["-d", PathJoinSubstitution([share, "config", "fusionocc.rviz"])],
                 condition=IfCondition(LaunchConfiguration("use_rviz")),
-            ),
-            ExecuteProcess(
-                cmd=["ros2", "bag", "play", "--loop", LaunchConfiguration("bag")],
-                output="screen",
-                condition=IfCondition(PythonExpression(["'", LaunchConfiguration("bag"), "' != ''"])),
             ),
         ]
     )

@@ -3,11 +3,27 @@
 Works for `colcon build` (ament_python: installs launch/ and config/ under share/fusionocc and registers the
 node executables for `ros2 run fusionocc ...`) and for `pip install -e .[ros,train,dev]`.
 """
+import sys
 from glob import glob
 
 from setuptools import find_packages, setup
 
 package_name = "fusionocc"
+
+# Executables on the user's PATH carry the project's name. colcon (ament_python runs `setup.py develop` or
+# `setup.py install`, scripts into lib/fusionocc, see setup.cfg) also gets the ROS-style names that
+# `ros2 run fusionocc occupancy_node` and the launch file use; a pip install (a wheel build) does not put such
+# generic names (`replay`, `occupancy_node`) into bin/.
+CONSOLE_SCRIPTS = [
+    "fusionocc = fusionocc_ros.cli:main",
+    "fusionocc-node = fusionocc_ros.occupancy_node:main",
+    "fusionocc-replay = fusionocc_ros.replay:main",
+]
+if {"develop", "install"} & set(sys.argv[1:]):
+    CONSOLE_SCRIPTS += [
+        "occupancy_node = fusionocc_ros.occupancy_node:main",
+        "replay = fusionocc_ros.replay:main",
+    ]
 
 setup(
     name=package_name,
@@ -16,7 +32,7 @@ setup(
     license="Apache-2.0",
     python_requires=">=3.10",
     packages=find_packages(include=["fusionocc_core*", "fusionocc_ros*", "training*"]),
-    package_data={"fusionocc_core": ["assets/*"]},
+    package_data={"fusionocc_core": ["assets/*"], "fusionocc_ros": ["dds/*.xml"]},
     data_files=[
         ("share/ament_index/resource_index/packages", ["resource/" + package_name]),
         ("share/" + package_name, ["package.xml"]),
@@ -35,7 +51,8 @@ setup(
         "opencv-python-headless",  # the data pipeline's image warps (nuscenes-devkit requires the same)
         "pyyaml",
         "tqdm",
-        "matplotlib",
+        "matplotlib",  # synth/preview.py
+        "pyquaternion",  # synth/preview.py (nuscenes-devkit also needs it)
         "trimesh",
         "embreex",
     ],
@@ -50,16 +67,12 @@ setup(
             "ros-visualization-msgs",
             "ros-diagnostic-msgs",
             "ros-rmw-fastrtps-cpp",
+            "ros-rcl-interfaces",  # parameter descriptors of the node
+            "ros-rosgraph-msgs",  # fusionocc replay --clock
         ],
         "train": ["tensorboard"],
         "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
     },
     zip_safe=True,
-    entry_points={
-        "console_scripts": [
-            "fusionocc = fusionocc_ros.cli:main",
-            "occupancy_node = fusionocc_ros.occupancy_node:main",
-            "replay = fusionocc_ros.replay:main",
-        ],
-    },
+    entry_points={"console_scripts": CONSOLE_SCRIPTS},
 )

@@ -22,6 +22,7 @@ is a per-voxel linear map, so a plain nn.Linear on the features is exact and has
 
 from __future__ import annotations
 
+import logging
 import warnings
 
 import spconv.pytorch as spconv
@@ -33,6 +34,26 @@ from torch import nn
 # every call (one per training step / frame). Harmless for the indices it builds; silenced for spconv only.
 warnings.filterwarnings("ignore", message="Using a non-tuple sequence for multidimensional indexing",
                         category=UserWarning, module=r"spconv\.")
+
+
+def _silence_spconv_fx_notice() -> None:
+    """spconv's SparseConvTensor uses torch.fx's ProxyableClassMeta, whose first construction makes torch log
+    an 'is_fx_tracing will return true ...' notice meant for torch.fx users (once per process, on stderr).
+    It says nothing to ours: emit that once-only notice now with its logger muted."""
+    from torch.fx import _symbolic_trace
+
+    notice = getattr(_symbolic_trace, "is_fx_tracing_warning", None)
+    if notice is None:  # a torch without the notice
+        return
+    logger = logging.getLogger(_symbolic_trace.__name__)
+    disabled, logger.disabled = logger.disabled, True
+    try:
+        notice()  # functools.lru_cache: later calls (spconv's) log nothing
+    finally:
+        logger.disabled = disabled
+
+
+_silence_spconv_fx_notice()
 
 STAGE_CHANNELS = (16, 32, 48, 64)  # fixed in the original; only the output width is configurable
 

@@ -1,8 +1,9 @@
 """Benchmarks: where the milliseconds go, as ratios against straightforward baselines measured in the same run.
 
 Each suite prints a table (median, p95, ratio against its baseline) and the whole run is written as JSON.
-`--quick` shrinks repeats and sizes so every suite finishes in seconds (CI); the README's figures come from a
-full run. Suites whose part of the project is missing, or that need CUDA without it, report themselves skipped.
+`--quick` shrinks repeats and sizes so every suite finishes in seconds (CI); the figures in docs/benchmarks.md
+come from a full run. Suites whose part of the project is missing, or that need CUDA without it, report
+themselves skipped.
 """
 from __future__ import annotations
 
@@ -92,7 +93,7 @@ def suite_scatter(quick: bool) -> SuiteResult:
 
         cases["torch_scatter.scatter_mean"] = lambda: torch_scatter.scatter_mean(features, ids, 0, dim_size=voxels)
     except ImportError:
-        result.notes.append("torch-scatter not installed: its row is missing (README has a same-run figure)")
+        result.notes.append("torch-scatter not installed: its row is missing (docs/install.md has a same-run figure)")
     reference = index_add_mean()
     baseline = None
     for name, fn in cases.items():

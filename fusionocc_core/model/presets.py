@@ -5,8 +5,8 @@ official   the published FusionOcc: Swin-B, 512 x 1408 input, widths as the rele
 fast       ResNet-50 image backbone at 256 x 704, everything else as published.
 tiny       same architecture and 200 x 200 x 16 output grid, ResNet-18 at 96 x 256 and narrow 2D/3D widths
            (camera volumes 4 ch, lidar 4 ch, 3D encoder 8/16/32, head 8): for CPU tests, CI and quick
-           experiments, not for accuracy. About 0.9 s per frame on 2 CPU cores through the node (README,
-           performance): the sparse lidar encoder and the full-resolution 3D convolutions dominate.
+           experiments, not for accuracy. About a second per frame on 2 CPU cores through the node
+           (docs/benchmarks.md): the sparse lidar encoder and the full-resolution 3D convolutions dominate.
 reduced_a  the conformance case of the reference data (Swin at embed 32, depths 2-2-2-2, 128 x 352, narrow
            widths); used by tests to reproduce the original code's outputs, not a user preset.
 """

@@ -1,10 +1,14 @@
 """Validate a nuScenes/Occ3D dataroot: name every missing or malformed piece and the command that fixes it.
 
-Checks, in order: the v1.0-* tables (present, JSON lists, loadable by the official devkit), every keyframe's
-camera and lidar file under samples/, lidarseg (table, one file per keyframe sweep with one label per point),
-Occ3D gts/<scene>/<token>/labels.npz (present for every keyframe; arrays, shapes and dtypes opened for a
-sample of them, all with --deep), and the outputs of `fusionocc prepare` (info index matching the tables,
-imgseg maps). Sweeps are reported but not required: FusionOcc's temporal windows use keyframes only.
+Checks, in order: the v1.0-* tables (present, JSON lists, loadable by the official devkit), ego poses and
+sensor calibrations (finite), every keyframe's camera and lidar file under samples/ (each JPEG's header and
+size against its sample_data record, fully decoded with --deep; each `.pcd.bin` a whole number of 5 x float32
+points), lidarseg (table, one file per keyframe sweep with one label per point of that sweep), Occ3D
+gts/<scene>/<token>/labels.npz (present for every keyframe; arrays, shapes and dtypes opened for a sample of
+them, all with --deep), and the outputs of `fusionocc prepare` (info index matching the tables, imgseg maps).
+Sweeps are not required (FusionOcc's temporal windows use keyframes only; `convert --keyframes-only` needs
+none), but when sweeps/ exists its files are checked like the keyframes' (`convert` reads them).
+The file checks are those of `fusionocc_core.data.files`, which every command applies when it reads.
 Exit status 0 when everything training needs is there, 1 otherwise.
 """
 
@@ -21,10 +25,20 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE, LIDAR_NAME, NUSCENES_TABLES
+from fusionocc_core.data.files import (
+    OCC_ARRAYS,
+    fix_for,
+    image_problem,
+    lidarseg_problem,
+    occ_problem,
+    point_count,
+    points_problem,
+    pose_problem,
+)
+from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME, NUSCENES_TABLES
 
 REQUIRED_TABLES = NUSCENES_TABLES
-OCC_ARRAYS = ("semantics", "mask_lidar", "mask_camera")
+__all__ = ["OCC_ARRAYS", "CheckReport", "Finding", "check_dataroot", "check_occ_file"]
 _SHOW = 3  # examples listed per problem
 
 
@@ -120,12 +134,35 @@ def _check_tables(dataroot: Path, version: str, report: CheckReport) -> bool:
     return not missing and not broken
 
 
-def _check_files(nusc: Any, dataroot: Path, report: CheckReport, progress: bool) -> None:
+def _report_damaged(report: CheckReport, topic: str, dataroot: Path, damaged: list[tuple[Path, str]]) -> None:
+    """One finding per fix (files from one archive share it), each listing files with their own problem."""
+    by_fix: dict[str, list[str]] = {}
+    for path, problem in damaged:
+        by_fix.setdefault(fix_for(path), []).append(f"{path.relative_to(dataroot)} ({problem})")
+    for fix, entries in by_fix.items():
+        report.add(False, topic, f"{len(entries)} damaged: {_examples(entries)}", fix)
+
+
+def _file_problem(sd: dict[str, Any], path: Path, deep: bool, *, keyframe: bool) -> str | None:
+    """Problem of one sample_data file, as the command that reads it would find it."""
+    if sd["channel"] == LIDAR_NAME or path.name.endswith(".pcd.bin"):
+        return points_problem(path)
+    # Training reads keyframe images with the intrinsics of their record, so their size must match it;
+    # `convert` scales the intrinsics of a sweep image stored at another size, so any size is fine there.
+    size = (int(sd["width"]), int(sd["height"])) if keyframe and sd.get("width") else None
+    return image_problem(path, size=size, decode=deep)
+
+
+def _check_files(nusc: Any, dataroot: Path, report: CheckReport, deep: bool, progress: bool) -> None:
     missing: dict[str, list[str]] = {}
+    damaged: list[tuple[Path, str]] = []
     keyframes = [sd for sd in nusc.sample_data if sd["is_key_frame"]]
     for sd in tqdm(keyframes, desc="keyframe files", unit="file", disable=not progress):
-        if not (dataroot / sd["filename"]).is_file():
+        path = dataroot / sd["filename"]
+        if not path.is_file():
             missing.setdefault(sd["channel"], []).append(sd["filename"])
+        elif (problem := _file_problem(sd, path, deep, keyframe=True)) is not None:
+            damaged.append((path, problem))
     for channel in (*CAMERA_NAMES, LIDAR_NAME):
         if channel in missing:
             report.add(
@@ -134,13 +171,56 @@ def _check_files(nusc: Any, dataroot: Path, report: CheckReport, progress: bool)
                 f"{len(missing[channel])} keyframe files missing, e.g. {_examples(missing[channel])}",
                 f"extract the nuScenes samples blobs (v1.0-*_blobs.tgz) into {dataroot}",
             )
+    _report_damaged(report, "samples", dataroot, damaged)
     total = len(keyframes)
-    if not missing:
-        report.add(True, "samples", f"{total} keyframe files (6 cameras + {LIDAR_NAME})")
-    sweeps = dataroot / "sweeps"
-    report.add(
-        True, "sweeps", "present" if sweeps.is_dir() else "absent (not needed: FusionOcc uses keyframes only)"
-    )
+    if not missing and not damaged:
+        how = "decoded" if deep else "headers read"
+        report.add(True, "samples", f"{total} keyframe files (6 cameras + {LIDAR_NAME}; images {how})")
+    _check_sweeps(nusc, dataroot, report, deep, progress)
+
+
+def _check_sweeps(nusc: Any, dataroot: Path, report: CheckReport, deep: bool, progress: bool) -> None:
+    sweeps = [sd for sd in nusc.sample_data if not sd["is_key_frame"]]
+    if not (dataroot / "sweeps").is_dir():
+        report.add(True, "sweeps", "absent (not needed: FusionOcc uses keyframes only; convert with "
+                   "--keyframes-only)")
+        return
+    missing: list[str] = []
+    damaged: list[tuple[Path, str]] = []
+    for sd in tqdm(sweeps, desc="sweep files", unit="file", disable=not progress):
+        path = dataroot / sd["filename"]
+        if not path.is_file():
+            missing.append(sd["filename"])
+        elif (problem := _file_problem(sd, path, deep, keyframe=False)) is not None:
+            damaged.append((path, problem))
+    if missing:
+        report.add(
+            False,
+            "sweeps",
+            f"{len(missing)} of {len(sweeps)} sweep files missing (`convert` without --keyframes-only reads "
+            f"them): {_examples(missing)}",
+            f"extract the nuScenes sweeps blobs (v1.0-*_blobs.tgz) into {dataroot}, or convert with "
+            f"--keyframes-only",
+        )
+    _report_damaged(report, "sweeps", dataroot, damaged)
+    if not missing and not damaged:
+        report.add(True, "sweeps", f"{len(sweeps)} sweep files")
+
+
+def _check_poses(nusc: Any, dataroot: Path, version: str, report: CheckReport) -> None:
+    """Every ego pose and sensor calibration finite: one NaN moves every point and voxel of its frame."""
+    ok = True
+    for table in ("ego_pose", "calibrated_sensor"):
+        bad = [f"{r.get('token')}: {problem}" for r in getattr(nusc, table)
+               if (problem := pose_problem(r)) is not None]
+        if bad:
+            ok = False
+            path = dataroot / version / f"{table}.json"
+            report.add(False, "poses", f"{path.relative_to(dataroot)}: {len(bad)} records not finite: "
+                       f"{_examples(bad)}", fix_for(path))
+    if ok:
+        report.add(True, "poses", f"{len(nusc.ego_pose)} ego poses and {len(nusc.calibrated_sensor)} "
+                   "calibrations finite")
 
 
 def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport, progress: bool) -> None:
@@ -152,7 +232,7 @@ def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport
     if not records:
         report.add(False, "lidarseg", "no lidarseg table (needed for the imgseg targets)", fix)
         return
-    missing, wrong = [], []
+    missing, wrong, wrong_tokens = [], [], []
     lidar_keyframes = [sd for sd in nusc.sample_data if sd["is_key_frame"] and sd["channel"] == LIDAR_NAME]
     for sd in tqdm(lidar_keyframes, desc="lidarseg", unit="file", disable=not progress):
         name = records.get(sd["token"])
@@ -160,8 +240,12 @@ def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport
             missing.append(name or f"<no record for {sd['token']}>")
             continue
         points = dataroot / sd["filename"]
-        if points.is_file() and (dataroot / name).stat().st_size * 20 != points.stat().st_size:
-            wrong.append(name)  # one uint8 label per 20-byte point
+        if not points.is_file() or points_problem(points) is not None:
+            continue  # a missing or damaged sweep is reported under samples: the labels are not to blame
+        problem = lidarseg_problem(dataroot / name, point_count(points), points)
+        if problem is not None:
+            wrong.append(f"{name} ({problem})")  # one uint8 label per 20-byte point
+            wrong_tokens.append(sd["token"])
     if missing:
         report.add(
             False,
@@ -174,29 +258,16 @@ def _check_lidarseg(nusc: Any, dataroot: Path, version: str, report: CheckReport
             False,
             "lidarseg",
             f"{len(wrong)} files with a label count != point count: {_examples(wrong)}",
-            fix,
+            fix_for(dataroot / records[wrong_tokens[0]]),
         )
     if not missing and not wrong:
         report.add(True, "lidarseg", f"{len(lidar_keyframes)} files, one label per point")
 
 
 def check_occ_file(path: Path) -> str | None:
-    """Problem of one Occ3D labels.npz (None when fine)."""
-    try:
-        with np.load(path) as data:
-            for key in OCC_ARRAYS:
-                if key not in data:
-                    return f"{path} lacks '{key}'"
-                arr = data[key]
-                if arr.shape != GRID_SHAPE:
-                    return f"{path}: {key} has shape {arr.shape}, expected {GRID_SHAPE}"
-                if arr.dtype != np.uint8:
-                    return f"{path}: {key} has dtype {arr.dtype}, expected uint8"
-                if key == "semantics" and arr.max() > 17:
-                    return f"{path}: semantics has labels up to {arr.max()}, expected 0..17"
-    except Exception as error:  # noqa: BLE001 - a corrupt archive can raise many error types
-        return f"{path} is unreadable ({type(error).__name__})"
-    return None
+    """Problem of one Occ3D labels.npz, prefixed with its path (None when fine)."""
+    problem = occ_problem(path)
+    return None if problem is None else f"{path}: {problem}"
 
 
 def _check_gts(nusc: Any, dataroot: Path, report: CheckReport, deep: bool, progress: bool) -> None:
@@ -266,7 +337,11 @@ def _check_prepared(nusc: Any, infos_path: Path, dataroot: Path, report: CheckRe
             missing.append(str(path))
             continue
         cam = info["cams"][CAMERA_NAMES[0]]
-        shape = np.load(path, mmap_mode="r").shape
+        try:
+            shape = np.load(path, mmap_mode="r").shape
+        except (OSError, ValueError, EOFError) as error:
+            wrong.append(f"{path} (unreadable: {type(error).__name__})")
+            continue
         if shape != (len(CAMERA_NAMES), -(-cam["height"] // 8), -(-cam["width"] // 8)):
             wrong.append(f"{path} {shape}")
     if missing:
@@ -280,7 +355,7 @@ def _check_prepared(nusc: Any, infos_path: Path, dataroot: Path, report: CheckRe
         report.add(
             False,
             "imgseg",
-            f"{len(wrong)} maps of the wrong shape: {_examples(wrong)}",
+            f"{len(wrong)} maps unreadable or of the wrong shape: {_examples(wrong)}",
             f"run `fusionocc prepare {dataroot} --out {infos_path.parent} --overwrite`",
         )
     if not missing and not wrong:
@@ -299,7 +374,7 @@ def _raw_tables(folder: Path) -> SimpleNamespace:
 
     tables = {
         name: read(name)
-        for name in ("scene", "sample", "sample_data", "lidarseg", "calibrated_sensor", "sensor")
+        for name in ("scene", "sample", "sample_data", "lidarseg", "calibrated_sensor", "sensor", "ego_pose")
     }
     # Add the channel to sample_data as the devkit does (sample_data -> calibrated_sensor -> sensor).
     channel = {s["token"]: s["channel"] for s in tables["sensor"]}
@@ -341,7 +416,7 @@ def check_dataroot(
         dataroot: the nuScenes-format folder.
         version: table folder (default: the only v1.0-* folder).
         infos: info index to validate (default: DATAROOT/fusionocc_infos.pkl).
-        deep: open every gts archive instead of a sample of them.
+        deep: decode every keyframe image and open every gts archive (instead of headers and a sample).
         progress: tqdm bars.
     """
     dataroot = Path(dataroot).resolve()
@@ -361,7 +436,8 @@ def check_dataroot(
     # lidarseg file is missing) does not hide the others.
     nusc = _raw_tables(dataroot / version)
     _check_devkit(dataroot, version, report)
-    _check_files(nusc, dataroot, report, progress)
+    _check_poses(nusc, dataroot, version, report)
+    _check_files(nusc, dataroot, report, deep, progress)
     _check_lidarseg(nusc, dataroot, version, report, progress)
     _check_gts(nusc, dataroot, report, deep, progress)
     from fusionocc_core.data.infos import DEFAULT_INFO_NAME
@@ -383,7 +459,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="info index to validate (default: DATAROOT/fusionocc_infos.pkl)",
     )
-    parser.add_argument("--deep", action="store_true", help="open every gts archive (slow on trainval)")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="decode every image and open every gts archive (slow on trainval; default: image headers and "
+        "sizes, a sample of the gts)",
+    )
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
 
 

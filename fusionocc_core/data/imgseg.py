@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fusionocc_core.data.files import DataFileError, read_lidarseg, read_points
 from fusionocc_core.geometry import apply_transform, invert_transform, project_points
 from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL
 
@@ -127,8 +128,9 @@ def load_keyframe_lidarseg(
     """Keyframe lidar xyz (lidar frame) and Occ3D labels of its lidarseg file.
 
     Raises:
-        FileNotFoundError: the point or lidarseg file is missing (with the fixing command).
-        ValueError: point and label counts differ.
+        FileNotFoundError: the sample has no lidarseg record (with the fixing command).
+        DataFileError (a ValueError): the point or lidarseg file is missing or damaged, or the label count
+            differs from the point count; the message names the file to blame.
     """
     lidar = info["lidar"]
     if lidar.get("lidarseg_path") is None:
@@ -136,12 +138,9 @@ def load_keyframe_lidarseg(
             f"sample {info['token']} has no lidarseg record; install the nuScenes-lidarseg "
             f"tables and files into {dataroot} and run `fusionocc check-data {dataroot}`"
         )
-    points = np.fromfile(dataroot / lidar["path"], dtype=np.float32).reshape(-1, 5)
-    raw = np.fromfile(dataroot / lidar["lidarseg_path"], dtype=np.uint8)
-    if len(raw) != len(points):
-        raise ValueError(
-            f"{lidar['lidarseg_path']} has {len(raw)} labels for {len(points)} points in {lidar['path']}"
-        )
+    points_path = dataroot / lidar["path"]
+    points = read_points(points_path)  # checked first: a damaged sweep must not be blamed on its labels
+    raw = read_lidarseg(dataroot / lidar["lidarseg_path"], len(points), points_path)
     return points[:, :3], lookup[raw]
 
 
@@ -166,7 +165,9 @@ def write_imgseg(
 ) -> int:
     """Writes the imgseg map of every keyframe of an info index; returns how many files were written.
 
-    Existing files are kept unless `overwrite`, so an interrupted run resumes where it stopped.
+    Existing files are kept unless `overwrite`, so an interrupted run resumes where it stopped. A damaged
+    input file (DataFileError) is different: the maps this call created are removed before it is raised, so
+    nothing half-done stays behind (the fixed dataset is prepared afresh).
 
     Args:
         index: info index (`infos.build_infos` / `load_infos`).
@@ -182,16 +183,31 @@ def write_imgseg(
         for info in index["samples"]
         if overwrite or not (out_root / info["imgseg_path"]).exists()
     ]
+    existed = {task[1] for task in tasks if task[1].exists()}  # only with overwrite
     bar = tqdm(total=len(tasks), desc="imgseg", unit="sample", disable=not progress)
-    if workers > 0 and len(tasks) > 1:
-        import multiprocessing
+    try:
+        if workers > 0 and len(tasks) > 1:
+            import multiprocessing
 
-        with multiprocessing.get_context("spawn").Pool(workers) as pool:
-            for _ in pool.imap_unordered(_write_one, tasks, chunksize=8):
+            with multiprocessing.get_context("spawn").Pool(workers) as pool:
+                for _ in pool.imap_unordered(_write_one, tasks, chunksize=8):
+                    bar.update()
+        else:
+            for task in tasks:
+                _write_one(task)
                 bar.update()
-    else:
-        for task in tasks:
-            _write_one(task)
-            bar.update()
-    bar.close()
+    except DataFileError:
+        # Not on KeyboardInterrupt: an interrupted run keeps its maps and resumes.
+        for _, target, *_ in tasks:
+            if target not in existed:
+                target.unlink(missing_ok=True)
+            target.with_name(target.stem + ".tmp.npy").unlink(missing_ok=True)
+        for folder in {target.parent for _, target, *_ in tasks}:
+            try:
+                folder.rmdir()  # only when empty: a scene folder this call created
+            except OSError:
+                pass
+        raise
+    finally:
+        bar.close()
     return len(tasks)

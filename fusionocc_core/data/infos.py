@@ -47,6 +47,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fusionocc_core.data.files import fix_for, pose_problem
 from fusionocc_core.geometry import make_transform
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME, LIDARSEG_TO_OCC
 
@@ -125,6 +126,14 @@ def _sensor_entry(nusc: Any, sd_token: str) -> dict[str, Any]:
     sd = nusc.get("sample_data", sd_token)
     cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
     pose = nusc.get("ego_pose", sd["ego_pose_token"])
+    for table, record in (("ego_pose", pose), ("calibrated_sensor", cs)):
+        # A NaN here would silently move every point and voxel of the frame: refuse it by name.
+        problem = pose_problem(record)
+        if problem is not None:
+            path = Path(nusc.dataroot) / nusc.version / f"{table}.json"
+            raise InfoIndexError(
+                f"{path}: {table} {record['token']} (of {sd['filename']}): {problem}; {fix_for(path)}"
+            )
     entry: dict[str, Any] = {
         "sample_data_token": sd_token,
         "path": sd["filename"],
@@ -152,7 +161,7 @@ def build_infos(
         The index dict described in the module docstring.
 
     Raises:
-        InfoIndexError: a keyframe lacks one of the six cameras or LIDAR_TOP.
+        InfoIndexError: a keyframe lacks one of the six cameras or LIDAR_TOP, or a pose of it is not finite.
     """
     lidarseg_files = {rec["sample_data_token"]: rec["filename"] for rec in getattr(nusc, "lidarseg", [])}
     scenes = sorted(nusc.scene, key=lambda s: s["name"])

@@ -3,6 +3,11 @@
 Reads DATAROOT with the official nuscenes-devkit (tables, lidarseg, Occ3D gts/ paths) and writes
 OUT/fusionocc_infos.pkl plus OUT/imgseg/<scene>/<sample_token>.npy (OUT defaults to DATAROOT). Existing imgseg
 maps are kept, so an interrupted run resumes; --overwrite redoes them.
+
+Before writing anything, every file training will read is checked (each keyframe JPEG's header and size,
+each `.pcd.bin` a whole number of points, each lidarseg file one label per point, each Occ3D labels.npz when
+gts/ exists, every pose finite): a damaged one stops the command with one line naming it, and neither the
+index nor any map is written.
 """
 
 from __future__ import annotations
@@ -10,7 +15,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import Any
 
+from tqdm import tqdm
+
+from fusionocc_core.data.files import (
+    DataFileError,
+    fix_for,
+    image_problem,
+    lidarseg_problem,
+    occ_problem,
+    open_nuscenes,
+    point_count,
+    points_problem,
+)
 from fusionocc_core.data.infos import (
     DEFAULT_INFO_NAME,
     InfoBuildConfig,
@@ -35,6 +53,42 @@ def detect_version(dataroot: Path) -> str:
             f"`fusionocc check-data {dataroot}` to see what is missing"
         )
     raise FileNotFoundError(f"several table folders in {dataroot} ({', '.join(found)}); pass --version")
+
+
+def check_sources(index: dict[str, Any], *, with_lidarseg: bool, progress: bool = True) -> None:
+    """Checks every dataroot file that training reads for the keyframes of an index: camera JPEGs (header and
+    size), lidar sweeps, lidarseg files (with `with_lidarseg`) and, when the dataroot has a gts/ folder,
+    every keyframe's Occ3D labels (a test-split dataroot has none and needs none).
+
+    Raises:
+        DataFileError: the first damaged or missing file (in index order), with the number of others.
+    """
+    from fusionocc_core.occ3d import CAMERA_NAMES
+
+    dataroot = Path(index["dataroot"])
+    with_gts = (dataroot / "gts").is_dir()
+    found: list[tuple[Path, str]] = []
+    for info in tqdm(index["samples"], desc="checking files", unit="keyframe", disable=not progress):
+        for name in CAMERA_NAMES:
+            cam = info["cams"][name]
+            path = dataroot / cam["path"]
+            if (problem := image_problem(path, size=(cam["width"], cam["height"]))) is not None:
+                found.append((path, problem))
+        lidar = info["lidar"]
+        points = dataroot / lidar["path"]
+        if (problem := points_problem(points)) is not None:
+            found.append((points, problem))
+        elif with_lidarseg and lidar.get("lidarseg_path"):
+            labels = dataroot / lidar["lidarseg_path"]
+            if (problem := lidarseg_problem(labels, point_count(points), points)) is not None:
+                found.append((labels, problem))
+        if with_gts and (problem := occ_problem(dataroot / info["occ_path"])) is not None:
+            found.append((dataroot / info["occ_path"], problem))
+    if found:
+        path, problem = found[0]
+        more = (f" ({len(found) - 1} more damaged file(s): `fusionocc check-data {dataroot}` lists them)"
+                if len(found) > 1 else "")
+        raise DataFileError(path, problem + more, fix_for(path))
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -69,8 +123,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from nuscenes.nuscenes import NuScenes
-
     from fusionocc_core.data.imgseg import write_imgseg
 
     dataroot: Path = args.dataroot.resolve()
@@ -80,7 +132,6 @@ def run(args: argparse.Namespace) -> int:
     except FileNotFoundError as error:
         print(f"fusionocc prepare: {error}", file=sys.stderr)
         return 2
-    nusc = NuScenes(version=version, dataroot=str(dataroot), verbose=not args.quiet)
     config = InfoBuildConfig(
         version=version,
         val_fraction=args.val_fraction,
@@ -88,24 +139,26 @@ def run(args: argparse.Namespace) -> int:
         imgseg_root=None if args.no_imgseg else "imgseg",
     )
     try:
+        nusc = open_nuscenes(dataroot, version, verbose=not args.quiet)
         index = build_infos(nusc, config=config, progress=not args.quiet)
-    except InfoIndexError as error:
+        del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
+        if not args.no_imgseg:
+            missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
+            if missing:
+                raise InfoIndexError(
+                    f"{missing} keyframes have no lidarseg; install nuScenes-lidarseg into {dataroot} or pass "
+                    f"--no-imgseg"
+                )
+        # Before anything is written: a damaged file must not leave an index or maps behind.
+        check_sources(index, with_lidarseg=not args.no_imgseg, progress=not args.quiet)
+        if not args.no_imgseg:
+            written = write_imgseg(
+                index, out / "imgseg", overwrite=args.overwrite, workers=args.workers, progress=not args.quiet
+            )
+            print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
+    except (InfoIndexError, DataFileError) as error:
         print(f"fusionocc prepare: {error}", file=sys.stderr)
         return 2
-    del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
-    if not args.no_imgseg:
-        missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
-        if missing:
-            print(
-                f"fusionocc prepare: {missing} keyframes have no lidarseg; install nuScenes-lidarseg into "
-                f"{dataroot} or pass --no-imgseg",
-                file=sys.stderr,
-            )
-            return 2
-        written = write_imgseg(
-            index, out / "imgseg", overwrite=args.overwrite, workers=args.workers, progress=not args.quiet
-        )
-        print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
     path = save_infos(index, out / DEFAULT_INFO_NAME)
     counts = {split: sum(i["split"] == split for i in index["samples"]) for split in ("train", "val", "test")}
     print(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -239,13 +240,25 @@ def load_volume(path: str | Path, *, key: str = "semantics") -> tuple[np.ndarray
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist")
-    if path.suffix == ".npy":
-        return _check_volume(np.load(path)), None
-    with np.load(path) as data:
-        if key not in data:
-            raise ValueError(f"{path} has no '{key}' array (has {sorted(data.keys())}); pass --key")
-        mask = data["mask_camera"] if "mask_camera" in data else None
-        return _check_volume(data[key]), mask
+    try:
+        if path.suffix == ".npy":
+            volume, mask = np.load(path), None
+        else:
+            with np.load(path) as data:
+                if key not in data:
+                    raise ValueError(f"{path} has no '{key}' array (has {sorted(data.keys())}); pass --key")
+                volume = data[key]
+                mask = data["mask_camera"] if "mask_camera" in data else None
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        if isinstance(error, ValueError) and str(path) in str(error):
+            raise
+        # numpy and zipfile do not name the file they failed on.
+        kind = "an .npz archive" if path.suffix == ".npz" else f"a {path.suffix} file"
+        raise ValueError(f"{path}: unreadable as {kind} ({type(error).__name__}: {error})") from None
+    try:
+        return _check_volume(volume), mask
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -302,6 +315,7 @@ def _sample_files(infos: Path, token: str) -> tuple[Path, list[Path]]:
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusionocc_core.data.files import read_image
     from fusionocc_core.data.infos import InfoIndexError
 
     try:
@@ -311,7 +325,8 @@ def run(args: argparse.Namespace) -> int:
             args.images = args.images or image_paths
         pred, pred_mask = load_volume(args.path, key=args.key)
         gt, gt_mask = load_volume(args.gt, key=args.key) if args.gt else (None, None)
-        images = [np.asarray(Image.open(p).convert("RGB")) for p in args.images] if args.images else None
+        # read_image names the file in its error (PIL's "image file is truncated" does not).
+        images = [read_image(p, jpeg=False) for p in args.images] if args.images else None
     except (OSError, ValueError, InfoIndexError) as error:
         print(f"fusionocc render: {error}", file=sys.stderr)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +22,7 @@ import torch
 from tqdm import tqdm
 
 from fusionocc_core.data.dataset import DatasetError
+from fusionocc_core.data.files import DataFileError, read_occ
 from fusionocc_core.data.infos import InfoIndexError, load_infos
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, format_table
 from fusionocc_core.occ3d import GRID_SHAPE
@@ -83,16 +85,23 @@ def _load_gt(dataroot: Path, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarr
     path = dataroot / info["occ_path"]
     if not path.is_file():
         raise EvaluationError(f"ground truth {path} is missing; run `fusionocc check-data {dataroot}`")
-    with np.load(path) as data:
-        return data["semantics"], data["mask_camera"]
+    try:
+        gt = read_occ(path, ("semantics", "mask_camera"))
+    except DataFileError as error:
+        raise EvaluationError(str(error)) from None
+    return gt["semantics"], gt["mask_camera"]
 
 
 def _load_prediction(pred_dir: Path, token: str) -> np.ndarray:
     path = pred_dir / f"{token}.npz"
-    with np.load(path) as data:
-        if "semantics" not in data:
-            raise EvaluationError(f"{path} has no 'semantics' array (has {sorted(data.keys())})")
-        pred = data["semantics"]
+    try:
+        with np.load(path) as data:
+            if "semantics" not in data:
+                raise EvaluationError(f"{path} has no 'semantics' array (has {sorted(data.keys())})")
+            pred = data["semantics"]
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise EvaluationError(f"{path} is not a readable .npz ({type(error).__name__}: {error}); write it "
+                              f"again with `fusionocc eval --save-pred`") from None
     if pred.shape != GRID_SHAPE:
         raise EvaluationError(f"{path}: semantics has shape {pred.shape}, expected {GRID_SHAPE}")
     return pred

@@ -136,15 +136,22 @@ def check_info_path(config: TrainConfig) -> None:
 
 
 def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
-    from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
+    from fusionocc_core.data.dataset import DatasetConfig, DatasetError, OccupancyDataset
 
     check_info_path(config)
     data_config = DatasetConfig(with_imgseg=config.with_imgseg)
     dataroot = config.dataroot or None
     train = OccupancyDataset(config.info_path, input_size=size, train=True, split=config.train_split,
                              config=data_config, dataroot=dataroot)
-    val = OccupancyDataset(config.info_path, input_size=size, train=False, split=config.val_split,
-                           config=data_config, dataroot=dataroot)
+    try:
+        val = OccupancyDataset(config.info_path, input_size=size, train=False, split=config.val_split,
+                               config=data_config, dataroot=dataroot)
+    except DatasetError as error:
+        if "is empty" not in str(error):
+            raise
+        # A one-scene world gets no val scene from the hash split: say how to get one (or validate elsewhere).
+        raise TrainError(f"{error}; training validates on it: prepare with `--val-scenes NAME` (needs two or more "
+                         f"scenes) or choose another split with `--set val_split=...`") from None
     return train, val
 
 
@@ -556,6 +563,9 @@ def resume_base_config(resume: str, config_file: Path | None, out_dir: str | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    from fusionocc_core.data.dataset import DatasetError
+    from fusionocc_core.data.infos import InfoIndexError
+
     try:
         overrides = parse_set_options(args.overrides)
         for key in ("info_path", "out_dir", "model", "modality", "max_iters", "batch_size", "amp",
@@ -572,7 +582,8 @@ def run(args: argparse.Namespace) -> int:
     info = setup_distributed(args.device)
     try:
         summary = train(config, info, resume=args.resume)
-    except (TrainError, CheckpointError) as error:
+    except (TrainError, CheckpointError, DatasetError, InfoIndexError) as error:
+        # A damaged data file (DatasetError, also from a loader worker) or index: one line, no traceback.
         print(f"fusionocc train: {error}", file=sys.stderr)
         return 1
     finally:

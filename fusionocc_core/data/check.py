@@ -112,9 +112,9 @@ def _check_tables(dataroot: Path, version: str, report: CheckReport) -> bool:
         try:
             with path.open() as f:
                 if not isinstance(json.load(f), list):
-                    broken.append(f"{path.name} (not a list)")
+                    broken.append(f"{version}/{path.name} (not a list)")
         except (OSError, json.JSONDecodeError) as error:
-            broken.append(f"{path.name} ({type(error).__name__})")
+            broken.append(f"{version}/{path.name} ({type(error).__name__})")
     if missing:
         report.add(
             False,

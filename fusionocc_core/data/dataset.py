@@ -47,7 +47,6 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 from torch.utils.data import Dataset
 
 from fusionocc_core.data.augment import (
@@ -62,6 +61,7 @@ from fusionocc_core.data.augment import (
     warp_image,
     warp_label_map,
 )
+from fusionocc_core.data.files import DataFileError, read_image, read_occ, read_points
 from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_by_token
 from fusionocc_core.geometry import invert_transform
 from fusionocc_core.lidar_thinning import thinning_mask
@@ -71,6 +71,14 @@ from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, NUM_CLASSES, POINT_CL
 
 class DatasetError(RuntimeError):
     """A file the dataset needs is missing or malformed (message names the fixing command)."""
+
+    def __init__(self, message: str = "") -> None:
+        # A DataLoader worker's error is re-raised in the main process as DatasetError("Caught DatasetError in
+        # DataLoader worker process N.\nOriginal Traceback ...\n...DatasetError: <message>"): keep the
+        # original one-line message, so commands print the file and its problem, not a traceback.
+        if message.startswith("Caught DatasetError") and "\nOriginal Traceback" in message:
+            message = message.rstrip().splitlines()[-1].split("DatasetError: ", 1)[-1]
+        super().__init__(message)
 
 
 @dataclass(frozen=True)
@@ -136,8 +144,15 @@ class OccupancyDataset(Dataset):
             raise DatasetError(f"{what} {path} is missing; run `fusionocc check-data {self.dataroot}`")
         return path
 
+    def _damaged(self, error: DataFileError) -> DatasetError:
+        return DatasetError(f"{error}; `fusionocc check-data {self.dataroot} --deep` lists every damaged file")
+
     def _load_points(self, info: dict[str, Any]) -> np.ndarray:
-        return np.fromfile(self._path(info["lidar"]["path"], "lidar file"), dtype=np.float32).reshape(-1, 5)
+        path = self._path(info["lidar"]["path"], "lidar file")
+        try:
+            return read_points(path)
+        except DataFileError as error:
+            raise self._damaged(error) from None
 
     def _lidar_window(self, info: dict[str, Any], key_ego_inv: np.ndarray,
                       rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
@@ -171,8 +186,11 @@ class OccupancyDataset(Dataset):
 
     def _load_image(self, cam: dict[str, Any]) -> np.ndarray:
         path = self._path(cam["path"], "camera image")
-        with Image.open(path) as img:
-            return np.asarray(img.convert("RGB"))
+        try:
+            # The size must be the record's: the intrinsics and the augmentation matrices refer to it.
+            return read_image(path, size=(cam["width"], cam["height"]), jpeg=False)
+        except DataFileError as error:
+            raise self._damaged(error) from None
 
     def _load_labels(self, info: dict[str, Any]) -> dict[str, np.ndarray]:
         path = self.dataroot / info["occ_path"]
@@ -182,14 +200,10 @@ class OccupancyDataset(Dataset):
                 f"{self.dataroot} (or regenerate the synthetic world with `fusionocc synth`), then "
                 f"run `fusionocc check-data {self.dataroot}`"
             )
-        with np.load(path) as data:
-            try:
-                return {key: np.asarray(data[key]) for key in ("semantics", "mask_camera", "mask_lidar")}
-            except KeyError as error:
-                raise DatasetError(
-                    f"{path} lacks the array {error}; expected semantics, mask_camera, mask_lidar "
-                    f"(Occ3D format)"
-                ) from None
+        try:
+            return read_occ(path, ("semantics", "mask_camera", "mask_lidar"))
+        except DataFileError as error:
+            raise self._damaged(error) from None
 
     def _load_imgseg(self, info: dict[str, Any]) -> np.ndarray:
         path = self.imgseg_root / info["imgseg_path"]
@@ -198,7 +212,15 @@ class OccupancyDataset(Dataset):
                 f"imgseg map {path} is missing; run `fusionocc prepare {self.dataroot}` "
                 f"(or pass DatasetConfig(with_imgseg=False))"
             )
-        return np.load(path)
+        try:
+            seg = np.load(path)
+        except (OSError, ValueError, EOFError) as error:
+            raise DatasetError(f"imgseg map {path} is unreadable ({type(error).__name__}: {error}); rewrite it "
+                               f"with `fusionocc prepare {self.dataroot} --overwrite`") from None
+        if seg.ndim != 3 or seg.shape[0] != len(CAMERA_NAMES):
+            raise DatasetError(f"imgseg map {path} has shape {seg.shape}, expected ({len(CAMERA_NAMES)}, h, w); "
+                               f"rewrite it with `fusionocc prepare {self.dataroot} --overwrite`")
+        return seg
 
     def class_counts(self, *, use_camera_mask: bool = False, progress: bool = False) -> np.ndarray:
         """(18,) voxel count per Occ3D class over this split's labels (only camera-visible voxels with

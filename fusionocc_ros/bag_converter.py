@@ -7,16 +7,25 @@ PointCloud2 (x, y, z, intensity float32, ring uint16), /tf_static (sensor extrin
 PointCloud2. Every message is stamped with its sensor's own sample_data timestamp; log time = header stamp.
 
 Each scene becomes the bag directory `OUT/<scene name>/` with `metadata.yaml`, the storage file and
-`calibration.yaml` (the occupancy node's calibration file). Inputs (tables, scenes, every source file,
-gts when asked) are checked before anything is written; each bag is written under a hidden temporary
-directory in OUT and renamed into place when complete, so an interrupted run leaves no half-written bag.
+`calibration.yaml` (the occupancy node's calibration file). Inputs (tables, scenes, every source file: each
+JPEG header, each `.pcd.bin` a whole number of points, each pose finite, gts when asked) are checked before
+anything is written; each bag is written under a hidden temporary directory in OUT, gets `conversion_complete.json`
+(options, message counts, file sizes) last, and is renamed into place, so an interrupted run leaves no
+half-written bag.
+
+Running the same command again continues an interrupted run: a bag whose completion record matches its files,
+its metadata (read back with rosbags) and the scene is kept and skipped; an incomplete one (no or inconsistent
+record) is written again, and temporaries of killed runs (`.fusionocc-convert-*`) are removed. A bag written
+with other options is refused unless --overwrite, which rewrites every bag.
 Topic layout: see `fusionocc_ros.bag_layout`.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import io
+import json
 import os
 import shutil
 import sys
@@ -28,6 +37,15 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_core.data.files import (
+    DataFileError,
+    fix_for,
+    image_problem,
+    open_nuscenes,
+    points_problem,
+    pose_problem,
+    read_occ,
+)
 from fusionocc_core.geometry import quat_to_matrix
 from fusionocc_core.occ3d import (
     CAMERA_NAMES,
@@ -43,7 +61,12 @@ from fusionocc_ros.errors import ConvertError, SourceError
 STORAGES = ("mcap", "sqlite3")
 DISTROS = ("humble", "jazzy", "kilted")
 CALIBRATION_FILE = "calibration.yaml"
+COMPLETE_FILE = "conversion_complete.json"  # written last into each bag directory
+_COMPLETE_FORMAT = "fusionocc-convert-complete"
 _TMP_PREFIX = ".fusionocc-convert-"
+# What a bag directory of ours may hold; anything else at a destination is not ours to delete.
+_BAG_FILES = ("metadata.yaml", CALIBRATION_FILE, COMPLETE_FILE)
+_BAG_SUFFIXES = (".mcap", ".db3", ".db3-shm", ".db3-wal", ".db3-journal")
 _PCD_COLUMNS = 5  # x, y, z, intensity, ring (float32 each)
 _GTS_DIR = "gts"
 
@@ -91,6 +114,7 @@ class ConvertReport:
         bag_bytes: total size of the bag directory [bytes].
         seconds: wall time of the conversion [s].
         start_ns, end_ns: first and last log time [ns].
+        kept: the bag was complete already and was kept, not written (an interrupted run continued).
     """
 
     scene: str
@@ -102,6 +126,7 @@ class ConvertReport:
     seconds: float = 0.0
     start_ns: int = 0
     end_ns: int = 0
+    kept: bool = False
 
     @property
     def messages(self) -> int:
@@ -181,24 +206,58 @@ def _plan_scene(nusc: Any, scene_name: str, *, options: ConvertOptions) -> _Scen
                 )
             )
     frames.sort(key=lambda f: (f.stamp_us, f.channel))
-    missing = [f.path for f in frames if not f.path.is_file()]
     gts: dict[str, Path] = {}
     if options.with_occ_gt:
         for frame in frames:
             if frame.channel == LIDAR_NAME and frame.is_key_frame:
                 gts[frame.sample_token] = dataroot / _GTS_DIR / scene_name / frame.sample_token / "labels.npz"
-        missing += [p for p in gts.values() if not p.is_file()]
-    if missing:
-        shown = "\n  ".join(str(p) for p in missing[:10])
-        more = f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else ""
-        hint = (
-            " (Occ3D gts/ are needed for --with-occ-gt)" if any(_GTS_DIR in p.parts for p in missing) else ""
-        )
-        raise SourceError(
-            missing[0],
-            f"missing; scene {scene_name} lacks {len(missing)} source file(s){hint}:\n  {shown}{more}",
-        )
     return _ScenePlan(scene_name, scene["token"], frames, gts)
+
+
+def _check_sources(nusc: Any, plan: _ScenePlan, progress: Callable[[int], None] | None = None) -> None:
+    """Checks every file and pose one scene's bag is made of, as the writer will read them.
+
+    Raises:
+        SourceError: the first missing or damaged file (or the pose table holding a non-finite pose), in
+            one line with the number of other problems of the scene.
+    """
+    dataroot = Path(nusc.dataroot)
+    check_data = f"`fusionocc check-data {dataroot}` lists them"
+    missing = [f.path for f in plan.frames if not f.path.is_file()]
+    missing += [p for p in plan.gts.values() if not p.is_file()]
+    if missing:
+        hint = " (Occ3D gts/ are needed for --with-occ-gt)" if _GTS_DIR in missing[0].parts else ""
+        more = f"; scene {plan.name} lacks {len(missing)} source files, {check_data}" if len(missing) > 1 else ""
+        raise SourceError(missing[0], f"missing{hint}{more}; {fix_for(missing[0])}")
+    problems: list[tuple[Path, str]] = []
+    for frame in plan.frames:
+        if frame.channel == LIDAR_NAME:
+            problem = points_problem(frame.path)
+            kind = "corrupt point cloud"
+        else:
+            # Any size: the CameraInfo follows a JPEG stored at another size than its record.
+            problem = image_problem(frame.path)
+            kind = "corrupt image"
+        if problem is not None:
+            problems.append((frame.path, f"{kind}: {problem}"))
+        record = nusc.get("sample_data", frame.token)
+        for table, token in (("ego_pose", record["ego_pose_token"]),
+                             ("calibrated_sensor", record["calibrated_sensor_token"])):
+            problem = pose_problem(nusc.get(table, token))
+            if problem is not None:
+                path = dataroot / nusc.version / f"{table}.json"
+                problems.append((path, f"{table} {token} (of {frame.path.name}): {problem}"))
+        if progress is not None:
+            progress(1)
+    for path in plan.gts.values():
+        try:
+            read_occ(path, ("semantics",))
+        except DataFileError as error:
+            problems.append((path, f"corrupt Occ3D ground truth: {error.problem}"))
+    if problems:
+        path, problem = problems[0]
+        more = f" ({len(problems) - 1} more problems in scene {plan.name}: {check_data})" if len(problems) > 1 else ""
+        raise SourceError(path, f"{problem}{more}; {fix_for(path)}")
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -370,16 +429,14 @@ def read_points(path: Path) -> np.ndarray:
     Raises:
         SourceError: unreadable, or its size is not a whole number of 5 x float32 points.
     """
+    # The byte size decides: np.fromfile drops a tail shorter than one float32 without a word.
+    problem = points_problem(path)
+    if problem is not None:
+        raise SourceError(path, f"corrupt point cloud: {problem}; {fix_for(path)}")
     try:
         raw = np.fromfile(path, dtype="<f4")
     except OSError as error:
         raise SourceError(path, f"cannot read: {error.strerror or error}") from None
-    if raw.size % _PCD_COLUMNS:
-        raise SourceError(
-            path,
-            f"corrupt point cloud: {raw.size * 4} bytes is not a multiple of "
-            f"{_PCD_COLUMNS * 4} (x, y, z, intensity, ring float32)",
-        )
     return raw.reshape(-1, _PCD_COLUMNS)
 
 
@@ -426,18 +483,20 @@ def _jpeg_size(path: Path, data: bytes) -> tuple[int, int]:
             if image.format != "JPEG":
                 raise SourceError(path, f"expected a JPEG image, found {image.format}")
             return image.size
-    except (UnidentifiedImageError, OSError, SyntaxError) as error:
-        raise SourceError(path, f"corrupt image: {error}") from None
+    except UnidentifiedImageError:
+        # PIL's own message names the in-memory buffer (<_io.BytesIO object at 0x...>), not the file.
+        raise SourceError(
+            path, f"corrupt image: not a readable image (PIL cannot identify its format); {fix_for(path)}"
+        ) from None
+    except (OSError, SyntaxError) as error:
+        raise SourceError(path, f"corrupt image: {error}; {fix_for(path)}") from None
 
 
 def _read_gt(path: Path) -> np.ndarray:
     try:
-        with np.load(path) as data:
-            semantics = np.asarray(data["semantics"])
-    except (OSError, ValueError, KeyError, EOFError) as error:
-        raise SourceError(path, f"corrupt Occ3D ground truth (needs a 'semantics' array): {error}") from None
-    if semantics.shape != (200, 200, 16):
-        raise SourceError(path, f"semantics has shape {semantics.shape}, expected (200, 200, 16)")
+        semantics = read_occ(path, ("semantics",))["semantics"]
+    except DataFileError as error:
+        raise SourceError(path, f"corrupt Occ3D ground truth: {error.problem}; {error.fix}") from None
     return semantics.astype(np.uint8, copy=False)
 
 
@@ -548,7 +607,7 @@ def _dir_bytes(path: Path) -> int:
     return sum(p.stat().st_size for p in path.rglob("*") if p.is_file())
 
 
-def _remove_stale_temporaries(out_dir: Path) -> None:
+def _remove_stale_temporaries(out_dir: Path, log: Callable[[str], None] | None = None) -> None:
     """Removes temporaries of earlier runs whose process is gone (killed conversions)."""
     for stale in out_dir.glob(f"{_TMP_PREFIX}*"):
         pid_text = stale.name.rsplit("-", 1)[-1]
@@ -563,6 +622,8 @@ def _remove_stale_temporaries(out_dir: Path) -> None:
         elif pid_text.isdigit():
             continue
         shutil.rmtree(stale, ignore_errors=True)
+        if log is not None:
+            log(f"removed {stale}, left by an interrupted conversion")
 
 
 def convert_scene(
@@ -576,7 +637,8 @@ def convert_scene(
     """Writes one scene as a rosbag2 directory `out_path` (plus `calibration.yaml` inside it).
 
     Every source file is checked before writing; the bag is written to a temporary directory next to
-    `out_path` and renamed to `out_path` only when complete.
+    `out_path`, gets its completion record (`conversion_complete.json`) last and is renamed to `out_path`
+    only when complete.
 
     Args:
         nusc: a loaded `nuscenes.nuscenes.NuScenes`.
@@ -597,6 +659,19 @@ def convert_scene(
     if out_path.exists() and not options.overwrite:
         raise ConvertError(f"{out_path} exists already, not overwriting (use --overwrite).")
     plan = _plan_scene(nusc, scene_name, options=options)
+    _check_sources(nusc, plan)
+    return _convert_planned(nusc, plan, out_path, options=options, progress=progress)
+
+
+def _convert_planned(
+    nusc: Any,
+    plan: _ScenePlan,
+    out_path: Path,
+    *,
+    options: ConvertOptions,
+    progress: Callable[[int], None] | None,
+) -> ConvertReport:
+    """`convert_scene` once the plan is made and its sources are checked."""
     out_path.parent.mkdir(parents=True, exist_ok=True)
     _remove_stale_temporaries(out_path.parent)
     tmp_root = out_path.parent / f"{_TMP_PREFIX}{out_path.name}-{os.getpid()}"
@@ -606,7 +681,7 @@ def convert_scene(
     if progress is None and options.progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=_message_total(plan), desc=scene_name, unit="msg", file=sys.stderr)
+        bar = tqdm(total=_message_total(plan), desc=plan.name, unit="msg", file=sys.stderr)
         progress = bar.update
     try:
         report = _write_bag(nusc, plan, tmp_root / out_path.name, options=options, progress=progress)
@@ -614,6 +689,7 @@ def convert_scene(
             from fusionocc_ros.calibration import save_calibration
 
             save_calibration(_calibration(nusc, plan), tmp_root / out_path.name / CALIBRATION_FILE)
+        _write_complete_record(tmp_root / out_path.name, report, options)
         _move_into_place(tmp_root / out_path.name, out_path, overwrite=options.overwrite)
     finally:
         if bar is not None:
@@ -635,6 +711,102 @@ def _move_into_place(source: Path, destination: Path, *, overwrite: bool) -> Non
         shutil.rmtree(old, ignore_errors=True)
     else:
         source.rename(destination)
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Completion record: which bags an interrupted run may keep
+# ----------------------------------------------------------------------------------------------------------
+
+
+def _content_options(options: ConvertOptions) -> dict[str, Any]:
+    """The options that change a bag's content (not overwrite or progress)."""
+    return {
+        "storage": options.storage,
+        "distro": options.distro,
+        "keyframes_only": options.keyframes_only,
+        "with_occ_gt": options.with_occ_gt,
+        "with_calibration": options.with_calibration,
+    }
+
+
+def _write_complete_record(bag: Path, report: ConvertReport, options: ConvertOptions) -> None:
+    """Writes `conversion_complete.json` into a finished bag directory: its options, message counts and the
+    size of every file, so a later run can tell a complete bag from a damaged or partial copy."""
+    record = {
+        "format": _COMPLETE_FORMAT,
+        "version": 1,
+        "scene": report.scene,
+        "options": _content_options(options),
+        "message_counts": dict(sorted(report.message_counts.items())),
+        "files": {p.name: p.stat().st_size for p in sorted(bag.iterdir()) if p.is_file()},
+    }
+    (bag / COMPLETE_FILE).write_text(json.dumps(record, indent=2) + "\n")
+
+
+def _bag_state(path: Path, plan: _ScenePlan, options: ConvertOptions) -> tuple[str, str]:
+    """What an existing destination is: ("complete", summary), ("incomplete", why: write it again),
+    ("different", why: written with other options or for other data; refused without --overwrite) or
+    ("foreign", why: not a bag directory of ours; never deleted without --overwrite)."""
+    if not path.is_dir():
+        return "foreign", "is not a directory"
+    names = [p.name for p in path.iterdir()]
+    strangers = [n for n in names if n not in _BAG_FILES and not n.endswith(_BAG_SUFFIXES)]
+    if strangers:
+        return "foreign", f"holds {', '.join(sorted(strangers)[:3])}, which a converted bag does not"
+    if COMPLETE_FILE not in names:
+        return "incomplete", f"no {COMPLETE_FILE} (the conversion did not finish, or predates the record)"
+    try:
+        record = json.loads((path / COMPLETE_FILE).read_text())
+        counts = {str(k): int(v) for k, v in record["message_counts"].items()}
+        sizes = {str(k): int(v) for k, v in record["files"].items()}
+        stored = dict(record["options"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return "incomplete", f"{COMPLETE_FILE} is unreadable"
+    wanted = _content_options(options)
+    if stored != wanted:
+        changed = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v)
+        return "different", f"was written with other options ({changed})"
+    for name, size in sizes.items():
+        actual = (path / name).stat().st_size if (path / name).is_file() else None
+        if actual != size:
+            found = "missing" if actual is None else f"{actual:,} bytes"
+            return "incomplete", f"{name} is {found}, {size:,} bytes when written"
+    from rosbags.rosbag2 import Reader
+
+    try:
+        with Reader(path) as reader:  # reads metadata.yaml, and an MCAP file's footer and summary
+            in_bag: dict[str, int] = {}
+            for connection in reader.connections:
+                in_bag[connection.topic] = in_bag.get(connection.topic, 0) + connection.msgcount
+    except Exception as error:  # noqa: BLE001 - rosbags raises assorted errors for a damaged bag
+        return "incomplete", f"rosbags cannot open it ({type(error).__name__}: {error})"
+    in_bag = {topic: n for topic, n in in_bag.items() if n}
+    if in_bag != counts:
+        return "incomplete", f"its metadata counts {sum(in_bag.values())} messages, {sum(counts.values())} written"
+    expected = _message_total(plan)
+    if sum(counts.values()) != expected:
+        return "different", f"holds {sum(counts.values())} messages, the scene now makes {expected}"
+    return "complete", f"{sum(counts.values())} messages"
+
+
+def _kept_report(path: Path, options: ConvertOptions) -> ConvertReport:
+    """The report of a complete bag that is kept (its counts and time span read back)."""
+    from rosbags.rosbag2 import Reader
+
+    record = json.loads((path / COMPLETE_FILE).read_text())
+    with Reader(path) as reader:
+        start, end = (reader.start_time, reader.end_time) if reader.message_count else (0, 0)
+    calibration = path / CALIBRATION_FILE
+    return ConvertReport(
+        scene=record["scene"],
+        path=path,
+        calibration_path=calibration if options.with_calibration else None,
+        message_counts=dict(record["message_counts"]),
+        bag_bytes=_dir_bytes(path),
+        start_ns=start,
+        end_ns=max(start, end - 1),  # rosbags' end_time is one past the last message
+        kept=True,
+    )
 
 
 def _message_total(plan: _ScenePlan) -> int:
@@ -819,7 +991,9 @@ def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
     """Loads a dataroot with the official devkit after checking its tables exist.
 
     Raises:
-        ConvertError: the dataroot, the version folder or one of the devkit's tables is missing or unreadable.
+        ConvertError: the dataroot, the version folder or one of the devkit's tables is missing, or the devkit
+            cannot load the tables (with its message).
+        SourceError: a table is not valid JSON or a lidarseg file is missing (named by path).
     """
     dataroot = Path(dataroot)
     if not dataroot.is_dir():
@@ -828,12 +1002,12 @@ def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
     missing = [f"{tables / name}.json" for name in NUSCENES_TABLES if not (tables / f"{name}.json").is_file()]
     if missing:
         raise ConvertError(f"{dataroot} lacks nuScenes {version} table(s): {', '.join(missing)}.")
-    from nuscenes.nuscenes import NuScenes
-
     try:
-        return NuScenes(version=version, dataroot=str(dataroot), verbose=False)
-    except (AssertionError, KeyError, ValueError, OSError) as error:
-        raise ConvertError(f"the devkit cannot load {tables}: {type(error).__name__}: {error}") from None
+        return open_nuscenes(dataroot, version)
+    except DataFileError as error:
+        if error.path.is_dir():  # no single file to blame: the devkit's message with the table folder
+            raise ConvertError(str(error)) from None
+        raise SourceError(error.path, f"{error.problem}; {error.fix}") from None
 
 
 def convert_dataroot(
@@ -843,10 +1017,14 @@ def convert_dataroot(
     options: ConvertOptions,
     version: str = "v1.0-mini",
     scenes: Sequence[str] | None = None,
+    log: Callable[[str], None] | None = None,
 ) -> list[ConvertReport]:
     """Converts scenes of a dataroot, one bag directory `out_dir/<scene name>` per scene.
 
     All scenes, all their source files and all destinations are checked before the first bag is written.
+    Without `options.overwrite`, an existing destination is kept when it is a complete bag of the same
+    options and scene (report `kept`), written again when it is an incomplete one (an interrupted run), and
+    refused otherwise; temporaries of killed runs are removed.
 
     Args:
         dataroot: nuScenes dataroot (holding `<version>/`, `samples/`, `sweeps/`, optionally `gts/`).
@@ -854,14 +1032,17 @@ def convert_dataroot(
         options: content and storage options.
         version: devkit version, e.g. "v1.0-mini", "v1.0-trainval".
         scenes: scene names; None for every scene of the version.
+        log: called with one line per bag kept or written again and per leftover removed (default: silent).
 
     Returns:
         One report per scene, in order.
 
     Raises:
-        ConvertError: bad tables, unknown scenes or existing destinations (without overwrite).
+        ConvertError: bad tables, unknown scenes, or existing destinations that are not complete bags of these
+            options (without overwrite).
         SourceError: a missing or corrupt source file, named by path.
     """
+    say = log or (lambda _line: None)
     nusc = load_nuscenes(dataroot, version=version)
     out_dir = Path(out_dir)
     names = list(scenes) if scenes is not None else [s["name"] for s in nusc.scene]
@@ -869,37 +1050,66 @@ def convert_dataroot(
         raise ConvertError("no scenes selected.")
     for name in names:
         _scene_by_name(nusc, name)
-    if not options.overwrite:
-        existing = [str(out_dir / n) for n in names if (out_dir / n).exists()]
-        if existing:
-            raise ConvertError(f"{', '.join(existing)} exist(s) already, not overwriting (use --overwrite).")
-    plans = [_plan_scene(nusc, name, options=options) for name in names]  # every file checked up front
+    if out_dir.is_dir():
+        _remove_stale_temporaries(out_dir, say)
+    plans = {name: _plan_scene(nusc, name, options=options) for name in names}
+    kept: dict[str, ConvertReport] = {}
+    rewrite: dict[str, str] = {}  # incomplete bag -> why; replaced once its new version is complete
+    refused: list[str] = []
+    for name in names:
+        destination = out_dir / name
+        if options.overwrite or not (destination.exists() or destination.is_symlink()):
+            continue
+        state, detail = _bag_state(destination, plans[name], options)
+        if state == "complete":
+            kept[name] = _kept_report(destination, options)
+        elif state == "incomplete":
+            rewrite[name] = detail
+        else:
+            refused.append(f"{destination} exists and {detail}")
+    if refused:
+        raise ConvertError(f"{'; '.join(refused)}: not overwriting (use --overwrite).")
+    to_write = [name for name in names if name not in kept]
     bar = None
-    update = None
-    if options.progress:
+    update = _no_progress
+    if options.progress and to_write:
         from tqdm import tqdm
 
-        bar = tqdm(
-            total=sum(_message_total(p) for p in plans),
-            desc="convert",
-            unit="msg",
-            file=sys.stderr,
-        )
+        bar = tqdm(total=sum(len(plans[n].frames) for n in to_write), desc="checking sources", unit="file",
+                   file=sys.stderr)
         update = bar.update
     try:
-        return [
-            convert_scene(
-                nusc,
-                name,
-                out_dir / name,
-                options=options,
-                progress=update or _no_progress,
-            )
-            for name in names
-        ]
+        for name in to_write:  # every file of every scene to write is checked before the first bag
+            _check_sources(nusc, plans[name], update)
     finally:
         if bar is not None:
             bar.close()
+    for name in names:
+        if name in kept:
+            say(f"{out_dir / name}: complete ({kept[name].messages} messages), kept")
+        elif name in rewrite:
+            say(f"{out_dir / name}: incomplete ({rewrite[name]}), writing it again")
+    bar = None
+    update = _no_progress
+    if options.progress and to_write:
+        from tqdm import tqdm
+
+        bar = tqdm(total=sum(_message_total(plans[n]) for n in to_write), desc="convert", unit="msg",
+                   file=sys.stderr)
+        update = bar.update
+    reports: list[ConvertReport] = []
+    try:
+        for name in names:
+            if name in kept:
+                reports.append(kept[name])
+                continue
+            scene_options = dataclasses.replace(options, overwrite=options.overwrite or name in rewrite)
+            reports.append(_convert_planned(nusc, plans[name], out_dir / name, options=scene_options,
+                                            progress=update))
+    finally:
+        if bar is not None:
+            bar.close()
+    return reports
 
 
 def _no_progress(_: int) -> None:
@@ -959,6 +1169,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def _log(line: str) -> None:
+    print(f"fusionocc convert: {line}", file=sys.stderr, flush=True)
+
+
 def run(args: argparse.Namespace) -> int:
     """Runs `fusionocc convert`; prints one line per bag; returns 1 with a message on a named error."""
     from fusionocc_ros.errors import BagToolError
@@ -979,11 +1193,14 @@ def run(args: argparse.Namespace) -> int:
             options=options,
             version=args.version,
             scenes=None if args.all else args.scenes,
+            log=_log,
         )
     except BagToolError as error:
         print(f"fusionocc convert: {error}", file=sys.stderr)
         return 1
     for report in reports:
+        if report.kept:
+            continue  # logged above
         duration = (report.end_ns - report.start_ns) * 1e-9
         print(
             f"{report.path}: {report.messages} messages, {duration:.1f} s of data, "

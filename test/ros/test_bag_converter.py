@@ -424,8 +424,10 @@ def test_missing_table_unknown_scene_and_existing_destination(tmp_path, synth_da
         convert_dataroot(root, tmp_path / "out", options=QUIET)
     with pytest.raises(ConvertError, match="scene-9999.*scene-0001"):
         convert_dataroot(synth_dataroot, tmp_path / "out", options=QUIET, scenes=["scene-9999"])
-    with pytest.raises(ConvertError, match="exist.*not overwriting"):
-        convert_dataroot(synth_dataroot, bags["mcap"].parent, options=QUIET, scenes=[SCENE])
+    # A complete bag of the same options is kept (an interrupted run continues); other options are refused.
+    with pytest.raises(ConvertError, match="exist.*other options.*not overwriting"):
+        convert_dataroot(synth_dataroot, bags["mcap"].parent, options=ConvertOptions(progress=False),
+                         scenes=[SCENE])
     with pytest.raises(ConvertError, match="storage 'rosbag'"):
         ConvertOptions(storage="rosbag")
     assert not (tmp_path / "out").exists()

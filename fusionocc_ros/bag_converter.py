@@ -9,9 +9,9 @@ PointCloud2. Every message is stamped with its sensor's own sample_data timestam
 Each scene becomes the bag directory `OUT/<scene name>/` with `metadata.yaml`, the storage file and
 `calibration.yaml` (the occupancy node's calibration file). Inputs (tables, scenes, every source file: each
 JPEG header, each `.pcd.bin` a whole number of points, each pose finite, gts when asked) are checked before
-anything is written; each bag is written under a hidden temporary directory in OUT, gets `conversion_complete.json`
-(options, message counts, file sizes) last, and is renamed into place, so an interrupted run leaves no
-half-written bag.
+anything is written; each bag is written under a hidden temporary directory in OUT, gets
+`conversion_complete.json` (options, message counts, file sizes) last, and is renamed into place, so an
+interrupted run leaves no half-written bag.
 
 Running the same command again continues an interrupted run: a bag whose completion record matches its files,
 its metadata (read back with rosbags) and the scene is kept and skipped; an incomplete one (no or inconsistent
@@ -227,7 +227,8 @@ def _check_sources(nusc: Any, plan: _ScenePlan, progress: Callable[[int], None] 
     missing += [p for p in plan.gts.values() if not p.is_file()]
     if missing:
         hint = " (Occ3D gts/ are needed for --with-occ-gt)" if _GTS_DIR in missing[0].parts else ""
-        more = f"; scene {plan.name} lacks {len(missing)} source files, {check_data}" if len(missing) > 1 else ""
+        more = f"; scene {plan.name} lacks {len(missing)} source files, {check_data}"
+        more = more if len(missing) > 1 else ""
         raise SourceError(missing[0], f"missing{hint}{more}; {fix_for(missing[0])}")
     problems: list[tuple[Path, str]] = []
     for frame in plan.frames:
@@ -256,7 +257,8 @@ def _check_sources(nusc: Any, plan: _ScenePlan, progress: Callable[[int], None] 
             problems.append((path, f"corrupt Occ3D ground truth: {error.problem}"))
     if problems:
         path, problem = problems[0]
-        more = f" ({len(problems) - 1} more problems in scene {plan.name}: {check_data})" if len(problems) > 1 else ""
+        more = f" ({len(problems) - 1} more problems in scene {plan.name}: {check_data})"
+        more = more if len(problems) > 1 else ""
         raise SourceError(path, f"{problem}{more}; {fix_for(path)}")
 
 
@@ -764,7 +766,9 @@ def _bag_state(path: Path, plan: _ScenePlan, options: ConvertOptions) -> tuple[s
         return "incomplete", f"{COMPLETE_FILE} is unreadable"
     wanted = _content_options(options)
     if stored != wanted:
-        changed = ", ".join(f"{k} {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v)
+        changed = ", ".join(
+            f"{k} {stored.get(k)!r} -> {v!r}" for k, v in wanted.items() if stored.get(k) != v
+        )
         return "different", f"was written with other options ({changed})"
     for name, size in sizes.items():
         actual = (path / name).stat().st_size if (path / name).is_file() else None
@@ -782,7 +786,8 @@ def _bag_state(path: Path, plan: _ScenePlan, options: ConvertOptions) -> tuple[s
         return "incomplete", f"rosbags cannot open it ({type(error).__name__}: {error})"
     in_bag = {topic: n for topic, n in in_bag.items() if n}
     if in_bag != counts:
-        return "incomplete", f"its metadata counts {sum(in_bag.values())} messages, {sum(counts.values())} written"
+        written = sum(counts.values())
+        return "incomplete", f"its metadata counts {sum(in_bag.values())} messages, {written} were written"
     expected = _message_total(plan)
     if sum(counts.values()) != expected:
         return "different", f"holds {sum(counts.values())} messages, the scene now makes {expected}"

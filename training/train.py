@@ -150,8 +150,8 @@ def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any
         if "is empty" not in str(error):
             raise
         # A one-scene world gets no val scene from the hash split: say how to get one (or validate elsewhere).
-        raise TrainError(f"{error}; training validates on it: prepare with `--val-scenes NAME` (needs two or more "
-                         f"scenes) or choose another split with `--set val_split=...`") from None
+        raise TrainError(f"{error}; training validates on it: prepare with `--val-scenes NAME` (needs two or "
+                         f"more scenes) or choose another split with `--set val_split=...`") from None
     return train, val
 
 

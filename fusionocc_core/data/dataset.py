@@ -145,7 +145,9 @@ class OccupancyDataset(Dataset):
         return path
 
     def _damaged(self, error: DataFileError) -> DatasetError:
-        return DatasetError(f"{error}; `fusionocc check-data {self.dataroot} --deep` lists every damaged file")
+        return DatasetError(
+            f"{error}; `fusionocc check-data {self.dataroot} --deep` lists every damaged file"
+        )
 
     def _load_points(self, info: dict[str, Any]) -> np.ndarray:
         path = self._path(info["lidar"]["path"], "lidar file")
@@ -215,11 +217,15 @@ class OccupancyDataset(Dataset):
         try:
             seg = np.load(path)
         except (OSError, ValueError, EOFError) as error:
-            raise DatasetError(f"imgseg map {path} is unreadable ({type(error).__name__}: {error}); rewrite it "
-                               f"with `fusionocc prepare {self.dataroot} --overwrite`") from None
+            raise DatasetError(
+                f"imgseg map {path} is unreadable ({type(error).__name__}: {error}); rewrite it with "
+                f"`fusionocc prepare {self.dataroot} --overwrite`"
+            ) from None
         if seg.ndim != 3 or seg.shape[0] != len(CAMERA_NAMES):
-            raise DatasetError(f"imgseg map {path} has shape {seg.shape}, expected ({len(CAMERA_NAMES)}, h, w); "
-                               f"rewrite it with `fusionocc prepare {self.dataroot} --overwrite`")
+            raise DatasetError(
+                f"imgseg map {path} has shape {seg.shape}, expected ({len(CAMERA_NAMES)}, h, w); rewrite it "
+                f"with `fusionocc prepare {self.dataroot} --overwrite`"
+            )
         return seg
 
     def class_counts(self, *, use_camera_mask: bool = False, progress: bool = False) -> np.ndarray:

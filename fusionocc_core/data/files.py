@@ -99,9 +99,11 @@ def points_problem(path: Path) -> str | None:
         return "empty (0 bytes)"
     if size % POINT_BYTES:
         # np.fromfile would silently drop the tail (or a reshape fail), so the size alone decides.
-        return (f"{size:,} bytes is not a whole number of {POINT_BYTES}-byte points (x, y, z, intensity, ring "
-                f"as float32): {size // POINT_BYTES:,} points and {size % POINT_BYTES} stray bytes, the file is "
-                f"damaged")
+        return (
+            f"{size:,} bytes is not a whole number of {POINT_BYTES}-byte points (x, y, z, intensity, ring "
+            f"as float32): {size // POINT_BYTES:,} points and {size % POINT_BYTES} stray bytes, the file is "
+            f"damaged"
+        )
     return None
 
 
@@ -233,8 +235,8 @@ def read_occ(path: Path | str, keys: Sequence[str] = OCC_ARRAYS) -> dict[str, np
         with np.load(path) as data:
             for key in keys:
                 if key not in data:
-                    raise DataFileError(path, f"lacks the array '{key}' (has {', '.join(sorted(data.keys()))})",
-                                        fix)
+                    has = ", ".join(sorted(data.keys()))
+                    raise DataFileError(path, f"lacks the array '{key}' (has {has})", fix)
                 out[key] = np.asarray(data[key])
     except DataFileError:
         raise
@@ -255,7 +257,7 @@ def read_occ(path: Path | str, keys: Sequence[str] = OCC_ARRAYS) -> dict[str, np
     return out
 
 
-# -- tables ----------------------------------------------------------------------------------------------------
+# -- tables ----------------------------------------------------------------------------------------------
 
 
 def pose_problem(record: dict[str, Any]) -> str | None:

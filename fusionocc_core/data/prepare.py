@@ -146,8 +146,8 @@ def run(args: argparse.Namespace) -> int:
             missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
             if missing:
                 raise InfoIndexError(
-                    f"{missing} keyframes have no lidarseg; install nuScenes-lidarseg into {dataroot} or pass "
-                    f"--no-imgseg"
+                    f"{missing} keyframes have no lidarseg; install nuScenes-lidarseg into {dataroot} or "
+                    f"pass --no-imgseg"
                 )
         # Before anything is written: a damaged file must not leave an index or maps behind.
         check_sources(index, with_lidarseg=not args.no_imgseg, progress=not args.quiet)

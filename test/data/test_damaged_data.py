@@ -26,7 +26,7 @@ FUSIONOCC = REPO / ".venv" / "bin" / "fusionocc"
 TINY_CONFIG = REPO / "training" / "configs" / "tiny_synth.yaml"
 
 
-# -- worlds ----------------------------------------------------------------------------------------------------
+# -- worlds ------------------------------------------------------------------------------------------------
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def _replace(path: Path, data: bytes) -> None:
     path.write_bytes(data)
 
 
-# -- damages: each takes (dataroot, the keyframe info to hit) and returns the damaged file -----------------------
+# -- damages: each takes (dataroot, the keyframe info to hit) and returns the damaged file --------------
 
 
 def _json_cut(root: Path, info: dict[str, Any]) -> Path:
@@ -169,7 +169,8 @@ def _split_of_first(index: dict[str, Any]) -> tuple[str, str]:
     return first, next(s for s in ("train", "val") if s != first)
 
 
-def _run(command: str, root: Path, index: dict[str, Any], damage: str, out: Path, checkpoint: Path) -> list[str]:
+def _run(command: str, root: Path, index: dict[str, Any], damage: str, out: Path,
+         checkpoint: Path) -> list[str]:
     """The command line of `command` on the damaged world, writing (if anything) under `out`."""
     infos = str(root / DEFAULT_INFO_NAME)
     split, other = _split_of_first(index)
@@ -188,9 +189,9 @@ def _run(command: str, root: Path, index: dict[str, Any], damage: str, out: Path
     if command == "train":
         # The first keyframe's sweep is in every keyframe's lidar window of its scene and enet weights read
         # every label of the split first: the first step reads the damaged file whichever sample it draws.
-        return ["train", "--config", str(TINY_CONFIG), "--info", infos, "--out-dir", str(out), "--device", "cpu",
-                "--max-iters", "1", "--set", "num_workers=0", "--set", "progress=false", "--set",
-                f"train_split={split}", "--set", f"val_split={other}", "--set", "class_weights=enet"]
+        return ["train", "--config", str(TINY_CONFIG), "--info", infos, "--out-dir", str(out),
+                "--device", "cpu", "--max-iters", "1", "--set", "num_workers=0", "--set", "progress=false",
+                "--set", f"train_split={split}", "--set", f"val_split={other}", "--set", "class_weights=enet"]
     if command == "render":
         volume = out.parent / "volume.npy"
         np.save(volume, np.full(GRID_SHAPE, 17, np.uint8))

@@ -1,8 +1,8 @@
 """End-to-end demo: a synthetic nuScenes scene -> rosbag2 -> the occupancy node over real rclpy -> summary.
 
 Generates (or reuses) a small synthetic nuScenes-format scene, converts it to a bag with `fusionocc convert`'s
-code, starts the occupancy node with the shipped tiny checkpoint, replays the bag through rclpy at real-time
-speed, collects the node's outputs and ends with a summary: frames in/out, per-stage latency p50/p95, mIoU of
+code, starts `fusionocc node` with the shipped tiny checkpoint in its own process (as `ros2 run` would),
+replays the bag from the demo's process through rclpy at real-time collects the node's outputs and ends with a summary: frames in/out, messages lost in transport, per-stage latency p50/p95, mIoU of
 the node's outputs against the Occ3D ground truth (next to the offline evaluation of the same checkpoint on the
 same keyframes), and PNG renders. Everything lands in --out (default outputs/demo).
 """
@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+from fusionocc_ros.node_process import transport_losses
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED_CHECKPOINT = REPO / "fusionocc_core" / "assets" / "tiny_synth.pt"
@@ -57,6 +58,8 @@ class DemoSummary:
     offline_miou_no_mask: float | None
     node_offline_voxel_agreement: float | None
     node_offline_voxel_agreement_camera_mask: float | None
+    messages_sent: dict[str, int] = field(default_factory=dict)  # by the replay, per node input
+    transport_lost: dict[str, int] = field(default_factory=dict)  # sent but never counted in by the node
     renders: list[str] = field(default_factory=list)
     seconds: float = 0.0
 
@@ -80,80 +83,94 @@ def _keyframe_truth(nusc: Any, dataroot: Path, scene: dict[str, Any]) -> dict[in
 
 
 def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, options: DemoOptions,
-                     domain_id: int) -> tuple[dict[int, np.ndarray], dict[str, list[float]], dict[str, int], int]:
-    """Starts the node and a recorder in one rclpy context, replays the bag, returns what the node published."""
+                     domain_id: int) -> tuple[dict[int, np.ndarray], dict[str, list[float]], dict[str, int], dict[str, int]]:
+    """Starts `fusionocc node` in its own process (as `ros2 run` would), replays the bag from this process and
+    records what the node publishes. Returns the dense grids by stamp, per-stage timings, the node's final
+    counters and what the replay sent per node input (counter key -> messages)."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
-    from rclpy.parameter import Parameter
     from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64
 
     from fusionocc_ros.bag_layout import LIDAR_TOPIC, ODOM_TOPIC, camera_info_topic, image_topic
     from fusionocc_ros.conversions import image_to_dense_grid
-    from fusionocc_ros.occupancy_node import DEBUG_STAGES, OccupancyNode
+    from fusionocc_ros.node_process import NodeProcess, settle_path, wait_for_publishers
+    from fusionocc_ros.occupancy_node import DEBUG_STAGES
     from fusionocc_ros.replay import replay_bag
+    from fusionocc_ros.transport import apply_transport_profile
 
     stages = (*DEBUG_STAGES, "processing_time")
-
-    context = Context()
-    rclpy.init(context=context, domain_id=domain_id)
-    params = {"calibration_file": str(calibration), "image_transport": "compressed", "device": options.device,
-              "preset": "tiny", "jpeg_draft": False}  # full JPEG decode, as the offline path it is compared with
+    args = ["--calibration", str(calibration), "--preset", "tiny", "--device", options.device,
+            "--image-transport", "compressed"]
     if checkpoint is not None:
-        params["checkpoint"] = str(checkpoint)
-    remaps = [f"~/input/pointcloud:={LIDAR_TOPIC}", f"~/input/odometry:={ODOM_TOPIC}"]
-    for name in CAMERA_NAMES:
-        remaps += [f"~/input/{name}/image/compressed:={image_topic(name)}",
-                   f"~/input/{name}/camera_info:={camera_info_topic(name)}"]
-    cli_args = ["--ros-args"] + [arg for rule in remaps for arg in ("-r", rule)]
-    node = OccupancyNode(context=context, cli_args=cli_args,
-                         parameter_overrides=[Parameter(k, value=v) for k, v in params.items()])
-    recorder = rclpy.create_node("demo_recorder", context=context)
+        args += ["--checkpoint", str(checkpoint)]
+    args += ["--ros-args", "-p", "jpeg_draft:=false"]  # full JPEG decode, as the offline path it is compared with
+    node = NodeProcess(args, domain_id=domain_id)  # started before this process picks its own profile
     grids: dict[int, np.ndarray] = {}
     timings: dict[str, list[float]] = {stage: [] for stage in stages}
+    live: dict[str, int] = {}  # the node's counters from /diagnostics
     lock = threading.Lock()
-    qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
+    with node:
+        node.wait_ready()
+        apply_transport_profile("sender")
+        context = Context()
+        rclpy.init(context=context, domain_id=domain_id)
+        recorder = rclpy.create_node("demo_recorder", context=context)
+        qos = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
 
-    def on_grid(msg: Any) -> None:
-        with lock:
-            grids[_stamp_us(msg)] = image_to_dense_grid(msg)
-
-    recorder.create_subscription(Image, "/occupancy_node/output/dense_grid", on_grid, qos)
-    for stage in stages:
-        def on_timing(msg: Any, stage: str = stage) -> None:
+        def on_grid(msg: Any) -> None:
+            grid = image_to_dense_grid(msg)
             with lock:
-                timings[stage].append(msg.data)
+                grids[_stamp_us(msg)] = grid
 
-        recorder.create_subscription(Float64, f"/occupancy_node/debug/{stage}_ms", on_timing, qos)
-    executor = SingleThreadedExecutor(context=context)  # as `rclpy.spin` in production; inference has its own thread
-    executor.add_node(node)
-    executor.add_node(recorder)
-    spin = threading.Thread(target=executor.spin, daemon=True)
-    spin.start()
-    try:
-        report = replay_bag(bag, rate=options.rate, node=recorder, wait_for_subscribers=10.0, delay=0.5)
-        published = report.published.get(LIDAR_TOPIC, 0)
-        # the last messages are still in flight when replay returns: wait until the node has them all
-        expected = {f"in:{name}": report.published.get(image_topic(name), 0) for name in CAMERA_NAMES}
-        expected["in:pointcloud"] = published
-        deadline = time.monotonic() + 10.0
-        while time.monotonic() < deadline and any(node.counters.get(k, 0) < v for k, v in expected.items()):
-            time.sleep(0.02)
-        node.wait_idle(timeout_s=120.0)
-        deadline = time.monotonic() + 10.0  # the recorder receives what the node published last
-        while time.monotonic() < deadline and len(grids) < node.counters.get("published", 0):
-            time.sleep(0.05)
-        time.sleep(0.5)  # the last debug/timing messages
-        counters = node.counters
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        recorder.destroy_node()
-        context.try_shutdown()
-        spin.join(timeout=5)
-    return grids, timings, counters, published
+        def on_diagnostics(msg: Any) -> None:
+            for status in msg.status:
+                if status.name.endswith(": occupancy"):
+                    with lock:
+                        live.clear()
+                        live.update({kv.key: int(kv.value) for kv in status.values if kv.value.isdigit()})
+
+        recorder.create_subscription(Image, "/occupancy_node/output/dense_grid", on_grid, qos)
+        recorder.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, qos)
+        for stage in stages:
+            def on_timing(msg: Any, stage: str = stage) -> None:
+                with lock:
+                    timings[stage].append(msg.data)
+
+            recorder.create_subscription(Float64, f"/occupancy_node/debug/{stage}_ms", on_timing, qos)
+        executor = SingleThreadedExecutor(context=context)
+        executor.add_node(recorder)
+        spin = threading.Thread(target=executor.spin, daemon=True)
+        spin.start()
+        try:
+            wait_for_publishers(recorder, ["/occupancy_node/output/dense_grid", "/diagnostics"])
+            report = replay_bag(bag, rate=options.rate, node=recorder, wait_for_subscribers=10.0, delay=0.5)
+            sent = {"pointcloud": report.published.get(LIDAR_TOPIC, 0),
+                    "odometry": report.published.get(ODOM_TOPIC, 0)}
+            for name in CAMERA_NAMES:
+                sent[name] = report.published.get(image_topic(name), 0)
+                sent[f"{name}/camera_info"] = report.published.get(camera_info_topic(name), 0)
+            # wait (from the node's /diagnostics) until it has taken in the last sweep, finished every synced
+            # group and the recorder holds every published grid
+            deadline = time.monotonic() + 120.0
+            while time.monotonic() < deadline:
+                with lock:
+                    done = (live.get("in:pointcloud", 0) >= sent["pointcloud"] and settle_path(live)
+                            and live.get("sync:synced", 0) > 0 and len(grids) >= live.get("published", 0))
+                if done:
+                    break
+                time.sleep(0.1)
+            time.sleep(0.5)  # the last debug/timing messages
+        finally:
+            counters = node.stop()
+            executor.shutdown()
+            recorder.destroy_node()
+            context.try_shutdown()
+            spin.join(timeout=5)
+    return grids, timings, counters, sent
 
 
 def _offline_scores(dataroot: Path, work: Path, checkpoint: Path | None, device: str) -> tuple[float, float] | None:
@@ -210,9 +227,9 @@ def run_demo(options: DemoOptions) -> DemoSummary:
     convert = convert_scene(nusc, scene["name"], bag, options=ConvertOptions(
         keyframes_only=True, with_occ_gt=True, overwrite=True, progress=False))
 
-    print(f"[3/5] occupancy node + replay at {options.rate}x real time over rclpy", flush=True)
+    print(f"[3/5] occupancy node (own process) + replay at {options.rate}x real time over rclpy", flush=True)
     domain_id = 100 + os.getpid() % 100
-    grids, timings, counters, published = _run_node_on_bag(bag, convert.calibration_path, checkpoint, options,
+    grids, timings, counters, sent = _run_node_on_bag(bag, convert.calibration_path, checkpoint, options,
                                                            domain_id)
 
     print("[4/5] scoring the node's outputs against the Occ3D ground truth", flush=True)
@@ -258,7 +275,8 @@ def run_demo(options: DemoOptions) -> DemoSummary:
                for stage, v in timings.items() if v}
     summary = DemoSummary(
         dataroot=str(dataroot), bag=str(bag), checkpoint=str(checkpoint) if checkpoint else "random tiny weights",
-        frames_published=published, frames_out=len(grids), node_counters=counters, latency_ms=latency,
+        frames_published=sent["pointcloud"], frames_out=len(grids), node_counters=counters, latency_ms=latency,
+        messages_sent=sent, transport_lost=transport_losses(sent, counters),
         node_miou_camera_mask=with_mask.compute().miou, node_miou_no_mask=without.compute().miou,
         offline_miou_camera_mask=offline[0] if offline else None,
         offline_miou_no_mask=offline[1] if offline else None,
@@ -278,8 +296,12 @@ def format_summary(summary: DemoSummary) -> str:
         "=== fusionocc demo summary ===",
         f"checkpoint          {summary.checkpoint}",
         f"lidar frames        {summary.frames_published} replayed, {summary.frames_out} occupancy outputs",
+        f"transport           player and node in separate processes: {sum(summary.messages_sent.values())} "
+        f"messages sent, {sum(summary.transport_lost.values())} lost"
+        + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(summary.transport_lost.items())) + ")"
+           if summary.transport_lost else ""),
         f"node counters       " + ", ".join(f"{k}={v}" for k, v in sorted(summary.node_counters.items())
-                                             if k.startswith(("dropped", "rejected", "published", "inference", "sync:", "no_odometry"))),
+                                             if k.startswith(("dropped", "rejected", "published", "inference", "sync:", "no_odometry", "lost:"))),
         "latency per stage   p50 / p95 [ms]",
     ]
     lines += [f"  {stage:18s}{v['p50']:8.1f} / {v['p95']:8.1f}" for stage, v in summary.latency_ms.items()]

@@ -896,10 +896,11 @@ def main(args: list[str] | None = None) -> int:
     node = None
     code = 0
     try:
-        node = OccupancyNode()
-        node.get_logger().info(f"transport: {transport.description}")
+        logger = rclpy.logging.get_logger("occupancy_node")
+        logger.info(f"transport: {transport.description}")
         if transport.warning:
-            node.get_logger().warning(transport.warning)
+            logger.warning(transport.warning)
+        node = OccupancyNode()
         rclpy.spin(node)
     except NodeSetupError as error:
         log.error("cannot start: %s", error)

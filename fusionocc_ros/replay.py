@@ -292,10 +292,17 @@ def _flush(publishers: Sequence[Any], timeout: float) -> None:
         publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
 
 
+# A writer counts a subscriber as soon as it has matched the reader; the reader matches the writer a moment later
+# (DDS discovery is symmetric, not simultaneous), and a best-effort reader drops what arrives before that: seen as
+# the first image, camera_info and odometry lost between two processes.
+MATCH_GRACE_S = 0.5
+
+
 def _wait_for(publishers: dict[str, Any], timeout: float, stop_event: threading.Event | None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if all(p.get_subscription_count() > 0 for p in publishers.values()):
+            time.sleep(MATCH_GRACE_S)
             return
         if stop_event is not None and stop_event.is_set():
             return
@@ -339,7 +346,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="S",
-        help="wait up to S seconds until every topic has a subscriber [s]",
+        help="wait up to S seconds until every topic has a subscriber (then 0.5 s for the subscribers to "
+        "match back) [s]",
     )
 
 

@@ -1,4 +1,5 @@
-"""The demo end to end on a small setting: synthetic scene -> bag -> node over rclpy -> summary and renders.
+"""The demo end to end on a small setting: synthetic scene -> bag -> node (own process) over rclpy -> summary and
+renders.
 
 The node's outputs must agree with what the offline evaluation of the same checkpoint predicts on the same keyframes
 (same preprocessing, same temporal window), so both mIoUs agree.
@@ -35,6 +36,12 @@ def test_demo_outputs_match_the_offline_evaluation(tmp_path, checkpoint):
     summary = run_demo(options)
     text = format_summary(summary)
     assert summary.frames_published == 3
+    # player (this process) and node (its own process) over the middleware: nothing lost in transport, and
+    # every input the replay sent was counted in by the node
+    assert summary.transport_lost == {}, text
+    assert summary.node_counters["in:pointcloud"] == 3 and summary.messages_sent["pointcloud"] == 3
+    assert all(summary.node_counters[f"in:{key}"] == n for key, n in summary.messages_sent.items()), text
+    assert not any(key.startswith("lost:") for key in summary.node_counters), text
     assert summary.frames_out == 3, text
     # Same pixels (shared antialiased resize), same per-camera ego poses (odometry at each image stamp) and the
     # same temporal window as the offline path: measured 100 % identical voxels. The bound leaves room only for

@@ -110,11 +110,12 @@ class Listener:
         self.thread.join(timeout=5)
 
 
-def _run(bag: Path, rate: str, domain_id: int) -> tuple[dict[str, int], dict[int, np.ndarray], str]:
+def _run(bag: Path, rate: str, domain_id: int,
+         checkpoint: Path = SHIPPED_CHECKPOINT) -> tuple[dict[str, int], dict[int, np.ndarray], str]:
     """Node and player as two processes; returns the node's final counters, the grids heard, the player's output."""
     env = {**os.environ, "ROS_DOMAIN_ID": str(domain_id)}
     env.pop("FASTDDS_DEFAULT_PROFILES_FILE", None)
-    args = ["--checkpoint", str(SHIPPED_CHECKPOINT), "--calibration", str(bag / "calibration.yaml"),
+    args = ["--checkpoint", str(checkpoint), "--calibration", str(bag / "calibration.yaml"),
             "--device", "cpu", "--ros-args", "-p", "jpeg_draft:=false"]
     with NodeProcess(args, domain_id=domain_id) as node:
         node.wait_ready()
@@ -174,3 +175,17 @@ def test_real_time_replay_of_every_sweep_loses_nothing_in_transport(synth_dataro
     counters, grids, player = _run(bag, "1.0", domain_id)
     _check_accounting(counters, sent)
     assert len(grids) == counters["published"] > 0, (counters, player)
+
+
+REDUCED_ORIGINAL = Path(__file__).resolve().parents[3] / "shared" / "spec" / "reference" / "reduced_a" / "state_dict.pth"
+
+
+@pytest.mark.skipif(not REDUCED_ORIGINAL.is_file(), reason="needs ../shared/spec/reference (the original-format file)")
+def test_node_takes_an_original_format_checkpoint_as_published(synth_dataroot, tmp_path):
+    """`fusionocc node --checkpoint <the original code's .pth>`: no conversion step, it starts and publishes (the
+    reference file is the original code's state_dict at reduced widths, saved as the original saves it)."""
+    domain_id = 1 + (os.getpid() + 167) % 200
+    bag = _convert(synth_dataroot, tmp_path / "bags", "--keyframes-only")
+    counters, grids, _ = _run(bag, "0.05", domain_id, checkpoint=REDUCED_ORIGINAL)
+    _check_accounting(counters, _sent_per_input(bag))
+    assert counters["published"] >= 1 and len(grids) == counters["published"], counters

@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_core.cli_options import VersionError, add_no_progress, add_version, resolve_version
 from fusionocc_core.data.files import (
     DataFileError,
     fix_for,
@@ -992,17 +993,25 @@ def _strip_type_hashes(metadata_path: Path) -> None:
     metadata_path.write_text(yaml.safe_dump(metadata, sort_keys=False))
 
 
-def load_nuscenes(dataroot: Path | str, *, version: str = "v1.0-mini") -> Any:
+def load_nuscenes(dataroot: Path | str, *, version: str | None = None) -> Any:
     """Loads a dataroot with the official devkit after checking its tables exist.
 
+    Args:
+        version: the table folder; None = the only `v1.0-*` folder of the dataroot (the rule of every
+            --version, `fusionocc_core.cli_options.resolve_version`).
+
     Raises:
-        ConvertError: the dataroot, the version folder or one of the devkit's tables is missing, or the devkit
-            cannot load the tables (with its message).
+        ConvertError: the dataroot, the version folder or one of the devkit's tables is missing, several
+            versions and none chosen, or the devkit cannot load the tables (with its message).
         SourceError: a table is not valid JSON or a lidarseg file is missing (named by path).
     """
     dataroot = Path(dataroot)
     if not dataroot.is_dir():
         raise ConvertError(f"{dataroot} is not a directory (expected a nuScenes dataroot).")
+    try:
+        version = resolve_version(dataroot, version)
+    except VersionError as error:
+        raise ConvertError(f"{error}.") from None
     tables = dataroot / version
     missing = [f"{tables / name}.json" for name in NUSCENES_TABLES if not (tables / f"{name}.json").is_file()]
     if missing:
@@ -1020,7 +1029,7 @@ def convert_dataroot(
     out_dir: Path | str,
     *,
     options: ConvertOptions,
-    version: str = "v1.0-mini",
+    version: str | None = None,
     scenes: Sequence[str] | None = None,
     log: Callable[[str], None] | None = None,
 ) -> list[ConvertReport]:
@@ -1035,7 +1044,7 @@ def convert_dataroot(
         dataroot: nuScenes dataroot (holding `<version>/`, `samples/`, `sweeps/`, optionally `gts/`).
         out_dir: where the bag directories go (created when missing).
         options: content and storage options.
-        version: devkit version, e.g. "v1.0-mini", "v1.0-trainval".
+        version: devkit version, e.g. "v1.0-mini", "v1.0-trainval"; None = the only one of the dataroot.
         scenes: scene names; None for every scene of the version.
         log: called with one line per bag kept or written again and per leftover removed (default: silent).
 
@@ -1139,7 +1148,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         required=True,
         help="output directory; one bag directory per scene",
     )
-    parser.add_argument("--version", default="v1.0-mini", help="devkit version (default: %(default)s)")
+    add_version(parser)
     which = parser.add_mutually_exclusive_group(required=True)
     which.add_argument("--scenes", nargs="+", metavar="NAME", help="scene names, e.g. scene-0061")
     which.add_argument("--all", action="store_true", help="every scene of the version")
@@ -1170,8 +1179,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="do not write calibration.yaml into each bag directory",
     )
-    parser.add_argument("--overwrite", action="store_true", help="replace existing bags")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace existing bags (default: keep complete ones of the same options, redo incomplete ones)",
+    )
+    add_no_progress(parser)
 
 
 def _log(line: str) -> None:

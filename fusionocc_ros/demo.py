@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_core.cli_options import add_device, image_size
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
 from fusionocc_ros.node_process import transport_losses
 
@@ -329,18 +330,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyframes", type=int, default=defaults.keyframes,
                         help="keyframes of the demo scene, 2 Hz (default: 8)")
     parser.add_argument("--seed", type=int, default=defaults.seed, help="scene seed (default: 2026)")
-    parser.add_argument("--image-size", default=f"{defaults.image_width}x{defaults.image_height}",
-                        help="camera image size WxH (default: 704x396)")
+    parser.add_argument("--image-size", type=image_size, metavar="WxH",
+                        default=(defaults.image_width, defaults.image_height),
+                        help="camera image size (default: 704x396)")
     parser.add_argument("--checkpoint", type=Path, default=None,
                         help="FusionOcc checkpoint (default: the shipped tiny synthetic-world checkpoint)")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N")
+    add_device(parser, what="device the node and the offline evaluation run on")
     parser.add_argument("--rate", type=float, default=defaults.rate, help="replay speed factor (default: 1.0)")
 
 
 def run(args: argparse.Namespace) -> int:
-    width, _, height = args.image_size.partition("x")
+    width, height = args.image_size
     options = DemoOptions(out_dir=args.out, cache_dir=args.cache, keyframes=args.keyframes, seed=args.seed,
-                          image_width=int(width), image_height=int(height), checkpoint=args.checkpoint,
+                          image_width=width, image_height=height, checkpoint=args.checkpoint,
                           device=args.device, rate=args.rate)
     summary = run_demo(options)
     print(format_summary(summary))

@@ -784,20 +784,43 @@ class OccupancyNode(Node):
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `fusionocc node` (each becomes a ROS parameter override)."""
+    """Arguments of `fusionocc node` (each becomes a ROS parameter override; unset ones keep the value of
+    --params-file, else the parameter's default)."""
+    from fusionocc_core.cli_options import add_device, add_preset
+
+    def param(name: str) -> str:
+        return f"ROS parameter {name}; default: the params file's, else {SPECS[name].default or 'none'}"
+
     parser.add_argument(
         "--params-file",
         default=str(DEFAULT_PARAMS_FILE) if DEFAULT_PARAMS_FILE.is_file() else "",
         help="ROS parameter YAML (default: config/fusionocc.param.yaml of this checkout)",
     )
     parser.add_argument(
-        "--checkpoint", help="FusionOcc checkpoint; without it the preset runs with random weights"
+        "--checkpoint",
+        type=pathlib.Path,
+        help=f"FusionOcc checkpoint; without it the preset runs with random weights ({param('checkpoint')})",
     )
-    parser.add_argument("--preset", choices=SPECS["preset"].choices, help="model preset without a checkpoint")
-    parser.add_argument("--device", help="auto, cpu, cuda, cuda:N")
-    parser.add_argument("--precision", choices=SPECS["precision"].choices)
-    parser.add_argument("--calibration", help="calibration YAML (sensor -> ego extrinsics)")
-    parser.add_argument("--image-transport", choices=SPECS["image_transport"].choices)
+    add_preset(parser, help=f"model preset without a checkpoint ({param('preset')})")
+    add_device(parser, what="inference device", default=None, help_suffix=f" ({param('device')})")
+    parser.add_argument(
+        "--precision",
+        choices=SPECS["precision"].choices,
+        help=f"inference precision, autocast ({param('precision')})",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=pathlib.Path,
+        metavar="YAML",
+        help="sensor calibration YAML (sensor -> ego extrinsics, see config/calibration.example.yaml; "
+        "written by `fusionocc rig` and `fusionocc convert`); sets the ROS parameter calibration_file, like "
+        "the launch argument calibration:= (default: the params file's)",
+    )
+    parser.add_argument(
+        "--image-transport",
+        choices=SPECS["image_transport"].choices,
+        help=f"camera message type: raw (sensor_msgs/Image) or compressed ({param('image_transport')})",
+    )
     parser.add_argument(
         "--ros-args",
         dest="ros_args",

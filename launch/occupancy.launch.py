@@ -69,7 +69,10 @@ def generate_launch_description() -> LaunchDescription:
             DeclareLaunchArgument(
                 "calibration",
                 default_value="",
-                description="calibration YAML (sensor -> ego extrinsics)" + given + "; with bag:= the bag's own",
+                description="sensor calibration YAML (sensor -> ego extrinsics); sets the node parameter "
+                "calibration_file, like `fusionocc node --calibration`"
+                + given
+                + "; with bag:= the bag's own",
             ),
             DeclareLaunchArgument("image_transport", default_value="", description="raw | compressed" + given),
             DeclareLaunchArgument(

@@ -13,7 +13,10 @@ One shared tau moves every class by the same share of its prior, which suits mos
 synthetic world it wipes out barrier). `--per-class` then refines each class's offset on its own (coordinate
 ascent over a grid of shifts, free held fixed as the reference, on the same split's cached logits).
 
-    fusionocc calibrate --checkpoint run/model_final.pth --infos data/fusionocc_infos.pkl --out calibrated.pth
+    fusionocc adjust-logits --checkpoint run/model_final.pth --infos data/fusionocc_infos.pkl --out adj.pth
+
+(The command was `fusionocc calibrate` before; that name stays as a deprecated alias for one release. It has
+nothing to do with sensor calibration: that is `fusionocc rig` and the node's calibration YAML.)
 """
 
 from __future__ import annotations
@@ -29,6 +32,14 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
+from fusionocc_core.cli_options import (
+    DeviceError,
+    add_device,
+    add_infos,
+    add_no_progress,
+    add_workers,
+    resolve_device,
+)
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.infos import InfoIndexError
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores
@@ -82,7 +93,7 @@ def sweep_taus(model: torch.nn.Module, batches: Iterable[dict[str, Any]], offset
     """
     offsets = offsets.to(device)
     metrics = [(OccupancyMetric(use_camera_mask=True), OccupancyMetric(use_camera_mask=False)) for _ in taus]
-    for batch in tqdm(batches, desc="calibrate", unit="batch", total=total, disable=not progress):
+    for batch in tqdm(batches, desc="adjust-logits", unit="batch", total=total, disable=not progress):
         logits = model(*(batch[k].to(device) for k in MODEL_INPUTS))
         gt = batch["voxel_semantics"].to(device)
         mask = batch["mask_camera"].to(device)
@@ -103,7 +114,7 @@ def choose_tau(scores: Sequence[TauScores], protocol: str = "camera mask") -> Ta
     """
     scored = [s for s in scores if s.headline(protocol) == s.headline(protocol)]  # drop NaN
     if not scored:
-        raise CalibrationError("nothing was scored: the calibration split has no labelled voxels")
+        raise CalibrationError("nothing was scored: the split tau is chosen on has no labelled voxels")
     best = max(s.headline(protocol) for s in scored)
     return min((s for s in scored if s.headline(protocol) == best), key=lambda s: s.tau)
 
@@ -137,7 +148,7 @@ class LogitCache:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(V, classes) float32 logits and (V,) int64 labels of every cached voxel the protocol scores."""
         if not self._labels:
-            raise CalibrationError("nothing was cached: the calibration split has no scored voxels")
+            raise CalibrationError("nothing was cached: the split tau is chosen on has no scored voxels")
         return torch.cat(self._logits), torch.cat(self._labels).long()
 
     def unobserved(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -273,8 +284,8 @@ def parse_taus(text: str) -> tuple[float, ...]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint trained with class weights")
-    parser.add_argument("--infos", type=Path, required=True, help="info index written by `fusionocc prepare`")
-    parser.add_argument("--out", type=Path, required=True, help="where to write the calibrated checkpoint")
+    add_infos(parser, required=True, help="info index written by `fusionocc prepare`")
+    parser.add_argument("--out", type=Path, required=True, help="where to write the adjusted checkpoint")
     parser.add_argument("--split", default="train",
                         help="split tau is chosen on (default: train, so that val stays held out)")
     parser.add_argument("--dataroot", type=Path, default=None, help="dataroot, if moved since `prepare`")
@@ -292,9 +303,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--limit", type=int, default=None, help="use only the first N samples of the split")
     parser.add_argument("--half", action="store_true", help="store the weights in float16 (shipping)")
     parser.add_argument("--json", type=Path, default=None, help="also write the sweep as JSON here")
-    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    parser.add_argument("--num-workers", type=int, default=2, help="data-loading processes (default: 2)")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_device(parser, what="device the split is scored on")
+    add_workers(parser, what="data-loading processes", deprecated=("--num-workers",))
+    add_no_progress(parser, deprecated=("--quiet",))
 
 
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
@@ -306,35 +317,39 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         raise CalibrationError("--guard-unobserved guards the --per-class refinement of the camera-mask protocol; "
                                "it needs --per-class and no --no-camera-mask")
     try:
-        model, extra = load_checkpoint_with_extra(args.checkpoint, args.device)
+        device = resolve_device(args.device)
+    except DeviceError as error:
+        raise CalibrationError(str(error)) from None
+    try:
+        model, extra = load_checkpoint_with_extra(args.checkpoint, device)
     except CheckpointError as error:
         raise CalibrationError(str(error)) from None
     if "logit_adjustment" in extra:
-        raise CalibrationError(f"{args.checkpoint} is already calibrated (tau "
-                               f"{extra['logit_adjustment'].get('tau')}); calibrate the uncalibrated one")
+        raise CalibrationError(f"{args.checkpoint} is already logit-adjusted (tau "
+                               f"{extra['logit_adjustment'].get('tau')}); adjust the original one")
     if "class_weights" in extra:
         weights, source = torch.tensor(extra["class_weights"]), "stored in the checkpoint"
     else:
-        weights = training_class_weights(args.infos, args.dataroot, progress=not args.quiet)
+        weights = training_class_weights(args.infos, args.dataroot, progress=not args.no_progress)
         source = "recomputed: ENet weights of the train split's camera-visible labels"
     print(f"class weights ({source}): " + " ".join(f"{w:.2f}" for w in weights.tolist()))
     offsets = prior_offsets(weights)
     loader = split_loader(args.infos, model, split=args.split, dataroot=args.dataroot, limit=args.limit,
-                          num_workers=args.num_workers, device=args.device)
+                          num_workers=args.workers, device=device)
     if len(loader.dataset) == 0:
         raise CalibrationError(f"split '{args.split}' of {args.infos} has no samples")
     protocol = "no mask" if args.no_camera_mask else "camera mask"
     cache = None
     if args.per_class:
         cache = LogitCache(use_camera_mask=not args.no_camera_mask, keep_unobserved=args.guard_unobserved)
-    scores = sweep_taus(model, loader, offsets, args.taus, device=args.device, total=len(loader),
-                        progress=not args.quiet, cache=cache)
+    scores = sweep_taus(model, loader, offsets, args.taus, device=device, total=len(loader),
+                        progress=not args.no_progress, cache=cache)
     chosen = choose_tau(scores, protocol)
     print(format_sweep(scores, chosen))
     final = chosen.tau * offsets.cpu()
     per_class = None
     if cache is not None:
-        final, per_class = refine_class_offsets(cache, final, progress=not args.quiet)
+        final, per_class = refine_class_offsets(cache, final, progress=not args.no_progress)
         del cache
         print(f"per-class refinement: {protocol} mIoU {per_class['miou_before']:.2f} -> {per_class['miou']:.2f} "
               f"on {args.split} ({len(per_class['accepted'])} shifts accepted: "
@@ -343,7 +358,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
             guard = per_class["guard"]
             print(f"guard: no-mask mIoU {guard['miou_no_mask_before']:.2f} -> {guard['miou_no_mask']:.2f} on "
                   f"{args.split}; {guard['refused']} better camera-mask shifts refused for lowering it")
-    model.head.add_class_offsets(final.to(args.device))
+    model.head.add_class_offsets(final.to(device))
     record = {
         "tau": chosen.tau,
         "offsets": final.tolist(),
@@ -373,6 +388,6 @@ def run(args: argparse.Namespace) -> int:
     try:
         calibrate(args)
     except (CalibrationError, InfoIndexError, DatasetError) as error:
-        print(f"fusionocc calibrate: {error}", file=sys.stderr)
+        print(f"fusionocc adjust-logits: {error}", file=sys.stderr)
         return 2
     return 0

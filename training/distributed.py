@@ -37,23 +37,29 @@ def setup_distributed(device: str = "auto") -> DistInfo:
     """Joins the process group when launched by torchrun (WORLD_SIZE > 1), else describes a single process.
 
     Args:
-        device: "auto" (CUDA when available), "cpu" or "cuda".
+        device: "auto" (CUDA when available), "cpu", "cuda" (cuda:LOCAL_RANK) or "cuda:N" (one process only).
 
     Raises:
-        RuntimeError: CUDA was asked for but is not available, or fewer GPUs than local ranks.
+        RuntimeError: CUDA was asked for but is not available, fewer GPUs than local ranks, or cuda:N under
+            torchrun.
     """
-    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    use_cuda = torch.cuda.is_available() if device == "auto" else device.startswith("cuda")
     if use_cuda and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for but torch.cuda.is_available() is False")
+        raise RuntimeError(f"device '{device}' was asked for but torch.cuda.is_available() is False")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
-        if local_rank >= torch.cuda.device_count():
-            raise RuntimeError(f"local rank {local_rank} but only {torch.cuda.device_count()} GPUs are "
-                               f"visible")
-        torch.cuda.set_device(local_rank)
-        dev = torch.device("cuda", local_rank)
+        index = local_rank
+        if device.startswith("cuda:"):
+            if world_size > 1:
+                raise RuntimeError(f"--device {device} picks one GPU; under torchrun pass --device cuda "
+                                   "(each rank takes cuda:LOCAL_RANK)")
+            index = int(device.partition(":")[2])
+        if index >= torch.cuda.device_count():
+            raise RuntimeError(f"GPU {index} asked for but only {torch.cuda.device_count()} GPUs are visible")
+        torch.cuda.set_device(index)
+        dev = torch.device("cuda", index)
     else:
         dev = torch.device("cpu")
     if world_size > 1 and not dist.is_initialized():

@@ -21,6 +21,14 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
+from fusionocc_core.cli_options import (
+    DeviceError,
+    add_device,
+    add_infos,
+    add_no_progress,
+    add_workers,
+    resolve_device,
+)
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.files import DataFileError, read_occ
 from fusionocc_core.data.infos import InfoIndexError, load_infos
@@ -198,7 +206,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     source.add_argument(
         "--pred-dir", type=Path, help="folder of <sample_token>.npz predictions (array 'semantics')"
     )
-    parser.add_argument("--infos", type=Path, required=True, help="info index written by `fusionocc prepare`")
+    add_infos(parser, required=True, help="info index written by `fusionocc prepare`")
     parser.add_argument(
         "--split", default="val", help="split to score: train, val, test or all (default: val)"
     )
@@ -213,12 +221,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--out", type=Path, default=None, help="write the scores of both protocols as JSON here"
     )
-    parser.add_argument(
-        "--device",
-        default="cuda" if torch.cuda.is_available() else "cpu",
-        help="device for --checkpoint (default: cuda when available)",
-    )
-    parser.add_argument("--num-workers", type=int, default=4, help="data-loading processes (default: 4)")
+    add_device(parser, what="device for --checkpoint")
+    add_workers(parser, what="data-loading processes", deprecated=("--num-workers",))
     parser.add_argument(
         "--save-pred",
         type=Path,
@@ -242,7 +246,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "missing camera (its features zeroed, as the node's degraded mode) and once without the lidar "
         "(lidar volume and sparse depth zeroed: what a camera-only fallback would give)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_no_progress(parser, deprecated=("--quiet",))
 
 
 def load_model(path: Path, device: str, *, original_preset: str | None = None) -> torch.nn.Module:
@@ -326,29 +330,30 @@ def split_loader(index_path: Path, model: torch.nn.Module, *, split: str | None,
 def _run_checkpoint(
     args: argparse.Namespace, index_path: Path, split: str | None, primary: str
 ) -> EvaluationResult | list[tuple[str, EvaluationResult]]:
-    model = load_model(args.checkpoint, args.device, original_preset=args.original)
+    device = resolve_device(args.device)
+    model = load_model(args.checkpoint, device, original_preset=args.original)
     loader = split_loader(index_path, model, split=split, dataroot=args.dataroot, limit=args.limit,
-                          num_workers=args.num_workers, device=args.device)
+                          num_workers=args.workers, device=device)
     if getattr(args, "dropout", False):
         from fusionocc_core.occ3d import CAMERA_NAMES
 
         rows = []
         for name, camera, lidar in dropout_conditions(CAMERA_NAMES):
-            result = evaluate_model(dropout_predict(model, camera, lidar), loader, device=args.device, split=split,
+            result = evaluate_model(dropout_predict(model, camera, lidar), loader, device=device, split=split,
                                     source=f"{args.checkpoint} ({name})", primary=primary, total=len(loader),
-                                    progress=not args.quiet)
+                                    progress=not args.no_progress)
             rows.append((name, result))
         return rows
     return evaluate_model(
         model.predict,
         loader,
-        device=args.device,
+        device=device,
         split=split,
         source=str(args.checkpoint),
         primary=primary,
         save_dir=args.save_pred,
         total=len(loader),
-        progress=not args.quiet,
+        progress=not args.no_progress,
     )
 
 
@@ -363,11 +368,11 @@ def run(args: argparse.Namespace) -> int:
             if args.limit is not None:
                 index["samples"] = _split_samples(index, split)[: args.limit]
             result = evaluate_predictions(
-                index, args.pred_dir, split=split, primary=primary, progress=not args.quiet
+                index, args.pred_dir, split=split, primary=primary, progress=not args.no_progress
             )
         else:
             result = _run_checkpoint(args, args.infos, split, primary)
-    except (EvaluationError, InfoIndexError, DatasetError) as error:
+    except (EvaluationError, InfoIndexError, DatasetError, DeviceError) as error:
         print(f"fusionocc eval: {error}", file=sys.stderr)
         return 2
     if isinstance(result, list):  # --dropout

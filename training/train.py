@@ -1,7 +1,7 @@
 """Train FusionOcc on an info index (nuScenes + Occ3D or the synthetic world), one process or torchrun.
 
     fusionocc train --config training/configs/tiny_synth.yaml --set info_path=DATA/fusionocc_infos.pkl
-    torchrun --nproc-per-node 2 -m training.train --config training/configs/official.yaml --info ...
+    torchrun --nproc-per-node 2 -m training.train --config training/configs/official.yaml --infos ...
 
 AdamW with linear warm-up + cosine decay, grad-norm clipping, EMA of the weights, optional AMP on CUDA,
 TensorBoard scalars and a metrics.jsonl in the run folder, periodic validation mIoU (camera-mask and no-mask
@@ -30,7 +30,8 @@ from training.checkpointing import (
     CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_name,
     find_latest_valid, prune_checkpoints, read_checkpoint, rng_state, set_rng_state,
 )
-from training.config import ConfigError, TrainConfig, load_config, parse_set_options, save_config
+from fusionocc_core.cli_options import add_device, add_infos, add_preset, deprecated_alias
+from training.config import MODALITIES, ConfigError, TrainConfig, load_config, parse_set_options, save_config
 from training.distributed import (
     DistInfo, ResumableSampler, SeededDataset, all_reduce_mean, broadcast_from_main, cleanup_distributed,
     setup_distributed,
@@ -129,7 +130,7 @@ def input_size(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
 
 def check_info_path(config: TrainConfig) -> None:
     if not config.info_path:
-        raise TrainError("no info index given: pass --info PATH (written by `fusionocc prepare DATAROOT`)")
+        raise TrainError("no info index given: pass --infos PATH (written by `fusionocc prepare DATAROOT`)")
     if not Path(config.info_path).is_file():
         raise TrainError(f"info index {config.info_path} does not exist; run `fusionocc prepare DATAROOT` "
                          f"first")
@@ -344,8 +345,8 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
 def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None,
                  class_weights: torch.Tensor | None = None) -> None:
     """The (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load).
-    The occupancy class weights of the loss, if any, are stored too: `fusionocc calibrate` undoes the prior
-    they taught the model."""
+    The occupancy class weights of the loss, if any, are stored too: `fusionocc adjust-logits` undoes the
+    prior they taught the model."""
     from fusionocc_core.model.checkpoint import save_checkpoint
     from fusionocc_core.model.fusionocc import FusionOcc
 
@@ -528,11 +529,16 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "(training/configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="override any TrainConfig option, e.g. --set lr=1e-4 (repeatable)")
-    parser.add_argument("--info", dest="info_path", default=None,
-                        help="info index written by `fusionocc prepare DATAROOT`")
-    parser.add_argument("--out-dir", default=None, help="run folder: checkpoints, TensorBoard, metrics.jsonl")
-    parser.add_argument("--model", default=None, help="model preset: official, fast, tiny")
-    parser.add_argument("--modality", default=None, choices=("fusion", "camera", "lidar"))
+    add_infos(parser, dest="info_path", deprecated=("--info",),
+              help="info index written by `fusionocc prepare DATAROOT` (TrainConfig info_path)")
+    parser.add_argument("--out", dest="out_dir", type=Path, default=None, metavar="RUN",
+                        help="run folder: checkpoints, TensorBoard, metrics.jsonl (TrainConfig out_dir)")
+    deprecated_alias(parser, "--out-dir", "--out")
+    add_preset(parser, dest="model", deprecated=("--model",),
+               help="model preset (TrainConfig model; default: the config's, else official)")
+    parser.add_argument("--modality", default=None, choices=MODALITIES,
+                        help="sensor branches to train: fusion (both), camera or lidar only, the other "
+                             "switched off (TrainConfig modality; default: the config's, else fusion)")
     parser.add_argument("--max-iters", type=int, default=None, help="total optimizer steps (default: epochs)")
     parser.add_argument("--batch-size", type=int, default=None, help="samples per rank and step")
     parser.add_argument("--amp", default=None, choices=("none", "bf16", "fp16"), help="autocast on CUDA")
@@ -542,21 +548,21 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="BEVDet-Occ .pth (camera branch, non-strict)")
     parser.add_argument("--resume", default="", metavar="auto|PATH",
                         help="continue a run: 'auto' = newest valid checkpoint of the run folder, or a file")
-    parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
+    add_device(parser, what="training device; under torchrun each rank takes cuda:LOCAL_RANK for cuda")
 
 
 def resume_base_config(resume: str, config_file: Path | None, out_dir: str | None) -> Path | None:
     """The YAML a command-line resume starts from: --config when given, else the run folder's config.yaml
-    (written when the run started), so `--resume auto --out-dir RUN` needs nothing else. The run folder is
-    --out-dir, or the folder of `--resume PATH`.
+    (written when the run started), so `--resume auto --out RUN` needs nothing else. The run folder is
+    --out, or the folder of `--resume PATH`.
 
     Raises:
-        ConfigError: `--resume auto` with neither --config nor --out-dir (nowhere to look).
+        ConfigError: `--resume auto` with neither --config nor --out (nowhere to look).
     """
     if not resume or config_file is not None:
         return config_file
     if out_dir is None and resume == "auto":
-        raise ConfigError("--resume auto needs --out-dir RUN (or --config) to know which run folder to "
+        raise ConfigError("--resume auto needs --out RUN (or --config) to know which run folder to "
                           "continue")
     run_dir = Path(out_dir) if out_dir is not None else Path(resume).parent
     return run_dir / "config.yaml" if (run_dir / "config.yaml").is_file() else None
@@ -571,7 +577,8 @@ def run(args: argparse.Namespace) -> int:
         for key in ("info_path", "out_dir", "model", "modality", "max_iters", "batch_size", "amp",
                     "init_from", "init_camera_from"):
             if getattr(args, key) is not None:
-                overrides[key] = getattr(args, key)
+                value = getattr(args, key)
+                overrides[key] = str(value) if isinstance(value, Path) else value
         if args.resume and args.resume != "auto" and args.config is None:
             overrides.setdefault("out_dir", str(Path(args.resume).parent))
         base = resume_base_config(args.resume, args.config, overrides.get("out_dir"))
@@ -579,7 +586,11 @@ def run(args: argparse.Namespace) -> int:
     except ConfigError as error:
         print(f"fusionocc train: {error}", file=sys.stderr)
         return 2
-    info = setup_distributed(args.device)
+    try:
+        info = setup_distributed(args.device)
+    except RuntimeError as error:  # no CUDA, no such GPU
+        print(f"fusionocc train: {error}", file=sys.stderr)
+        return 2
     try:
         summary = train(config, info, resume=args.resume)
     except (TrainError, CheckpointError, DatasetError, InfoIndexError) as error:

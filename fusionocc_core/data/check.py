@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from fusionocc_core.cli_options import add_infos, add_no_progress, add_version, find_versions
 from fusionocc_core.data.files import (
     OCC_ARRAYS,
     fix_for,
@@ -85,7 +86,7 @@ def _examples(items: list[str]) -> str:
 def _find_version(dataroot: Path, version: str | None, report: CheckReport) -> str | None:
     if version is not None:
         return version
-    found = sorted(p.name for p in dataroot.glob("v1.0-*") if p.is_dir())
+    found = find_versions(dataroot)  # the rule of every --version (fusionocc_core.cli_options)
     if len(found) == 1:
         return found[0]
     if not found:
@@ -356,7 +357,7 @@ def _check_prepared(nusc: Any, infos_path: Path, dataroot: Path, report: CheckRe
             False,
             "imgseg",
             f"{len(wrong)} maps unreadable or of the wrong shape: {_examples(wrong)}",
-            f"run `fusionocc prepare {dataroot} --out {infos_path.parent} --overwrite`",
+            f"run `fusionocc prepare {dataroot} --out {infos_path.parent} --recompute-imgseg`",
         )
     if not missing and not wrong:
         report.add(True, "imgseg", f"{len(index['samples'])} maps in {root}")
@@ -450,27 +451,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataroot", type=Path, help="nuScenes-format folder (v1.0-*/, samples/, lidarseg/, gts/)"
     )
-    parser.add_argument(
-        "--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)"
-    )
-    parser.add_argument(
-        "--infos",
-        type=Path,
-        default=None,
-        help="info index to validate (default: DATAROOT/fusionocc_infos.pkl)",
-    )
+    add_version(parser)
+    add_infos(parser, help="info index to validate (default: DATAROOT/fusionocc_infos.pkl)")
     parser.add_argument(
         "--deep",
         action="store_true",
         help="decode every image and open every gts archive (slow on trainval; default: image headers and "
         "sizes, a sample of the gts)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_no_progress(parser, deprecated=("--quiet",))
 
 
 def run(args: argparse.Namespace) -> int:
     report = check_dataroot(
-        args.dataroot, version=args.version, infos=args.infos, deep=args.deep, progress=not args.quiet
+        args.dataroot, version=args.version, infos=args.infos, deep=args.deep, progress=not args.no_progress
     )
     print(report.format(), file=sys.stdout if report.ok else sys.stderr)
     return 0 if report.ok else 1

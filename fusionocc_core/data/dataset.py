@@ -219,12 +219,12 @@ class OccupancyDataset(Dataset):
         except (OSError, ValueError, EOFError) as error:
             raise DatasetError(
                 f"imgseg map {path} is unreadable ({type(error).__name__}: {error}); rewrite it with "
-                f"`fusionocc prepare {self.dataroot} --overwrite`"
+                f"`fusionocc prepare {self.dataroot} --recompute-imgseg`"
             ) from None
         if seg.ndim != 3 or seg.shape[0] != len(CAMERA_NAMES):
             raise DatasetError(
                 f"imgseg map {path} has shape {seg.shape}, expected ({len(CAMERA_NAMES)}, h, w); rewrite it "
-                f"with `fusionocc prepare {self.dataroot} --overwrite`"
+                f"with `fusionocc prepare {self.dataroot} --recompute-imgseg`"
             )
         return seg
 

@@ -1,7 +1,7 @@
 """Validated readers of the dataset files every command reads, and the fix that applies to each.
 
 One module decides what a damaged file is, so `fusionocc check-data` reports exactly what `prepare`, `train`,
-`eval`, `calibrate`, `convert` and `render` refuse: a `.pcd.bin` that is not a whole number of 5 x float32
+`eval`, `adjust-logits`, `convert` and `render` refuse: a `.pcd.bin` that is not a whole number of 5 x float32
 points, a lidarseg file whose label count differs from its sweep's point count, an image PIL cannot identify
 (or decode, when decoded) or of another size than its sample_data record, an Occ3D `labels.npz` without its
 (200, 200, 16) arrays, a non-finite pose, a table that is not JSON. Each `*_problem` function returns a short

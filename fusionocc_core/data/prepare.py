@@ -2,7 +2,7 @@
 
 Reads DATAROOT with the official nuscenes-devkit (tables, lidarseg, Occ3D gts/ paths) and writes
 OUT/fusionocc_infos.pkl plus OUT/imgseg/<scene>/<sample_token>.npy (OUT defaults to DATAROOT). Existing imgseg
-maps are kept, so an interrupted run resumes; --overwrite redoes them.
+maps are kept, so an interrupted run resumes; --recompute-imgseg redoes them.
 
 Before writing anything, every file training will read is checked (each keyframe JPEG's header and size,
 each `.pcd.bin` a whole number of points, each lidarseg file one label per point, each Occ3D labels.npz when
@@ -19,6 +19,14 @@ from typing import Any
 
 from tqdm import tqdm
 
+from fusionocc_core.cli_options import (
+    VersionError,
+    add_no_progress,
+    add_version,
+    add_workers,
+    deprecated_alias,
+    resolve_version,
+)
 from fusionocc_core.data.files import (
     DataFileError,
     fix_for,
@@ -36,23 +44,6 @@ from fusionocc_core.data.infos import (
     build_infos,
     save_infos,
 )
-
-
-def detect_version(dataroot: Path) -> str:
-    """The single `v1.0-*` table folder of a dataroot.
-
-    Raises:
-        FileNotFoundError: none or several candidates (the message lists them and says to pass --version).
-    """
-    found = sorted(p.name for p in dataroot.glob("v1.0-*") if (p / "scene.json").is_file())
-    if len(found) == 1:
-        return found[0]
-    if not found:
-        raise FileNotFoundError(
-            f"no v1.0-*/scene.json table folder in {dataroot}; run "
-            f"`fusionocc check-data {dataroot}` to see what is missing"
-        )
-    raise FileNotFoundError(f"several table folders in {dataroot} ({', '.join(found)}); pass --version")
 
 
 def check_sources(index: dict[str, Any], *, with_lidarseg: bool, progress: bool = True) -> None:
@@ -95,9 +86,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "dataroot", type=Path, help="nuScenes-format dataroot (v1.0-*/, samples/, lidarseg/, gts/)"
     )
-    parser.add_argument(
-        "--version", default=None, help="table folder, e.g. v1.0-trainval (default: the only one)"
-    )
+    add_version(parser)
     parser.add_argument("--out", type=Path, default=None, help="output folder (default: DATAROOT)")
     parser.add_argument(
         "--val-fraction",
@@ -115,11 +104,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-imgseg", action="store_true", help="write only the info index (no lidarseg needed)"
     )
-    parser.add_argument("--overwrite", action="store_true", help="recompute existing imgseg maps")
     parser.add_argument(
-        "--workers", type=int, default=0, help="processes for the imgseg maps (default: 0 = this process)"
+        "--recompute-imgseg",
+        action="store_true",
+        help="recompute the imgseg maps that exist (default: keep them, so an interrupted run resumes)",
     )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    deprecated_alias(parser, "--overwrite", "--recompute-imgseg")
+    add_workers(parser, what="processes writing the imgseg maps")
+    add_no_progress(parser, deprecated=("--quiet",))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -128,8 +120,8 @@ def run(args: argparse.Namespace) -> int:
     dataroot: Path = args.dataroot.resolve()
     out: Path = (args.out or dataroot).resolve()
     try:
-        version = args.version or detect_version(dataroot)
-    except FileNotFoundError as error:
+        version = resolve_version(dataroot, args.version)
+    except VersionError as error:
         print(f"fusionocc prepare: {error}", file=sys.stderr)
         return 2
     config = InfoBuildConfig(
@@ -139,8 +131,8 @@ def run(args: argparse.Namespace) -> int:
         imgseg_root=None if args.no_imgseg else "imgseg",
     )
     try:
-        nusc = open_nuscenes(dataroot, version, verbose=not args.quiet)
-        index = build_infos(nusc, config=config, progress=not args.quiet)
+        nusc = open_nuscenes(dataroot, version, verbose=not args.no_progress)
+        index = build_infos(nusc, config=config, progress=not args.no_progress)
         del nusc  # the devkit's tables are large on trainval; free them before the imgseg pass
         if not args.no_imgseg:
             missing = sum(info["lidar"]["lidarseg_path"] is None for info in index["samples"])
@@ -150,10 +142,14 @@ def run(args: argparse.Namespace) -> int:
                     f"pass --no-imgseg"
                 )
         # Before anything is written: a damaged file must not leave an index or maps behind.
-        check_sources(index, with_lidarseg=not args.no_imgseg, progress=not args.quiet)
+        check_sources(index, with_lidarseg=not args.no_imgseg, progress=not args.no_progress)
         if not args.no_imgseg:
             written = write_imgseg(
-                index, out / "imgseg", overwrite=args.overwrite, workers=args.workers, progress=not args.quiet
+                index,
+                out / "imgseg",
+                overwrite=args.recompute_imgseg,
+                workers=args.workers,
+                progress=not args.no_progress,
             )
             print(f"imgseg: {written} written, {len(index['samples']) - written} kept, in {out / 'imgseg'}")
     except (InfoIndexError, DataFileError) as error:

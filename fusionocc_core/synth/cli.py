@@ -12,16 +12,9 @@ import argparse
 import time
 from pathlib import Path
 
+from fusionocc_core.cli_options import add_no_progress, add_workers, image_size
 from fusionocc_core.synth.errors import SynthError
-from fusionocc_core.synth.generate import default_workers, generate_dataset
-
-
-def _image_size(text: str) -> tuple[int, int]:
-    try:
-        width, height = (int(v) for v in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"image size must look like 1600x900, got {text!r}") from None
-    return width, height
+from fusionocc_core.synth.generate import generate_dataset
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -41,7 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--image-size",
-        type=_image_size,
+        type=image_size,
         default=(1600, 900),
         metavar="WxH",
         help="camera image size; intrinsics scale from 1600x900 (default: 1600x900)",
@@ -57,13 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=0.5,
         help="render scale of non-keyframe camera images, upsampled to full size (default: %(default)s)",
     )
-    parser.add_argument(
-        "--workers",
-        type=int,
-        default=default_workers(),
-        help="processes rendering frames; the output does not depend on it (default: %(default)s)",
-    )
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_workers(parser, what="processes rendering frames; the output does not depend on it")
+    add_no_progress(parser, deprecated=("--quiet",))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -81,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
             with_sweeps=not args.no_sweeps,
             sweep_image_scale=args.sweep_image_scale,
             workers=args.workers,
-            progress=not args.quiet,
+            progress=not args.no_progress,
         )
     except SynthError as error:
         print(f"fusionocc synth: {error}")

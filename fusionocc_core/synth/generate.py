@@ -40,8 +40,11 @@ COMPLETE_MARKER = "SYNTH_COMPLETE"  # written last: a dataroot without it is unf
 
 
 def default_workers() -> int:
-    """A sensible worker count for the command line: the CPU count, at most 4."""
-    return max(1, min(4, os.cpu_count() or 1))
+    """A sensible worker count for the command line: the usable CPUs, at most 4 (the rule of every
+    `--workers`, `fusionocc_core.cli_options.default_workers`)."""
+    from fusionocc_core.cli_options import default_workers as shared
+
+    return shared()
 
 
 def generate_dataset(

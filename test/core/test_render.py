@@ -83,7 +83,8 @@ def test_cli(synth_dataroot: Path, tmp_path: Path, capsys: pytest.CaptureFixture
     assert cli_main(["render", str(tmp_path / "missing.npz"), "--out", str(out)]) == 2
     assert "does not exist" in capsys.readouterr().err
     # With an info index, a saved prediction <token>.npz finds its ground truth and camera images.
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(tmp_path), "--no-imgseg", "--quiet"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(tmp_path), "--no-imgseg",
+                     "--no-progress"]) == 0
     token = gt.parent.name
     np.savez(tmp_path / f"{token}.npz", semantics=_empty())
     infos = str(tmp_path / "fusionocc_infos.pkl")

@@ -31,13 +31,13 @@ def test_prepared_dataroot_passes(dataroot: Path, capsys: pytest.CaptureFixture[
         f"info index: info index {dataroot}/fusionocc_infos.pkl does not exist | fix: run "
         f"`fusionocc prepare {dataroot} --out {dataroot}`"
     ]
-    assert cli_main(["prepare", str(dataroot), "--quiet"]) == 0
-    assert cli_main(["check-data", str(dataroot), "--quiet", "--deep"]) == 0
+    assert cli_main(["prepare", str(dataroot), "--no-progress"]) == 0
+    assert cli_main(["check-data", str(dataroot), "--no-progress", "--deep"]) == 0
     assert "all checks passed" in capsys.readouterr().out
 
 
 def test_every_broken_piece_is_named(dataroot: Path) -> None:
-    assert cli_main(["prepare", str(dataroot), "--quiet"]) == 0
+    assert cli_main(["prepare", str(dataroot), "--no-progress"]) == 0
     cam_file = sorted((dataroot / "samples" / "CAM_BACK").iterdir())[0]
     cam_file.unlink()
     seg = sorted((dataroot / "lidarseg" / "v1.0-mini").iterdir())

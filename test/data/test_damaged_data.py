@@ -34,7 +34,7 @@ def prepared(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     """A hard-linked copy of the cached world with its info index and imgseg maps (written once)."""
     root = tmp_path_factory.mktemp("damaged") / "prepared"
     shutil.copytree(synth_dataroot, root, copy_function=os.link)
-    assert cli_main(["prepare", str(root), "--quiet"]) == 0
+    assert cli_main(["prepare", str(root), "--no-progress"]) == 0
     return root
 
 
@@ -146,7 +146,7 @@ DAMAGES: dict[str, tuple[Callable[[Path, dict[str, Any]], Path], str, str, tuple
     "image_wrong_size": (_image_half_size, "its sample_data record says", "its sample_data record says",
                          ("prepare", "eval")),
     "gts_cut": (_gts_cut, "unreadable as an .npz archive", "unreadable as an .npz archive",
-                ("prepare", "train", "eval", "calibrate", "render", "convert")),
+                ("prepare", "train", "eval", "adjust-logits", "render", "convert")),
     "lidarseg_short": (_lidarseg_short, "labels for the", "labels for the", ("prepare",)),
 }
 # prepare and convert are hit in the last scene: a lazy check would have written the first scene's imgseg
@@ -175,21 +175,21 @@ def _run(command: str, root: Path, index: dict[str, Any], damage: str, out: Path
     infos = str(root / DEFAULT_INFO_NAME)
     split, other = _split_of_first(index)
     if command == "prepare":
-        return ["prepare", str(root), "--out", str(out), "--quiet"]
+        return ["prepare", str(root), "--out", str(out), "--no-progress"]
     if command == "convert":
         extra = ["--with-occ-gt"] if damage == "gts_cut" else []
         return ["convert", str(root), "--out", str(out), "--all", "--no-progress", *extra]
     if command == "eval":
         return ["eval", "--checkpoint", str(checkpoint), "--infos", infos, "--split", split, "--limit", "1",
-                "--num-workers", "0", "--device", "cpu", "--out", str(out / "scores.json"), "--quiet"]
-    if command == "calibrate":
-        return ["calibrate", "--checkpoint", str(checkpoint), "--infos", infos, "--out", str(out / "cal.pth"),
-                "--split", split, "--limit", "1", "--taus", "0", "--num-workers", "0", "--device", "cpu",
-                "--quiet"]
+                "--workers", "0", "--device", "cpu", "--out", str(out / "scores.json"), "--no-progress"]
+    if command == "adjust-logits":
+        return ["adjust-logits", "--checkpoint", str(checkpoint), "--infos", infos,
+                "--out", str(out / "cal.pth"), "--split", split, "--limit", "1", "--taus", "0",
+                "--workers", "0", "--device", "cpu", "--no-progress"]
     if command == "train":
         # The first keyframe's sweep is in every keyframe's lidar window of its scene and enet weights read
         # every label of the split first: the first step reads the damaged file whichever sample it draws.
-        return ["train", "--config", str(TINY_CONFIG), "--info", infos, "--out-dir", str(out),
+        return ["train", "--config", str(TINY_CONFIG), "--infos", infos, "--out", str(out),
                 "--device", "cpu", "--max-iters", "1", "--set", "num_workers=0", "--set", "progress=false",
                 "--set", f"train_split={split}", "--set", f"val_split={other}", "--set", "class_weights=enet"]
     if command == "render":
@@ -232,7 +232,7 @@ def test_check_data_names_the_damaged_file_and_its_fix(
     function, _, problem, _ = DAMAGES[damage]
     path = function(root, index["samples"][0])
     capsys.readouterr()
-    assert cli_main(["check-data", str(root), "--quiet", "--deep"]) == 1
+    assert cli_main(["check-data", str(root), "--no-progress", "--deep"]) == 1
     report = capsys.readouterr().err.splitlines()
     failed = [i for i, line in enumerate(report) if "[FAIL]" in line]
     # Exactly one finding, and it is about the damaged file (a long sweep does not blame its lidarseg file).
@@ -252,8 +252,8 @@ def test_train_on_an_index_without_val_samples(prepared: Path, tmp_path: Path,
     (root / DEFAULT_INFO_NAME).unlink()
     save_infos(index, root / DEFAULT_INFO_NAME)
     capsys.readouterr()
-    code = cli_main(["train", "--config", str(TINY_CONFIG), "--info", str(root / DEFAULT_INFO_NAME),
-                     "--out-dir", str(tmp_path / "run"), "--device", "cpu", "--max-iters", "1",
+    code = cli_main(["train", "--config", str(TINY_CONFIG), "--infos", str(root / DEFAULT_INFO_NAME),
+                     "--out", str(tmp_path / "run"), "--device", "cpu", "--max-iters", "1",
                      "--set", "num_workers=0", "--set", "progress=false"])
     line = _one_line_error(code, capsys.readouterr().err, root / DEFAULT_INFO_NAME, "split 'val'")
     assert "is empty" in line and "--val-scenes" in line
@@ -274,13 +274,13 @@ def test_real_process_with_loader_workers_prints_one_line(prepared: Path, checkp
     image = _jpeg_garbage(root, index["samples"][0])
     split, _ = _split_of_first(index)
     result = _subprocess(["eval", "--checkpoint", str(checkpoint), "--infos", str(root / DEFAULT_INFO_NAME),
-                          "--split", split, "--limit", "1", "--num-workers", "1", "--device", "cpu",
-                          "--out", str(tmp_path / "out" / "scores.json"), "--quiet"])
+                          "--split", split, "--limit", "1", "--workers", "1", "--device", "cpu",
+                          "--out", str(tmp_path / "out" / "scores.json"), "--no-progress"])
     _one_line_error(result.returncode, result.stderr, image, "not a readable image")
     assert not (tmp_path / "out").exists()
     root, index = _world(prepared, tmp_path / "world2")
     sweep = _pcd_longer(9)(root, index["samples"][-1])
-    result = _subprocess(["prepare", str(root), "--out", str(tmp_path / "prepared"), "--quiet"])
+    result = _subprocess(["prepare", str(root), "--out", str(tmp_path / "prepared"), "--no-progress"])
     _one_line_error(result.returncode, result.stderr, sweep, "not a whole number of 20-byte points")
     assert not (tmp_path / "prepared").exists()
 

@@ -21,7 +21,7 @@ INPUT = (128, 352)
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--no-progress"]) == 0
     return out / "fusionocc_infos.pkl"
 
 

@@ -20,7 +20,7 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
             "--no-sweeps",
             "--seed",
             "2",
-            "--quiet",
+            "--no-progress",
         ]
     )
     assert code == 0
@@ -31,7 +31,7 @@ def test_cli_writes_a_dataset(tmp_path, capsys):
 
 def test_cli_reports_a_non_empty_output(tmp_path, capsys):
     (tmp_path / "f").write_text("x")
-    assert main(["--out", str(tmp_path), "--keyframes", "1", "--image-size", "64x36", "--quiet"]) == 2
+    assert main(["--out", str(tmp_path), "--keyframes", "1", "--image-size", "64x36", "--no-progress"]) == 2
     assert "not empty" in capsys.readouterr().out
 
 

@@ -1,5 +1,6 @@
-"""fusionocc calibrate: the tau sweep picks the scale that undoes a known prior, the offsets are folded into
-the head exactly, and the command writes a loadable checkpoint that records what it did (and refuses twice)."""
+"""fusionocc adjust-logits: the tau sweep picks the scale that undoes a known prior, the offsets are folded
+into the head exactly, and the command writes a loadable checkpoint that records what it did (and refuses
+twice)."""
 
 from __future__ import annotations
 
@@ -176,7 +177,7 @@ def test_guard_refuses_a_shift_that_paints_unobserved_space():
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("calibrate_prepared")
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet", "--no-imgseg"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--no-progress", "--no-imgseg"]) == 0
     return out / "fusionocc_infos.pkl"
 
 
@@ -187,8 +188,9 @@ def test_cli_writes_a_calibrated_checkpoint(infos: Path, tmp_path: Path, capsys:
     source = tmp_path / "trained.pth"
     save_checkpoint(source, model, step=7, val={"miou_mask": 1.0}, class_weights=weights.tolist())
     out = tmp_path / "calibrated.pth"
-    args = ["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out), "--limit", "1",
-            "--taus", "0:1:0.5", "--num-workers", "0", "--quiet", "--json", str(tmp_path / "sweep.json")]
+    args = ["adjust-logits", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
+            "--limit", "1", "--taus", "0:1:0.5", "--workers", "0", "--no-progress",
+            "--json", str(tmp_path / "sweep.json")]
     assert cli_main(args) == 0
     printed = capsys.readouterr().out
     assert "class weights (stored in the checkpoint)" in printed and "<- chosen" in printed
@@ -203,7 +205,7 @@ def test_cli_writes_a_calibrated_checkpoint(infos: Path, tmp_path: Path, capsys:
     # Calibrating twice would subtract the prior twice; writing over the input would lose the original.
     again = [*args[:2], str(out), *args[3:6], str(tmp_path / "twice.pth"), *args[7:]]
     assert cli_main(again) == 2
-    assert "already calibrated" in capsys.readouterr().err
+    assert "already logit-adjusted" in capsys.readouterr().err
     assert cli_main([*args[:6], str(source), *args[7:]]) == 2
     assert "--out must differ" in capsys.readouterr().err
 
@@ -216,8 +218,8 @@ def test_cli_recomputes_the_weights_of_an_old_checkpoint(infos: Path, tmp_path: 
     source = tmp_path / "old.pth"
     save_checkpoint(source, build_model("tiny"))
     out = tmp_path / "calibrated.pth"
-    assert cli_main(["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
-                     "--limit", "1", "--taus", "0,1", "--num-workers", "0", "--quiet", "--half"]) == 0
+    assert cli_main(["adjust-logits", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
+                     "--limit", "1", "--taus", "0,1", "--workers", "0", "--no-progress", "--half"]) == 0
     assert "recomputed: ENet weights" in capsys.readouterr().out
     train = OccupancyDataset(infos, input_size=(32, 32), train=False, split="train",
                              config=DatasetConfig(with_imgseg=False))
@@ -234,8 +236,8 @@ def test_cli_per_class_folds_the_refined_offsets(infos: Path, tmp_path: Path, ca
     weights = torch.linspace(1.5, 40.0, occ3d.NUM_CLASSES)
     save_checkpoint(source, model, class_weights=weights.tolist())
     out = tmp_path / "calibrated.pth"
-    assert cli_main(["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
-                     "--limit", "1", "--taus", "0,1", "--num-workers", "0", "--quiet", "--per-class"]) == 0
+    assert cli_main(["adjust-logits", "--checkpoint", str(source), "--infos", str(infos), "--out", str(out),
+                     "--limit", "1", "--taus", "0,1", "--workers", "0", "--no-progress", "--per-class"]) == 0
     assert "per-class refinement: camera mask mIoU" in capsys.readouterr().out
     calibrated, extra = load_checkpoint_with_extra(out)
     record = extra["logit_adjustment"]
@@ -253,8 +255,8 @@ def test_cli_guard_unobserved(infos: Path, tmp_path: Path, capsys: pytest.Captur
     torch.manual_seed(0)
     source = tmp_path / "trained.pth"
     save_checkpoint(source, build_model("tiny").eval(), class_weights=torch.linspace(1.5, 40.0, 18).tolist())
-    args = ["calibrate", "--checkpoint", str(source), "--infos", str(infos), "--limit", "1", "--taus", "0,1",
-            "--num-workers", "0", "--quiet", "--guard-unobserved"]
+    args = ["adjust-logits", "--checkpoint", str(source), "--infos", str(infos), "--limit", "1",
+            "--taus", "0,1", "--workers", "0", "--no-progress", "--guard-unobserved"]
     assert cli_main([*args, "--out", str(tmp_path / "no_per_class.pth")]) == 2
     assert "needs --per-class" in capsys.readouterr().err and not (tmp_path / "no_per_class.pth").exists()
     out = tmp_path / "guarded.pth"

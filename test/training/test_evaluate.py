@@ -20,7 +20,7 @@ from training.evaluate import evaluate_model, evaluate_predictions
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("eval_prepared")
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet", "--no-imgseg"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--no-progress", "--no-imgseg"]) == 0
     return out / "fusionocc_infos.pkl"
 
 
@@ -42,7 +42,8 @@ def test_pred_dir_perfect_and_shifted(
         np.savez(wrong / f"{info['token']}.npz", semantics=np.roll(gt["semantics"], 5, axis=0))
     out = tmp_path / "scores.json"
     assert (
-        cli_main(["eval", "--pred-dir", str(perfect), "--infos", str(infos), "--out", str(out), "--quiet"])
+        cli_main(["eval", "--pred-dir", str(perfect), "--infos", str(infos), "--out", str(out),
+                  "--no-progress"])
         == 0
     )
     printed = capsys.readouterr().out
@@ -61,7 +62,7 @@ def test_pred_dir_perfect_and_shifted(
 
 
 def test_pred_dir_errors(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--quiet"]) == 2
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "lacks predictions for 4 of 4 samples of split 'val'" in err and "--save-pred" in err
     assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(tmp_path / "no.pkl")]) == 2
@@ -71,7 +72,7 @@ def test_pred_dir_errors(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixt
     index = load_infos(infos)
     for info in index["samples"]:
         np.savez(tmp_path / f"{info['token']}.npz", labels=np.zeros(3))
-    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--quiet"]) == 2
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--no-progress"]) == 2
     assert "has no 'semantics' array" in capsys.readouterr().err
 
 
@@ -122,7 +123,7 @@ def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
                 str(infos),
                 "--device",
                 "cpu",
-                "--num-workers",
+                "--workers",
                 "0",
                 "--limit",
                 "1",
@@ -130,7 +131,7 @@ def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
                 str(preds),
                 "--out",
                 str(out),
-                "--quiet",
+                "--no-progress",
             ]
         )
         == 0
@@ -148,7 +149,7 @@ def test_checkpoint_path_with_tiny_model(infos: Path, tmp_path: Path) -> None:
 
 
 def test_checkpoint_errors_are_named(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    base = ["eval", "--infos", str(infos), "--device", "cpu", "--num-workers", "0", "--quiet"]
+    base = ["eval", "--infos", str(infos), "--device", "cpu", "--workers", "0", "--no-progress"]
     assert cli_main([*base, "--checkpoint", str(tmp_path / "none.pt")]) == 2
     assert "does not exist" in capsys.readouterr().err
     torch.save({"weights": torch.zeros(1)}, tmp_path / "foreign.pt")
@@ -194,7 +195,7 @@ def test_dropout_study_through_the_cli(infos: Path, tmp_path: Path, capsys: pyte
     save_checkpoint(tmp_path / "tiny.pt", build_model("tiny"))
     out = tmp_path / "dropout.json"
     assert cli_main(["eval", "--checkpoint", str(tmp_path / "tiny.pt"), "--infos", str(infos), "--device", "cpu",
-                     "--num-workers", "0", "--limit", "1", "--dropout", "--out", str(out), "--quiet"]) == 0
+                     "--workers", "0", "--limit", "1", "--dropout", "--out", str(out), "--no-progress"]) == 0
     printed = capsys.readouterr().out
     assert "no CAM_FRONT " in printed and "no lidar (camera only)" in printed
     scores = json.loads(out.read_text())

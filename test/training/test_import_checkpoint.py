@@ -129,10 +129,11 @@ def test_import_of_the_full_published_model(tmp_path_factory, capsys):
 def test_eval_takes_the_published_file_directly(synth_dataroot, tmp_path, capsys):
     """`fusionocc eval --checkpoint <published .pth>` without --original: one sample scored end to end."""
     prepared = tmp_path / "prepared"
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(prepared), "--quiet", "--no-imgseg"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(prepared), "--no-progress",
+                     "--no-imgseg"]) == 0
     scores = tmp_path / "scores.json"
     argv = ["eval", "--checkpoint", str(REDUCED_A), "--infos", str(prepared / "fusionocc_infos.pkl"),
-            "--device", "cpu", "--num-workers", "0", "--limit", "1", "--out", str(scores), "--quiet"]
+            "--device", "cpu", "--workers", "0", "--limit", "1", "--out", str(scores), "--no-progress"]
     assert cli_main(argv) == 0, capsys.readouterr().err
     result = json.loads(scores.read_text())
     assert result["camera_mask"]["num_samples"] == 1 and result["source"].endswith("state_dict.pth")

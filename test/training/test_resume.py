@@ -25,7 +25,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--no-progress"]) == 0
     return out / "fusionocc_infos.pkl"
 
 
@@ -101,7 +101,7 @@ def test_command_line_resume_continues_the_run_folders_config(tmp_path):
     assert T.resume_base_config(str(run_dir / "step_00000003.pt"), None, None) == run_dir / "config.yaml"
     assert T.resume_base_config("auto", tmp_path / "given.yaml", None) == tmp_path / "given.yaml"
     assert T.resume_base_config("", None, str(run_dir)) is None  # a fresh run starts from the defaults
-    with pytest.raises(T.ConfigError, match="--resume auto needs --out-dir"):
+    with pytest.raises(T.ConfigError, match="--resume auto needs --out RUN"):
         T.resume_base_config("auto", None, None)
 
 

@@ -109,7 +109,7 @@ def one_thread():
 @pytest.fixture(scope="module")
 def infos(synth_dataroot: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     out = tmp_path_factory.mktemp("prepared")
-    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--quiet"]) == 0
+    assert cli_main(["prepare", str(synth_dataroot), "--out", str(out), "--no-progress"]) == 0
     return out / "fusionocc_infos.pkl"
 
 
@@ -175,10 +175,10 @@ def test_cli_errors_name_the_problem(tmp_path, capsys):
     assert "unknown option 'lrate'" in capsys.readouterr().err
     assert T.run(_parse(["--set", "epochs=two"])) == 2
     assert "'epochs' must be int" in capsys.readouterr().err
-    assert T.run(_parse(["--out-dir", str(tmp_path), "--device", "cpu"])) == 1
+    assert T.run(_parse(["--out", str(tmp_path), "--device", "cpu"])) == 1
     assert "no info index given" in capsys.readouterr().err
     missing = tmp_path / "nope.pkl"
-    assert T.run(_parse(["--info", str(missing), "--out-dir", str(tmp_path), "--device", "cpu"])) == 1
+    assert T.run(_parse(["--infos", str(missing), "--out", str(tmp_path), "--device", "cpu"])) == 1
     assert "fusionocc prepare" in capsys.readouterr().err
 
 
@@ -199,7 +199,7 @@ def test_torchrun_two_processes_tiny_preset(infos, tmp_path):
     cmd = [str(Path(sys.executable).with_name("torchrun")), "--nproc-per-node", "2", "--master-port",
            str(free_port()), "-m", "training.train",
            "--config", str(REPO / "training/configs/tiny_synth.yaml"),
-           "--info", str(infos), "--out-dir", str(tmp_path), "--device", "cpu", "--max-iters", "2",
+           "--infos", str(infos), "--out", str(tmp_path), "--device", "cpu", "--max-iters", "2",
            "--set", "num_workers=0", "--set", "max_val_samples=2", "--set", "progress=false"]
     result = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]

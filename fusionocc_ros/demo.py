@@ -148,7 +148,12 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
         spin.start()
         try:
             wait_for_publishers(recorder, ["/occupancy_node/output/dense_grid", "/diagnostics"])
-            report = replay_bag(bag, rate=options.rate, node=recorder, wait_for_subscribers=10.0, delay=0.5)
+            # the node's inputs only: /tf and /tf_static need tf2_msgs, which has no PyPI wheel (and the node reads
+            # extrinsics from calibration.yaml), /occ_gt is for the scoring below
+            inputs = [LIDAR_TOPIC, ODOM_TOPIC, *(t for name in CAMERA_NAMES
+                                                 for t in (image_topic(name), camera_info_topic(name)))]
+            report = replay_bag(bag, rate=options.rate, node=recorder, topics=inputs, wait_for_subscribers=10.0,
+                                delay=0.5)
             sent = {"pointcloud": report.published.get(LIDAR_TOPIC, 0),
                     "odometry": report.published.get(ODOM_TOPIC, 0)}
             for name in CAMERA_NAMES:

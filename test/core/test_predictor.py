@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -356,38 +354,14 @@ MANIFEST = REFERENCE / "fusionocc_official_state_dict.json"
 REDUCED_A = REFERENCE / "reduced_a" / "state_dict.pth"
 
 
-def _published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """As test_checkpoint.published_checkpoint (same file name, so one build per session): the authors' download
-    laid out from the manifest (every key and shape, 440 MB) with seeded values and an mmcv-style `meta`."""
-    path = tmp_path_factory.getbasetemp() / "published_fusionocc_official.pth"
-    if path.is_file():
-        return path
-    from fusionocc_core.model.swin import relative_position_index
-
-    manifest = json.loads(MANIFEST.read_text())
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in manifest["state_dict"].items():
-        dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
-        if key.endswith("relative_position_index"):
-            state[key] = relative_position_index(int(round(shape[0] ** 0.5)))
-        elif dtype.is_floating_point:
-            state[key] = torch.randn(shape, generator=generator, dtype=dtype)
-        else:
-            state[key] = torch.full(shape, 7, dtype=dtype)
-    meta = {"epoch": 24, "iter": 84384, "mmcv_version": "1.5.3", "CLASSES": ("others", "barrier", "free")}
-    temp = path.with_suffix(".tmp")
-    torch.save({"meta": meta, "state_dict": state}, temp)
-    os.replace(temp, path)
-    return path
 
 
 @pytest.mark.skipif(not MANIFEST.is_file(), reason="reference manifest not present")
 @pytest.mark.slow
-def test_from_checkpoint_takes_the_published_download(tmp_path_factory):
+def test_from_checkpoint_takes_the_published_download(published_checkpoint):
     """What the node does with `checkpoint:=<the authors' .pth>`: the official preset at its 512 x 1408 input,
     the file's weights in it (no forward: 109 M parameters at full resolution take minutes on 2 cores)."""
-    path = _published_checkpoint(tmp_path_factory)
+    path = published_checkpoint
     predictor = Predictor.from_checkpoint(str(path), device="cpu")
     from fusionocc_core.model.presets import get_config
 

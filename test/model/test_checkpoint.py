@@ -23,7 +23,6 @@ from fusionocc_core.model.checkpoint import (
 from fusionocc_core.model.checkpoint_camera import CheckpointConversionError
 from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
 from fusionocc_core.model.presets import build_model, get_config
-from fusionocc_core.model.swin import relative_position_index
 
 SHARED = Path(__file__).resolve().parents[2].parent / "shared"
 MANIFEST = SHARED / "spec" / "reference" / "fusionocc_official_state_dict.json"
@@ -161,7 +160,6 @@ def test_truncated_foreign_and_missing_files(tmp_path):
 def test_saved_checkpoints_get_the_umasks_permissions(tmp_path):
     """A checkpoint is an ordinary file for the user's group to read (mkstemp's 0600 was a surprise on shared
     machines): with umask 022 it is rw-r--r--."""
-    import os
     import stat
 
     from fusionocc_core.model.checkpoint import atomic_torch_save
@@ -178,35 +176,11 @@ def test_saved_checkpoints_get_the_umasks_permissions(tmp_path):
 # ---------------------------------------------------------------------- the published file, as downloaded
 
 
-def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A file laid out like the authors' download: every key and shape of the manifest (the full Swin-B model,
-    440 MB) under `state_dict`, next to an mmcv-style `meta`, with seeded values. Written once per session into
-    the session's temp folder (test_predictor and test_import_checkpoint find it there; this builder is
-    repeated in them because conftest.py is not ours to extend)."""
-    path = tmp_path_factory.getbasetemp() / "published_fusionocc_official.pth"
-    if path.is_file():
-        return path
-    manifest = json.loads(MANIFEST.read_text())
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in manifest["state_dict"].items():
-        dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
-        if key.endswith("relative_position_index"):  # checked against the window on load: must be right
-            state[key] = relative_position_index(int(round((shape[0]) ** 0.5)))
-        elif dtype.is_floating_point:
-            state[key] = torch.randn(shape, generator=generator, dtype=dtype)
-        else:
-            state[key] = torch.full(shape, 7, dtype=dtype)  # num_batches_tracked
-    meta = {"epoch": 24, "iter": 84384, "mmcv_version": "1.5.3", "CLASSES": ("others", "barrier", "free")}
-    temp = path.with_suffix(".tmp")
-    torch.save({"meta": meta, "state_dict": state}, temp)
-    os.replace(temp, path)  # a test interrupted while writing leaves no half file under the real name
-    return path
 
 
 @pytest.fixture(scope="module")
-def published(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return published_checkpoint(tmp_path_factory)
+def published(published_checkpoint: Path) -> Path:
+    return published_checkpoint
 
 
 @needs_manifest

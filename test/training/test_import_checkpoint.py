@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import os
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ import torch
 
 from fusionocc_core.model.checkpoint import convert_original_state_dict, load_checkpoint, load_checkpoint_with_extra
 from fusionocc_core.model.presets import get_config
-from fusionocc_core.model.swin import relative_position_index
 from fusionocc_ros.cli import main as cli_main
 
 REPO = Path(__file__).resolve().parents[2]
@@ -108,10 +106,10 @@ def test_the_source_is_never_overwritten(tmp_path, capsys):
 
 @needs_manifest
 @pytest.mark.slow
-def test_import_of_the_full_published_model(tmp_path_factory, capsys):
+def test_import_of_the_full_published_model(published_checkpoint, tmp_path_factory, capsys):
     """The 109 M-parameter download (manifest layout) imports as preset 'official'; about 15 s on 2 cores. The
     written file is inspected memory-mapped instead of loading the model a second time."""
-    source = _published_checkpoint(tmp_path_factory)
+    source = published_checkpoint
     out = tmp_path_factory.mktemp("import") / "fusionocc_official.pt"
     assert cli_main(["import-checkpoint", str(source), "--out", str(out), "--half"]) == 0
     printed = capsys.readouterr().out
@@ -139,25 +137,3 @@ def test_eval_takes_the_published_file_directly(synth_dataroot, tmp_path, capsys
     assert result["camera_mask"]["num_samples"] == 1 and result["source"].endswith("state_dict.pth")
 
 
-def _published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """As test_checkpoint.published_checkpoint (same file name, so one build per session): every key and shape
-    of the manifest under `state_dict`, seeded values, an mmcv-style `meta`."""
-    path = tmp_path_factory.getbasetemp() / "published_fusionocc_official.pth"
-    if path.is_file():
-        return path
-    manifest = json.loads(MANIFEST.read_text())
-    generator = torch.Generator().manual_seed(0)
-    state = {}
-    for key, shape in manifest["state_dict"].items():
-        dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
-        if key.endswith("relative_position_index"):
-            state[key] = relative_position_index(int(round(shape[0] ** 0.5)))
-        elif dtype.is_floating_point:
-            state[key] = torch.randn(shape, generator=generator, dtype=dtype)
-        else:
-            state[key] = torch.full(shape, 7, dtype=dtype)
-    meta = {"epoch": 24, "iter": 84384, "mmcv_version": "1.5.3", "CLASSES": ("others", "barrier", "free")}
-    temp = path.with_suffix(".tmp")
-    torch.save({"meta": meta, "state_dict": state}, temp)
-    os.replace(temp, path)
-    return path

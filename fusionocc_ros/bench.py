@@ -573,6 +573,193 @@ def SensorFrame_replace(frame: Any, **changes: Any) -> Any:  # noqa: N802 - data
 
 
 # ------------------------------------------------------------------------------------------------------------
+# lidar: the sparse lidar branch on the torch rulebook path against spconv's CPU Native algorithm
+# ------------------------------------------------------------------------------------------------------------
+
+
+def _node_lidar_points(sweeps: int) -> Any:
+    """The lidar input the node gives the model: `sweeps` consecutive keyframes of the synthetic world through
+    `Predictor.prepare` (ring thinning, ego-motion compensation, current + previous keyframes fused), as
+    (P, 6) [batch, x, y, z, intensity, time lag]. Images do not affect the points: blank ones are passed."""
+    import dataclasses
+
+    import torch
+
+    from fusionocc_core.model.presets import build_model
+    from fusionocc_core.predictor import Predictor
+
+    predictor = Predictor(build_model("tiny").eval(), device="cpu")
+    points = torch.zeros(0, 6)
+    for _, frame in _synthetic_frames(sweeps):
+        inputs, _ = predictor.prepare(dataclasses.replace(frame, images=np.zeros((6, 396, 704, 3), np.uint8)))
+        points = inputs.points
+    return points
+
+
+def suite_lidar(quick: bool) -> SuiteResult:
+    import torch
+
+    try:
+        from fusionocc_core.model.presets import build_model
+        from fusionocc_core.model.voxelize import dynamic_voxelize
+    except ImportError as error:
+        raise SuiteSkipped(f"model package missing: {error}") from error
+    from fusionocc_core import occ3d
+
+    result = SuiteResult("lidar")
+    sweeps = 3 if quick else 8  # the node fuses the current sweep with up to 7 previous keyframes
+    points = _node_lidar_points(sweeps)
+    repeats = 2 if quick else 7
+    for preset in ("tiny",) if quick else ("tiny", "fast"):
+        torch.manual_seed(0)
+        model = build_model(preset).eval()
+        encoder = model.lidar_encoder
+        voxels = dynamic_voxelize(points, 1, occ3d.POINT_CLOUD_RANGE, model.config.lidar_voxel_size).coords.shape[0]
+
+        def branch(backend: str, model: Any = model) -> Any:
+            model.lidar_encoder.sparse_backend = backend
+            with torch.inference_mode():
+                return model.encode_lidar(points, 1)  # voxelization + sparse encoder, as in the forward pass
+
+        reference, ours = branch("spconv"), branch("torch")
+        torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-4)
+        times: dict[str, list[float]] = {"spconv": [], "torch": []}
+        for _ in range(repeats):  # interleaved, so a burst of load on this shared machine hits both alike
+            for backend, values in times.items():
+                start = time.perf_counter()
+                branch(backend)
+                values.append((time.perf_counter() - start) * 1e3)
+        encoder.sparse_backend = "auto"
+        base = statistics.median(times["spconv"])
+        label = f"{preset}: lidar branch, {voxels // 1000}k voxels ({sweeps} sweeps)"
+        result.rows.append(Row(f"{label}, spconv Native", base, float(np.percentile(times["spconv"], 95)),
+                               baseline_ms=base, extra={"voxels": voxels, "sweeps": sweeps}))
+        result.rows.append(Row(f"{label}, torch rulebooks", statistics.median(times["torch"]),
+                               float(np.percentile(times["torch"], 95)), baseline_ms=base,
+                               extra={"voxels": voxels, "sweeps": sweeps}))
+    result.notes.append(f"voxelization + sparse encoder (encode_lidar) on the node's fused sweep of the synthetic "
+                        f"world; {torch.get_num_threads()} torch threads; backends interleaved, outputs checked "
+                        "equal; ratio = speed-up over spconv's CPU Native algorithm")
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
+# contention: a frame next to a competing CPU-bound load, default threading against configure_cpu_inference
+# ------------------------------------------------------------------------------------------------------------
+
+CONTENTION_TARGET = 2.5  # frame time under the load / quiet, with the configuration (issue 19)
+_HOG_CODE = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
+
+
+def contention_child(configured: bool, workload: str, repeats: int, hogs: int, hog_limit_s: float,
+                     backend: str = "auto") -> dict[str, Any]:
+    """Runs in a fresh process (the wait policy is fixed when torch loads): times `workload` quietly, then with
+    `hogs` busy-looping processes beside it. Returns the timings and the threading actually in force.
+
+    `backend` is the lidar encoder's sparse backend for the "frame" workload ("spconv": as before issue 19)."""
+    report = None
+    if configured:
+        from fusionocc_core.cpu_threads import configure_cpu_inference
+
+        report = configure_cpu_inference()  # before torch is imported, as a node would call it
+    import subprocess
+
+    import torch
+
+    from fusionocc_core.cpu_threads import wait_policy_in_force
+    from fusionocc_core.model.flops import example_inputs
+    from fusionocc_core.model.presets import build_model, get_config
+
+    torch.manual_seed(0)
+    model = build_model("tiny").eval()
+    model.lidar_encoder.sparse_backend = backend
+    if workload == "frame":  # the whole model on synthetic inputs, a lidar sweep of node-like size
+        inputs = example_inputs(get_config("tiny"), num_points=250_000).as_tuple()
+
+        def run() -> None:
+            with torch.inference_mode():
+                model.predict(*inputs)
+    else:  # "backbone": the 12 tiny-preset images through ResNet-18 (the stage that collapsed in issue 19)
+        height, width = get_config("tiny").camera.input_size
+        images = torch.randn(12, 3, height, width)
+
+        def run() -> None:
+            with torch.inference_mode():
+                model.camera.backbone(images)
+
+    def measure() -> list[float]:
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            run()
+            times.append((time.perf_counter() - start) * 1e3)
+        return times
+
+    run()  # warm-up
+    quiet = measure()
+    load = [subprocess.Popen([sys.executable, "-c", _HOG_CODE, str(hog_limit_s)]) for _ in range(hogs)]
+    try:
+        time.sleep(0.3)  # let the scheduler see the hogs
+        loaded = measure()
+    finally:
+        for process in load:
+            process.kill()
+            process.wait()
+    return {"quiet_ms": quiet, "loaded_ms": loaded, "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(), "wait_policy": wait_policy_in_force(),
+            "report": report.summary() if report else None}
+
+
+def _run_contention_child(configured: bool, workload: str, repeats: int, hogs: int,
+                          backend: str) -> dict[str, Any]:
+    import os
+    import subprocess
+
+    env = dict(os.environ)
+    for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
+        env.pop(name, None)  # "default" means the runtime's defaults; "configured" sets its own
+    call = f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r})"
+    code = f"import json; from fusionocc_ros.bench import contention_child; print('CONTENTION ' + json.dumps({call}))"
+    completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                               timeout=1800, cwd=str(Path(__file__).resolve().parents[1]))
+    lines = [line for line in completed.stdout.splitlines() if line.startswith("CONTENTION ")]
+    if completed.returncode != 0 or not lines:
+        raise RuntimeError(f"contention child failed ({completed.returncode}): {completed.stderr[-2000:]}")
+    return json.loads(lines[-1][len("CONTENTION "):])
+
+
+def suite_contention(quick: bool) -> SuiteResult:
+    result = SuiteResult("contention")
+    # quick: the image backbone only (seconds); full: whole tiny-model frames, first as before issue 19
+    # (default threading, spconv Native), then default threading with the torch sparse path, then configured.
+    workload = "backbone" if quick else "frame"
+    repeats, hogs = (3, 2) if quick else (5, 2)
+    setups = [("default", "auto"), ("configured", "auto")] if quick else [
+        ("default", "spconv"), ("default", "auto"), ("configured", "auto")]
+    quiet_first = None
+    for name, backend in setups:
+        child = _run_contention_child(name == "configured", workload, repeats, hogs, backend)
+        quiet, loaded = statistics.median(child["quiet_ms"]), statistics.median(child["loaded_ms"])
+        quiet_first = quiet_first if quiet_first is not None else quiet
+        label = f"{name}{', spconv Native' if backend == 'spconv' else ''}: {workload}"
+        setting = (f"{child['threads']} threads, inter-op {child['interop_threads']}, "
+                   f"wait {child['wait_policy'] or 'default'}")
+        result.rows.append(Row(f"{label} quiet ({setting})", quiet, float(np.percentile(child["quiet_ms"], 95)),
+                               baseline_ms=quiet_first, extra={"threads": child["threads"], "backend": backend}))
+        result.rows.append(Row(f"{label} beside {hogs} busy processes", loaded,
+                               float(np.percentile(child["loaded_ms"], 95)), baseline_ms=quiet,
+                               extra={"slowdown": loaded / quiet, "target": CONTENTION_TARGET,
+                                      "backend": backend}))
+        result.notes.append(f"{label}: {loaded / quiet:.2f}x slower beside {hogs} busy processes than quiet"
+                            + (f" (target <= {CONTENTION_TARGET}x); {child['report']}" if child["report"] else ""))
+    result.notes.append("each setup in a fresh process (the OpenMP wait policy is read when torch loads); ratio "
+                        "column = quiet / this row (below 1: slower), quiet rows against the first setup's quiet "
+                        "figure. 'frame': the tiny model on synthetic inputs (250k lidar points, ~88k voxels); "
+                        "'backbone': ResNet-18 on the 12 tiny-preset images")
+    return result
+
+
+# ------------------------------------------------------------------------------------------------------------
 # convert: nuScenes -> rosbag2 throughput and size
 # ------------------------------------------------------------------------------------------------------------
 
@@ -662,6 +849,8 @@ SUITES: dict[str, Callable[[bool], SuiteResult]] = {
     "sync": suite_sync,
     "lift_splat": suite_lift_splat,
     "node": suite_node,
+    "lidar": suite_lidar,
+    "contention": suite_contention,
     "convert": suite_convert,
     "gpu": suite_gpu,
 }

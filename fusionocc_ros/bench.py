@@ -614,7 +614,8 @@ def suite_lidar(quick: bool) -> SuiteResult:
         torch.manual_seed(0)
         model = build_model(preset).eval()
         encoder = model.lidar_encoder
-        voxels = dynamic_voxelize(points, 1, occ3d.POINT_CLOUD_RANGE, model.config.lidar_voxel_size).coords.shape[0]
+        voxel_size = model.config.lidar_voxel_size
+        voxels = dynamic_voxelize(points, 1, occ3d.POINT_CLOUD_RANGE, voxel_size).coords.shape[0]
 
         def branch(backend: str, model: Any = model) -> Any:
             model.lidar_encoder.sparse_backend = backend
@@ -637,9 +638,9 @@ def suite_lidar(quick: bool) -> SuiteResult:
         result.rows.append(Row(f"{label}, torch rulebooks", statistics.median(times["torch"]),
                                float(np.percentile(times["torch"], 95)), baseline_ms=base,
                                extra={"voxels": voxels, "sweeps": sweeps}))
-    result.notes.append(f"voxelization + sparse encoder (encode_lidar) on the node's fused sweep of the synthetic "
-                        f"world; {torch.get_num_threads()} torch threads; backends interleaved, outputs checked "
-                        "equal; ratio = speed-up over spconv's CPU Native algorithm")
+    result.notes.append(f"voxelization + sparse encoder (encode_lidar) on the node's fused sweep of the "
+                        f"synthetic world; {torch.get_num_threads()} torch threads; backends interleaved, "
+                        "outputs checked equal; ratio = speed-up over spconv's CPU Native algorithm")
     return result
 
 
@@ -653,10 +654,11 @@ _HOG_CODE = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile tim
 
 def contention_child(configured: bool, workload: str, repeats: int, hogs: int, hog_limit_s: float,
                      backend: str = "auto") -> dict[str, Any]:
-    """Runs in a fresh process (the wait policy is fixed when torch loads): times `workload` quietly, then with
-    `hogs` busy-looping processes beside it. Returns the timings and the threading actually in force.
+    """Runs in a fresh process (the wait policy is fixed when torch loads): times `workload` quietly, then
+    with `hogs` busy-looping processes beside it. Returns the timings and the threading actually in force.
 
-    `backend` is the lidar encoder's sparse backend for the "frame" workload ("spconv": as before issue 19)."""
+    `backend` is the lidar encoder's sparse backend for the "frame" workload ("spconv": as before issue
+    19)."""
     report = None
     if configured:
         from fusionocc_core.cpu_threads import configure_cpu_inference
@@ -719,7 +721,8 @@ def _run_contention_child(configured: bool, workload: str, repeats: int, hogs: i
     for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         env.pop(name, None)  # "default" means the runtime's defaults; "configured" sets its own
     call = f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r})"
-    code = f"import json; from fusionocc_ros.bench import contention_child; print('CONTENTION ' + json.dumps({call}))"
+    code = ("import json; from fusionocc_ros.bench import contention_child; "
+            f"print('CONTENTION ' + json.dumps({call}))")
     completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
                                timeout=1800, cwd=str(Path(__file__).resolve().parents[1]))
     lines = [line for line in completed.stdout.splitlines() if line.startswith("CONTENTION ")]
@@ -744,18 +747,20 @@ def suite_contention(quick: bool) -> SuiteResult:
         label = f"{name}{', spconv Native' if backend == 'spconv' else ''}: {workload}"
         setting = (f"{child['threads']} threads, inter-op {child['interop_threads']}, "
                    f"wait {child['wait_policy'] or 'default'}")
-        result.rows.append(Row(f"{label} quiet ({setting})", quiet, float(np.percentile(child["quiet_ms"], 95)),
-                               baseline_ms=quiet_first, extra={"threads": child["threads"], "backend": backend}))
+        result.rows.append(Row(f"{label} quiet ({setting})", quiet,
+                               float(np.percentile(child["quiet_ms"], 95)), baseline_ms=quiet_first,
+                               extra={"threads": child["threads"], "backend": backend}))
         result.rows.append(Row(f"{label} beside {hogs} busy processes", loaded,
                                float(np.percentile(child["loaded_ms"], 95)), baseline_ms=quiet,
                                extra={"slowdown": loaded / quiet, "target": CONTENTION_TARGET,
                                       "backend": backend}))
         result.notes.append(f"{label}: {loaded / quiet:.2f}x slower beside {hogs} busy processes than quiet"
-                            + (f" (target <= {CONTENTION_TARGET}x); {child['report']}" if child["report"] else ""))
-    result.notes.append("each setup in a fresh process (the OpenMP wait policy is read when torch loads); ratio "
-                        "column = quiet / this row (below 1: slower), quiet rows against the first setup's quiet "
-                        "figure. 'frame': the tiny model on synthetic inputs (250k lidar points, ~88k voxels); "
-                        "'backbone': ResNet-18 on the 12 tiny-preset images")
+                            + (f" (target <= {CONTENTION_TARGET}x); {child['report']}"
+                               if child["report"] else ""))
+    result.notes.append("each setup in a fresh process (the OpenMP wait policy is read when torch loads); "
+                        "ratio column = quiet / this row (below 1: slower), quiet rows against the first "
+                        "setup's quiet figure. 'frame': the tiny model on synthetic inputs (250k lidar points, ~88k "
+                        "voxels); 'backbone': ResNet-18 on the 12 tiny-preset images")
     return result
 
 

@@ -104,8 +104,8 @@ def check_torch_backend_support(module: nn.Module) -> None:
         if (list(conv.dilation) != [1] * len(conv.dilation) or conv.groups != 1 or conv.transposed
                 or conv.inverse or (conv.subm and any(k % 2 == 0 for k in conv.kernel_size))):
             raise NotImplementedError(
-                f"{name}: the torch sparse backend supports dilation 1, groups 1, no transposed/inverse convs "
-                "and odd submanifold kernels; use sparse_backend='spconv' for this layer"
+                f"{name}: the torch sparse backend supports dilation 1, groups 1, no transposed/inverse "
+                "convs and odd submanifold kernels; use sparse_backend='spconv' for this layer"
             )
 
 

@@ -101,7 +101,7 @@ def test_gradients_match_spconv(case):
             _, out = _ours(conv, leaf, coords, shape, batch_size, "pairs")  # sorted input: same row order
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
         grads[name] = (leaf.grad, conv.weight.grad.clone(), conv.bias.grad.clone())
-    for ours, reference in zip(grads["ours"], grads["spconv"]):
+    for ours, reference in zip(grads["ours"], grads["spconv"], strict=True):
         torch.testing.assert_close(ours, reference, rtol=1e-4, atol=1e-5)
 
 
@@ -110,7 +110,8 @@ def test_no_neighbours_across_row_or_batch_borders():
     x = 0; the last cell of sample 0 next to the first of sample 1) must not be paired."""
     shape = (2, 3, 4)
     coords = torch.tensor(
-        [[0, 0, 0, 3], [0, 0, 1, 0], [0, 1, 2, 3], [1, 0, 0, 0], [0, 0, 2, 3], [0, 1, 0, 0]], dtype=torch.int32
+        [[0, 0, 0, 3], [0, 0, 1, 0], [0, 1, 2, 3], [1, 0, 0, 0], [0, 0, 2, 3], [0, 1, 0, 0]],
+        dtype=torch.int32,
     )
     features = torch.arange(1.0, 7.0).view(6, 1)
     conv = spconv.SubMConv3d(1, 1, 3, padding=1, bias=False, algo=spconv.ConvAlgo.Native)
@@ -120,7 +121,7 @@ def test_no_neighbours_across_row_or_batch_borders():
         sites, out = _ours(conv, features, coords, shape, 2, "pairs")
     torch.testing.assert_close(out, reference)
     # Only true 3x3x3 neighbours are summed: (0,0,1,0) sees (0,1,0,0), not the x = 3 cells next to it in key
-    by_site = dict(zip(sites.dense_index().tolist(), out[:, 0].tolist()))
+    by_site = dict(zip(sites.dense_index().tolist(), out[:, 0].tolist(), strict=True))
     assert by_site[(0 * 3 + 1) * 4 + 0] == 2.0 + 6.0
     assert by_site[((1 * 2 + 0) * 3 + 0) * 4 + 0] == 4.0  # sample 1 alone
 

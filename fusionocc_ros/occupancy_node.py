@@ -29,12 +29,17 @@ from typing import Any
 import numpy as np
 from rclpy.node import Node
 
-from fusionocc_core.geometry import quat_to_matrix
-from fusionocc_core.predictor import Predictor, SensorFrame
-from fusionocc_ros import conversions, marker_cdr
-from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration
-from fusionocc_ros.conversions import ConversionError
-from fusionocc_ros.node_params import (
+from fusionocc_core.cpu_threads import configure_cpu_inference, prepare_openmp_environment
+
+# libgomp reads OMP_WAIT_POLICY once, when torch loads (the predictor import below): passive waits keep a
+# frame near its fair share when other processes compete for the cores (fusionocc_core/cpu_threads.py).
+prepare_openmp_environment()
+from fusionocc_core.geometry import quat_to_matrix  # noqa: E402
+from fusionocc_core.predictor import Predictor, SensorFrame  # noqa: E402
+from fusionocc_ros import conversions, marker_cdr  # noqa: E402
+from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration  # noqa: E402
+from fusionocc_ros.conversions import ConversionError  # noqa: E402
+from fusionocc_ros.node_params import (  # noqa: E402
     PARAMETERS,
     SPECS,
     ParameterError,
@@ -43,7 +48,7 @@ from fusionocc_ros.node_params import (
     descriptor,
     validate,
 )
-from fusionocc_ros.sync import LidarAnchoredSync, SyncGroup
+from fusionocc_ros.sync import LidarAnchoredSync, SyncGroup  # noqa: E402
 
 DEFAULT_PARAMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "fusionocc.param.yaml"
 DEBUG_STAGES = ("decode", "images", "history", "depth", "inference", "publish")
@@ -923,6 +928,8 @@ def main(args: list[str] | None = None) -> int:
         logger.info(f"transport: {transport.description}")
         if transport.warning:
             logger.warning(transport.warning)
+        threads = configure_cpu_inference()  # threads from affinity / cgroup quota, 1 inter-op thread
+        (logger.warning if threads.notes else logger.info)(f"cpu threads: {threads.summary()}")
         node = OccupancyNode()
         rclpy.spin(node)
     except NodeSetupError as error:

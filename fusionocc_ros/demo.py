@@ -2,9 +2,10 @@
 
 Generates (or reuses) a small synthetic nuScenes-format scene, converts it to a bag with `fusionocc convert`'s
 code, starts `fusionocc node` with the shipped tiny checkpoint in its own process (as `ros2 run` would),
-replays the bag from the demo's process through rclpy at real-time collects the node's outputs and ends with a summary: frames in/out, messages lost in transport, per-stage latency p50/p95, mIoU of
-the node's outputs against the Occ3D ground truth (next to the offline evaluation of the same checkpoint on the
-same keyframes), and PNG renders. Everything lands in --out (default outputs/demo).
+replays the bag from the demo's process through rclpy at real-time speed, collects the node's outputs and ends
+with a summary: frames in/out, messages lost in transport, per-stage latency p50/p95, mIoU of the node's outputs
+against the Occ3D ground truth (next to the offline evaluation of the same checkpoint on the same keyframes), and
+PNG renders. Everything lands in --out (default outputs/demo).
 """
 from __future__ import annotations
 
@@ -164,7 +165,8 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
             deadline = time.monotonic() + 120.0
             while time.monotonic() < deadline:
                 with lock:
-                    done = (live.get("in:pointcloud", 0) >= sent["pointcloud"] and settle_path(live)
+                    done = (live.get("in:pointcloud", 0) >= sent["pointcloud"]
+                            and settle_path(live, sent["pointcloud"])
                             and live.get("sync:synced", 0) > 0 and len(grids) >= live.get("published", 0))
                 if done:
                     break

@@ -111,8 +111,17 @@ def transport_losses(sent: Mapping[str, int], counters: Mapping[str, int]) -> di
             if count - counters.get(f"in:{key}", 0) > 0}
 
 
-def settle_path(counters: Mapping[str, int]) -> bool:
-    """True when every synchronised group has been published or dropped with a reason (nothing in flight)."""
+# The synchroniser's per-sweep fates (node counter keys): each sweep it took in ends in exactly one of them.
+SWEEP_FATES = ("sync:synced", "sync:incomplete_sweeps", "sync:dropped:late_lidar", "sync:dropped:duplicate_lidar",
+               "sync:dropped:lidar_queue_full", "sync:dropped:superseded")
+
+
+def settle_path(counters: Mapping[str, int], sweeps: int | None = None) -> bool:
+    """True when nothing is in flight: every synchronised group has been published or dropped with a reason and,
+    given the number of sweeps sent, the synchroniser has decided on each of them (a sweep counted in but still
+    waiting for its images is in flight too)."""
+    if sweeps is not None and sum(counters.get(key, 0) for key in SWEEP_FATES) < sweeps:
+        return False
     dropped = sum(v for k, v in counters.items() if k.startswith("dropped:"))
     return counters.get("published", 0) + dropped + counters.get("inference_failures", 0) >= counters.get(
         "sync:synced", 0)

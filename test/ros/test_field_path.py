@@ -98,7 +98,8 @@ class Listener:
         while time.monotonic() < deadline:
             with self.lock:
                 live, grids = dict(self.live), len(self.grids)
-            if live.get("in:pointcloud", 0) >= sweeps and settle_path(live) and grids >= live.get("published", 0):
+            settled = live.get("in:pointcloud", 0) >= sweeps and settle_path(live, sweeps)
+            if settled and grids >= live.get("published", 0):
                 time.sleep(0.5)
                 return
             time.sleep(0.1)

@@ -27,6 +27,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from fusionocc_core.errors import FusionOccError
+
 DEPRECATION_NOTE = "deprecated and will be removed in the next release"
 
 # fusionocc_core.model.presets.PRESETS, without importing the model
@@ -36,11 +38,11 @@ DEVICE_CHOICES = "auto, cpu, cuda or cuda:N"
 _DEVICE = re.compile(r"auto|cpu|cuda(:\d+)?")
 
 
-class DeviceError(ValueError):
+class DeviceError(FusionOccError, ValueError):
     """A device that cannot be used here (CUDA asked for but not available, no such GPU)."""
 
 
-class VersionError(FileNotFoundError):
+class VersionError(FusionOccError, FileNotFoundError):
     """No table folder, or several and none chosen; the message lists what the dataroot has."""
 
 

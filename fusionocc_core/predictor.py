@@ -28,6 +28,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.image_resize import resize_antialiased, scaled_size
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
@@ -41,7 +42,7 @@ PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float
 STAGES: tuple[str, ...] = ("images", "history", "depth", "inference", "total")
 
 
-class PredictorError(ValueError):
+class PredictorError(FusionOccError, ValueError):
     """Invalid predictor configuration or sensor frame; the message names the problem."""
 
 

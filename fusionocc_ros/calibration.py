@@ -30,13 +30,14 @@ from typing import Any
 import numpy as np
 import yaml
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.geometry import matrix_to_quat, quat_to_matrix
 
 FORMAT_VERSION = 1
 _QUATERNION_TOLERANCE = 1e-3
 
 
-class CalibrationError(ValueError):
+class CalibrationError(FusionOccError, ValueError):
     """A calibration file or entry is missing, malformed or inconsistent; the message names it."""
 
 

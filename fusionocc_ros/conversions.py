@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.occ3d import (
     CLASS_COLORS,
     CLASS_NAMES,
@@ -68,7 +69,7 @@ SUPPORTED_IMAGE_ENCODINGS: tuple[str, ...] = tuple(_IMAGE_ENCODINGS)
 MAX_COMPRESSED_PIXELS = 8192 * 8192  # largest declared size decoded from a CompressedImage [pixels]
 
 
-class ConversionError(ValueError):
+class ConversionError(FusionOccError, ValueError):
     """A message could not be converted; the message says which field is wrong and how.
 
     Attributes:

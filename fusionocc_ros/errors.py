@@ -12,8 +12,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from fusionocc_core.errors import FusionOccError
 
-class BagToolError(Exception):
+
+class BagToolError(FusionOccError):
     """Base class of every error raised by `fusionocc_ros.bag_converter` and `fusionocc_ros.replay`."""
 
 

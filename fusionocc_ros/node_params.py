@@ -11,6 +11,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
 
 
@@ -242,7 +243,7 @@ def camera_topic(pattern: str, camera: str) -> str:
     return pattern.replace("{camera}", camera).replace("{camera_lower}", camera.lower())
 
 
-class ParameterError(ValueError):
+class ParameterError(FusionOccError, ValueError):
     """An invalid parameter value or combination; the message names the parameter and the reason."""
 
 
@@ -311,7 +312,12 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
 
 def descriptor(spec: ParamSpec) -> Any:
     """rcl_interfaces ParameterDescriptor of a spec (description, ranges, read_only, choices in text)."""
-    from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, ParameterType
+    from rcl_interfaces.msg import (
+        FloatingPointRange,
+        IntegerRange,
+        ParameterDescriptor,
+        ParameterType,
+    )
 
     types = {
         bool: ParameterType.PARAMETER_BOOL,

@@ -17,13 +17,14 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_ros.transport import PROFILE_VARIABLES
 
 COUNTERS_PREFIX = "fusionocc node counters: "
 READY_MARK = "]: ready: "
 
 
-class NodeProcessError(RuntimeError):
+class NodeProcessError(FusionOccError, RuntimeError):
     """The node process did not start or stop as expected; the message carries the end of its output."""
 
 

@@ -29,7 +29,11 @@ from typing import Any
 import numpy as np
 from rclpy.node import Node
 
-from fusionocc_core.cpu_threads import configure_cpu_inference, prepare_openmp_environment
+from fusionocc_core.cpu_threads import (
+    configure_cpu_inference,
+    prepare_openmp_environment,
+)
+from fusionocc_core.errors import FusionOccError
 
 # libgomp reads OMP_WAIT_POLICY once, when torch loads (the predictor import below): passive waits keep a
 # frame near its fair share when other processes compete for the cores (fusionocc_core/cpu_threads.py).
@@ -55,7 +59,7 @@ DEBUG_STAGES = ("decode", "images", "history", "depth", "inference", "publish")
 _NS = 1_000_000_000
 
 
-class NodeSetupError(RuntimeError):
+class NodeSetupError(FusionOccError, RuntimeError):
     """The node cannot start (bad parameters, calibration or model); the message says what to fix."""
 
 
@@ -884,9 +888,8 @@ def _params_files(args: list[str]) -> list[str]:
 
 def main(args: list[str] | None = None) -> int:
     """`ros2 run fusionocc occupancy_node [--ros-args ...]`: spins until Ctrl-C; 1 on a setup error."""
-    import sys
-
     import signal
+    import sys
 
     import rclpy
     from rclpy.executors import ExternalShutdownException

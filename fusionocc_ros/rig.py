@@ -42,6 +42,7 @@ from xml.sax.saxutils import quoteattr
 
 import numpy as np
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.geometry import invert_transform
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
 from fusionocc_ros import bag_layout as layout
@@ -57,7 +58,7 @@ EXIT_ERROR = 2
 _FIXED_JOINTS = ("fixed",)
 
 
-class RigError(ValueError):
+class RigError(FusionOccError, ValueError):
     """The rig cannot be built: the message names the frame, sensor, joint or file at fault."""
 
 

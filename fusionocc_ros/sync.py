@@ -32,10 +32,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from fusionocc_core.errors import FusionOccError
+
 _NS = 1_000_000_000
 
 
-class SyncError(ValueError):
+class SyncError(FusionOccError, ValueError):
     """Invalid synchroniser configuration or input (unknown camera)."""
 
 

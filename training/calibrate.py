@@ -42,6 +42,7 @@ from fusionocc_core.cli_options import (
 )
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.infos import InfoIndexError
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores
 from fusionocc_core.occ3d import FREE_LABEL
 from training.evaluate import MODEL_INPUTS, split_loader
@@ -52,7 +53,7 @@ DEFAULT_TAUS: tuple[float, ...] = tuple(i / 8 for i in range(13))
 DEFAULT_SHIFTS: tuple[float, ...] = tuple(i / 4 for i in range(-8, 9))
 
 
-class CalibrationError(RuntimeError):
+class LogitAdjustmentError(FusionOccError, RuntimeError):
     """The checkpoint or the data cannot be calibrated (the message names why)."""
 
 
@@ -70,11 +71,11 @@ def prior_offsets(class_weights: Sequence[float] | torch.Tensor) -> torch.Tensor
     """-log(w): the per-class logit offsets that undo the prior of a loss weighted by w (tau = 1).
 
     Raises:
-        CalibrationError: a weight that is not finite and positive.
+        LogitAdjustmentError: a weight that is not finite and positive.
     """
     weights = torch.as_tensor(class_weights, dtype=torch.float32)
     if weights.dim() != 1 or not bool(torch.isfinite(weights).all()) or bool((weights <= 0).any()):
-        raise CalibrationError(f"class weights must be finite positive numbers, got {weights.tolist()}")
+        raise LogitAdjustmentError(f"class weights must be finite positive numbers, got {weights.tolist()}")
     return -torch.log(weights)
 
 
@@ -110,11 +111,11 @@ def choose_tau(scores: Sequence[TauScores], protocol: str = "camera mask") -> Ta
     """The tau with the best mIoU of `protocol`; on a tie the smallest (closest to the model as trained).
 
     Raises:
-        CalibrationError: no tau scored (empty split, or every class absent).
+        LogitAdjustmentError: no tau scored (empty split, or every class absent).
     """
     scored = [s for s in scores if s.headline(protocol) == s.headline(protocol)]  # drop NaN
     if not scored:
-        raise CalibrationError("nothing was scored: the split tau is chosen on has no labelled voxels")
+        raise LogitAdjustmentError("nothing was scored: the split tau is chosen on has no labelled voxels")
     best = max(s.headline(protocol) for s in scored)
     return min((s for s in scored if s.headline(protocol) == best), key=lambda s: s.tau)
 
@@ -128,7 +129,7 @@ class LogitCache:
 
     def __init__(self, *, use_camera_mask: bool, keep_unobserved: bool = False) -> None:
         if keep_unobserved and not use_camera_mask:
-            raise CalibrationError("keep_unobserved needs the camera-mask protocol (without it every voxel is "
+            raise LogitAdjustmentError("keep_unobserved needs the camera-mask protocol (without it every voxel is "
                                    "scored already)")
         self.use_camera_mask = use_camera_mask
         self.keep_unobserved = keep_unobserved
@@ -148,7 +149,7 @@ class LogitCache:
     def tensors(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(V, classes) float32 logits and (V,) int64 labels of every cached voxel the protocol scores."""
         if not self._labels:
-            raise CalibrationError("nothing was cached: the split tau is chosen on has no scored voxels")
+            raise LogitAdjustmentError("nothing was cached: the split tau is chosen on has no scored voxels")
         return torch.cat(self._logits), torch.cat(self._labels).long()
 
     def unobserved(self) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -192,7 +193,7 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
     hidden = cache.unobserved()
     offsets = offsets.detach().float().cpu().clone()
     if offsets.shape != (logits.shape[1],):
-        raise CalibrationError(f"offsets {tuple(offsets.shape)} do not match the {logits.shape[1]} classes")
+        raise LogitAdjustmentError(f"offsets {tuple(offsets.shape)} do not match the {logits.shape[1]} classes")
 
     def without(values: torch.Tensor, c: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Class c's adjusted logit and the best other class (value, id) per voxel."""
@@ -263,7 +264,7 @@ def training_class_weights(infos: Path, dataroot: Path | None, *, progress: bool
     train = OccupancyDataset(infos, input_size=(32, 32), train=False, split="train", dataroot=dataroot,
                              config=DatasetConfig(with_imgseg=False))
     if len(train) == 0:
-        raise CalibrationError(f"{infos} has no train samples to count the class weights from")
+        raise LogitAdjustmentError(f"{infos} has no train samples to count the class weights from")
     return enet_class_weights(train.class_counts(use_camera_mask=True, progress=progress))
 
 
@@ -309,23 +310,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
-    from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint_with_extra, save_checkpoint
+    from fusionocc_core.model.checkpoint import (
+        CheckpointError,
+        load_checkpoint_with_extra,
+        save_checkpoint,
+    )
 
     if args.out.resolve() == args.checkpoint.resolve():
-        raise CalibrationError("--out must differ from --checkpoint (the original stays as it was)")
+        raise LogitAdjustmentError("--out must differ from --checkpoint (the original stays as it was)")
     if args.guard_unobserved and (not args.per_class or args.no_camera_mask):
-        raise CalibrationError("--guard-unobserved guards the --per-class refinement of the camera-mask protocol; "
+        raise LogitAdjustmentError("--guard-unobserved guards the --per-class refinement of the camera-mask protocol; "
                                "it needs --per-class and no --no-camera-mask")
     try:
         device = resolve_device(args.device)
     except DeviceError as error:
-        raise CalibrationError(str(error)) from None
+        raise LogitAdjustmentError(str(error)) from None
     try:
         model, extra = load_checkpoint_with_extra(args.checkpoint, device)
     except CheckpointError as error:
-        raise CalibrationError(str(error)) from None
+        raise LogitAdjustmentError(str(error)) from None
     if "logit_adjustment" in extra:
-        raise CalibrationError(f"{args.checkpoint} is already logit-adjusted (tau "
+        raise LogitAdjustmentError(f"{args.checkpoint} is already logit-adjusted (tau "
                                f"{extra['logit_adjustment'].get('tau')}); adjust the original one")
     if "class_weights" in extra:
         weights, source = torch.tensor(extra["class_weights"]), "stored in the checkpoint"
@@ -337,7 +342,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     loader = split_loader(args.infos, model, split=args.split, dataroot=args.dataroot, limit=args.limit,
                           num_workers=args.workers, device=device)
     if len(loader.dataset) == 0:
-        raise CalibrationError(f"split '{args.split}' of {args.infos} has no samples")
+        raise LogitAdjustmentError(f"split '{args.split}' of {args.infos} has no samples")
     protocol = "no mask" if args.no_camera_mask else "camera mask"
     cache = None
     if args.per_class:
@@ -387,7 +392,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 def run(args: argparse.Namespace) -> int:
     try:
         calibrate(args)
-    except (CalibrationError, InfoIndexError, DatasetError) as error:
+    except (LogitAdjustmentError, InfoIndexError, DatasetError) as error:
         print(f"fusionocc adjust-logits: {error}", file=sys.stderr)
         return 2
     return 0

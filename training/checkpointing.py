@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.model.checkpoint import atomic_torch_save
 
 CHECKPOINT_FORMAT = "fusionocc-train"
@@ -23,7 +24,7 @@ CHECKPOINT_FORMAT_VERSION = 1
 _NAME = re.compile(r"^step_(\d{8})\.pt$")
 
 
-class CheckpointError(RuntimeError):
+class TrainingCheckpointError(FusionOccError, RuntimeError):
     """A checkpoint cannot be used (missing, truncated, not a training checkpoint); the message says which."""
 
 
@@ -44,25 +45,25 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """Loads a training checkpoint on the CPU with `weights_only=True` and checks its format.
 
     Raises:
-        CheckpointError: the file is missing, truncated/corrupt, holds pickled objects beyond tensors and
+        TrainingCheckpointError: the file is missing, truncated/corrupt, holds pickled objects beyond tensors and
             plain types, or is not a fusionocc training checkpoint (e.g. a published model .pth).
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
+        raise TrainingCheckpointError(f"checkpoint {path} does not exist")
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # torch raises RuntimeError, pickle.UnpicklingError, EOFError, zipfile errors
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise CheckpointError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read, it is "
+        raise TrainingCheckpointError(f"checkpoint {path} ({path.stat().st_size} bytes) cannot be read, it is "
                               f"truncated, corrupt or holds more than tensors and plain types: "
                               f"{reason[:200]}") from None
     if not isinstance(data, dict) or data.get("format") != CHECKPOINT_FORMAT:
         found = data.get("format", "no 'format' key") if isinstance(data, dict) else type(data).__name__
-        raise CheckpointError(f"{path} is not a fusionocc training checkpoint (format: {found}); a published "
+        raise TrainingCheckpointError(f"{path} is not a fusionocc training checkpoint (format: {found}); a published "
                               f"FusionOcc model goes to --init-from, a BEVDet-Occ one to --init-camera-from")
     if data.get("format_version") != CHECKPOINT_FORMAT_VERSION:
-        raise CheckpointError(f"{path} has training-checkpoint format version {data.get('format_version')}, "
+        raise TrainingCheckpointError(f"{path} has training-checkpoint format version {data.get('format_version')}, "
                               f"this code reads version {CHECKPOINT_FORMAT_VERSION}")
     return data
 
@@ -86,7 +87,7 @@ def find_latest_valid(out_dir: str | Path) -> tuple[Path | None, dict[str, Any] 
     for path in reversed(list_checkpoints(out_dir)):
         try:
             return path, read_checkpoint(path), skipped
-        except CheckpointError as error:
+        except TrainingCheckpointError as error:
             skipped.append(f"skipping {error}")
     return None, None, skipped
 

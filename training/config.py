@@ -15,12 +15,14 @@ from typing import Any
 
 import yaml
 
+from fusionocc_core.errors import FusionOccError
+
 MODALITIES = ("fusion", "camera", "lidar")
 AMP_MODES = ("none", "bf16", "fp16")
 CLASS_WEIGHTINGS = ("none", "enet")
 
 
-class ConfigError(ValueError):
+class ConfigError(FusionOccError, ValueError):
     """A config file or override is invalid (message names the file/key and the problem)."""
 
 

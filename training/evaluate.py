@@ -32,6 +32,7 @@ from fusionocc_core.cli_options import (
 from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.files import DataFileError, read_occ
 from fusionocc_core.data.infos import InfoIndexError, load_infos
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, format_table
 from fusionocc_core.occ3d import GRID_SHAPE
 
@@ -48,7 +49,7 @@ MODEL_INPUTS = (
 )
 
 
-class EvaluationError(RuntimeError):
+class EvaluationError(FusionOccError, RuntimeError):
     """Inputs of an evaluation are missing or inconsistent (the message names them)."""
 
 
@@ -255,7 +256,11 @@ def load_model(path: Path, device: str, *, original_preset: str | None = None) -
     Raises:
         EvaluationError: unreadable or non-fitting checkpoint, unknown preset (message from the loader).
     """
-    from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint, load_original_checkpoint
+    from fusionocc_core.model.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        load_original_checkpoint,
+    )
     from fusionocc_core.model.presets import build_model
 
     try:

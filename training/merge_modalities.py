@@ -17,14 +17,19 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-from fusionocc_core.model.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from fusionocc_core.errors import FusionOccError
+from fusionocc_core.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
 from fusionocc_core.model.fusionocc import FusionOcc
 
 # The weights that read the fused input (camera volumes first, then the lidar volume).
 FUSED_INPUT_WEIGHTS = ("occ_encoder.levels.0.0.conv1.weight", "occ_encoder.levels.0.0.shortcut.0.weight")
 
 
-class MergeError(ValueError):
+class MergeError(FusionOccError, ValueError):
     """The two models cannot be merged (the message says why)."""
 
 

@@ -26,14 +26,40 @@ from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
 
-from training.checkpointing import (
-    CHECKPOINT_FORMAT, CHECKPOINT_FORMAT_VERSION, CheckpointError, atomic_save, checkpoint_name,
-    find_latest_valid, prune_checkpoints, read_checkpoint, rng_state, set_rng_state,
+from fusionocc_core.cli_options import (
+    add_device,
+    add_infos,
+    add_preset,
+    deprecated_alias,
 )
-from fusionocc_core.cli_options import add_device, add_infos, add_preset, deprecated_alias
-from training.config import MODALITIES, ConfigError, TrainConfig, load_config, parse_set_options, save_config
+from fusionocc_core.errors import FusionOccError
+from training.checkpointing import (
+    CHECKPOINT_FORMAT,
+    CHECKPOINT_FORMAT_VERSION,
+    TrainingCheckpointError,
+    atomic_save,
+    checkpoint_name,
+    find_latest_valid,
+    prune_checkpoints,
+    read_checkpoint,
+    rng_state,
+    set_rng_state,
+)
+from training.config import (
+    MODALITIES,
+    ConfigError,
+    TrainConfig,
+    load_config,
+    parse_set_options,
+    save_config,
+)
 from training.distributed import (
-    DistInfo, ResumableSampler, SeededDataset, all_reduce_mean, broadcast_from_main, cleanup_distributed,
+    DistInfo,
+    ResumableSampler,
+    SeededDataset,
+    all_reduce_mean,
+    broadcast_from_main,
+    cleanup_distributed,
     setup_distributed,
 )
 from training.ema import ModelEMA
@@ -49,7 +75,7 @@ _FREE_ON_RESUME = {"out_dir", "num_workers", "log_interval", "eval_interval", "c
                    "progress", "max_val_samples", "init_from", "init_camera_from", "dataroot", "info_path"}
 
 
-class TrainError(RuntimeError):
+class TrainError(FusionOccError, RuntimeError):
     """A training run cannot start or continue (message names the file/option at fault)."""
 
 
@@ -137,7 +163,11 @@ def check_info_path(config: TrainConfig) -> None:
 
 
 def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
-    from fusionocc_core.data.dataset import DatasetConfig, DatasetError, OccupancyDataset
+    from fusionocc_core.data.dataset import (
+        DatasetConfig,
+        DatasetError,
+        OccupancyDataset,
+    )
 
     check_info_path(config)
     data_config = DatasetConfig(with_imgseg=config.with_imgseg)
@@ -283,7 +313,7 @@ def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
     """The checkpoint to resume from: none (""), the newest valid one of out_dir ("auto") or a path.
 
     Raises:
-        CheckpointError: an explicit path that cannot be used.
+        TrainingCheckpointError: an explicit path that cannot be used.
     """
     if not resume:
         return None
@@ -309,8 +339,11 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
     Raises:
         TrainError: the file cannot be read or (init_from) does not fit the model; the message has the report.
     """
-    from fusionocc_core.model.checkpoint import CheckpointError as ModelCheckpointError
-    from fusionocc_core.model.checkpoint import load_checkpoint, load_original_checkpoint
+    from fusionocc_core.model.checkpoint import (
+        CheckpointError,
+        load_checkpoint,
+        load_original_checkpoint,
+    )
 
     path, strict = (config.init_from, True) if config.init_from else (config.init_camera_from, False)
     if not path:
@@ -318,7 +351,7 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
     if strict:
         try:
             own = load_checkpoint(path)
-        except ModelCheckpointError:
+        except CheckpointError:
             own = None  # not ours: the published format below (which names any other problem)
         if own is not None:
             try:
@@ -330,7 +363,7 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
             return
     try:
         report = load_original_checkpoint(model, path, strict=strict)
-    except ModelCheckpointError as error:
+    except CheckpointError as error:
         raise TrainError(f"cannot initialise from {path}: {error}") from None
     if strict:
         log(f"initialised every weight from {path}: {report}")
@@ -593,7 +626,7 @@ def run(args: argparse.Namespace) -> int:
         return 2
     try:
         summary = train(config, info, resume=args.resume)
-    except (TrainError, CheckpointError, DatasetError, InfoIndexError) as error:
+    except (TrainError, TrainingCheckpointError, DatasetError, InfoIndexError) as error:
         # A damaged data file (DatasetError, also from a loader worker) or index: one line, no traceback.
         print(f"fusionocc train: {error}", file=sys.stderr)
         return 1

@@ -63,13 +63,19 @@ from fusionocc_core.data.augment import (
 )
 from fusionocc_core.data.files import DataFileError, read_image, read_occ, read_points
 from fusionocc_core.data.infos import load_infos, resolve_imgseg_root, samples_by_token
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.geometry import invert_transform
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.model.lidar_depth import sparse_depth_map
-from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, NUM_CLASSES, POINT_CLOUD_RANGE
+from fusionocc_core.occ3d import (
+    CAMERA_NAMES,
+    FREE_LABEL,
+    NUM_CLASSES,
+    POINT_CLOUD_RANGE,
+)
 
 
-class DatasetError(RuntimeError):
+class DatasetError(FusionOccError, RuntimeError):
     """A file the dataset needs is missing or malformed (message names the fixing command)."""
 
     def __init__(self, message: str = "") -> None:

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.occ3d import GRID_SHAPE, NUM_CLASSES
 
 POINT_COLUMNS = 5  # x, y, z, intensity, ring
@@ -30,7 +31,7 @@ SYNTH_MARKER = "SYNTH_COMPLETE"  # fusionocc_core.synth.generate.COMPLETE_MARKER
 _ROOT_PARTS = ("samples", "sweeps", "lidarseg", "gts")
 
 
-class DataFileError(ValueError):
+class DataFileError(FusionOccError, ValueError):
     """A file of the dataset is missing or damaged.
 
     Attributes:

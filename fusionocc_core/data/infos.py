@@ -48,6 +48,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fusionocc_core.data.files import fix_for, pose_problem
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.geometry import make_transform
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME, LIDARSEG_TO_OCC
 
@@ -63,7 +64,7 @@ _OFFICIAL_SPLITS = {
 }
 
 
-class InfoIndexError(RuntimeError):
+class InfoIndexError(FusionOccError, RuntimeError):
     """The info index is missing, unreadable or from another format version."""
 
 

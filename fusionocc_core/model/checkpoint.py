@@ -27,6 +27,7 @@ from typing import Any
 
 import torch
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.model.checkpoint_camera import (
     CAMERA_PREFIXES,
     CheckpointConversionError,
@@ -60,7 +61,7 @@ OWN_PREFIXES: tuple[str, ...] = ("camera.", "occ_encoder.", "occ_fpn.", "head.",
 logger = logging.getLogger(__name__)
 
 
-class CheckpointError(RuntimeError):
+class CheckpointError(FusionOccError, RuntimeError):
     """A checkpoint cannot be read or does not fit the model."""
 
 

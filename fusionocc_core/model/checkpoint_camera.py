@@ -14,6 +14,7 @@ import re
 
 import torch
 
+from fusionocc_core.errors import FusionOccError
 from fusionocc_core.model.swin import relative_position_index
 
 CAMERA_PREFIXES: tuple[str, ...] = ("img_backbone.", "img_neck.", "img_view_transformer.", "pre_process_net.")
@@ -43,7 +44,7 @@ RENAME_RULES: tuple[tuple[str, str], ...] = (
 _DROPPED_BUFFER = re.compile(r"^img_backbone\..*\.relative_position_index$")
 
 
-class CheckpointConversionError(ValueError):
+class CheckpointConversionError(FusionOccError, ValueError):
     """An original key has no rule, or a dropped buffer holds unexpected values."""
 
 

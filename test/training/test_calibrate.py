@@ -16,7 +16,7 @@ from fusionocc_core.model.checkpoint import load_checkpoint_with_extra, save_che
 from fusionocc_core.model.presets import build_model
 from fusionocc_ros.cli import main as cli_main
 from training.calibrate import (
-    CalibrationError,
+    LogitAdjustmentError,
     LogitCache,
     choose_tau,
     prior_offsets,
@@ -79,9 +79,9 @@ def test_offsets_fold_into_the_head_exactly():
 
 def test_prior_offsets_and_choice_reject_bad_input():
     assert prior_offsets([1.0, math.e]).tolist() == pytest.approx([0.0, -1.0])
-    with pytest.raises(CalibrationError, match="finite positive"):
+    with pytest.raises(LogitAdjustmentError, match="finite positive"):
         prior_offsets([1.0, 0.0])
-    with pytest.raises(CalibrationError, match="nothing was scored"):
+    with pytest.raises(LogitAdjustmentError, match="nothing was scored"):
         choose_tau([])
 
 
@@ -124,7 +124,7 @@ def test_per_class_refinement_restores_an_under_scored_class_and_leaves_the_rest
     exact.add(torch.nn.functional.one_hot(gt, occ3d.NUM_CLASSES).float(), gt, mask)
     unchanged, record = refine_class_offsets(exact, torch.zeros(occ3d.NUM_CLASSES), progress=False)
     assert unchanged.tolist() == [0.0] * occ3d.NUM_CLASSES and record["accepted"] == []
-    with pytest.raises(CalibrationError, match="nothing was cached"):
+    with pytest.raises(LogitAdjustmentError, match="nothing was cached"):
         refine_class_offsets(LogitCache(use_camera_mask=True), torch.zeros(occ3d.NUM_CLASSES))
 
 
@@ -170,7 +170,7 @@ def test_guard_refuses_a_shift_that_paints_unobserved_space():
     assert record["guard"]["miou_no_mask"] >= record["guard"]["miou_no_mask_before"]
     assert 100 * no_mask_miou(offsets) == pytest.approx(record["guard"]["miou_no_mask"])
     assert 100 * no_mask_miou(zero) == pytest.approx(record["guard"]["miou_no_mask_before"])
-    with pytest.raises(CalibrationError, match="keep_unobserved needs the camera-mask protocol"):
+    with pytest.raises(LogitAdjustmentError, match="keep_unobserved needs the camera-mask protocol"):
         LogitCache(use_camera_mask=False, keep_unobserved=True)
 
 

@@ -59,10 +59,10 @@ def test_truncated_and_foreign_files_are_reported_and_skipped(tmp_path):
     newest = tmp_path / ck.checkpoint_name(30)
     data = newest.read_bytes()
     newest.write_bytes(data[: len(data) // 2])
-    with pytest.raises(ck.CheckpointError, match="truncated"):
+    with pytest.raises(ck.TrainingCheckpointError, match="truncated"):
         ck.read_checkpoint(newest)
     torch.save({"state_dict": {"w": torch.zeros(1)}}, tmp_path / ck.checkpoint_name(25))
-    with pytest.raises(ck.CheckpointError, match="not a fusionocc training checkpoint"):
+    with pytest.raises(ck.TrainingCheckpointError, match="not a fusionocc training checkpoint"):
         ck.read_checkpoint(tmp_path / ck.checkpoint_name(25))
     (tmp_path / ".step_00000040.pt.tmp-1").write_bytes(b"junk")  # a crashed write: ignored
     path, data, skipped = ck.find_latest_valid(tmp_path)
@@ -73,7 +73,7 @@ def test_truncated_and_foreign_files_are_reported_and_skipped(tmp_path):
 def test_pickled_code_is_refused(tmp_path):
     path = tmp_path / ck.checkpoint_name(1)
     torch.save({**_ckpt(1), "evil": argparse.Namespace(a=1)}, path)  # an arbitrary object needs full pickle
-    with pytest.raises(ck.CheckpointError, match="cannot be read"):
+    with pytest.raises(ck.TrainingCheckpointError, match="cannot be read"):
         ck.read_checkpoint(path)
 
 

@@ -89,7 +89,7 @@ def test_kill_and_resume_reproduces_the_uninterrupted_run(infos, tmp_path):
 def test_resume_explicit_bad_path_is_a_clear_error(infos, tmp_path):
     bad = tmp_path / "foreign.pth"
     torch.save({"state_dict": {"img_backbone.x": torch.zeros(1)}}, bad)
-    with pytest.raises(T.CheckpointError, match="not a fusionocc training checkpoint.*--init-from"):
+    with pytest.raises(T.TrainingCheckpointError, match="not a fusionocc training checkpoint.*--init-from"):
         T.train(micro_config(infos, tmp_path / "run"), CPU, resume=str(bad), model_factory=MicroOcc)
 
 

@@ -71,7 +71,7 @@ setup(
             "ros-rosgraph-msgs",  # fusionocc replay --clock
         ],
         "train": ["tensorboard"],
-        "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff"],
+        "dev": ["pytest", "pytest-timeout", "hypothesis", "ruff", "mypy"],
     },
     zip_safe=True,
     entry_points={"console_scripts": CONSOLE_SCRIPTS},

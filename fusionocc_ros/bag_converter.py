@@ -783,7 +783,7 @@ def _bag_state(path: Path, plan: _ScenePlan, options: ConvertOptions) -> tuple[s
             in_bag: dict[str, int] = {}
             for connection in reader.connections:
                 in_bag[connection.topic] = in_bag.get(connection.topic, 0) + connection.msgcount
-    except Exception as error:  # noqa: BLE001 - rosbags raises assorted errors for a damaged bag
+    except Exception as error:
         return "incomplete", f"rosbags cannot open it ({type(error).__name__}: {error})"
     in_bag = {topic: n for topic, n in in_bag.items() if n}
     if in_bag != counts:

@@ -89,7 +89,7 @@ def suite_scatter(quick: bool) -> SuiteResult:
         "torch scatter_reduce_ mean": scatter_reduce_mean,
     }
     try:
-        import torch_scatter  # noqa: PLC0415 - optional, only for the comparison
+        import torch_scatter
 
         cases["torch_scatter.scatter_mean"] = lambda: torch_scatter.scatter_mean(features, ids, 0, dim_size=voxels)
     except ImportError:
@@ -466,7 +466,7 @@ class _ModuleTimer:
     """Wall time per named submodule (summed over its calls in one forward) through forward hooks."""
 
     def __init__(self, modules: dict[str, Any]) -> None:
-        self.totals: dict[str, float] = {name: 0.0 for name in modules}
+        self.totals: dict[str, float] = dict.fromkeys(modules, 0.0)
         self._starts: dict[str, float] = {}
         self._handles = []
         for name, module in modules.items():
@@ -566,7 +566,7 @@ def suite_node(quick: bool) -> SuiteResult:
     return result
 
 
-def SensorFrame_replace(frame: Any, **changes: Any) -> Any:  # noqa: N802 - dataclasses.replace for SensorFrame
+def SensorFrame_replace(frame: Any, **changes: Any) -> Any:
     import dataclasses
 
     return dataclasses.replace(frame, **changes)

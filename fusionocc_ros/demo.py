@@ -90,10 +90,10 @@ def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, opti
     records what the node publishes. Returns the dense grids by stamp, per-stage timings, the node's final
     counters and what the replay sent per node input (counter key -> messages)."""
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.context import Context
     from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from diagnostic_msgs.msg import DiagnosticArray
     from sensor_msgs.msg import Image
     from std_msgs.msg import Float64
 
@@ -308,7 +308,7 @@ def format_summary(summary: DemoSummary) -> str:
         f"messages sent, {sum(summary.transport_lost.values())} lost"
         + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(summary.transport_lost.items())) + ")"
            if summary.transport_lost else ""),
-        f"node counters       " + ", ".join(f"{k}={v}" for k, v in sorted(summary.node_counters.items())
+        "node counters       " + ", ".join(f"{k}={v}" for k, v in sorted(summary.node_counters.items())
                                              if k.startswith(("dropped", "rejected", "published", "inference", "sync:", "no_odometry", "lost:"))),
         "latency per stage   p50 / p95 [ms]",
     ]

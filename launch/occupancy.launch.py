@@ -14,7 +14,6 @@ imported only here: they come with a ROS 2 install, not as wheels.
 
 import os
 
-from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.conditions import IfCondition
 from launch.substitutions import LaunchConfiguration, PathJoinSubstitution
@@ -22,6 +21,7 @@ from launch_ros.actions import Node
 from launch_ros.substitutions import FindPackageShare
 
 from fusionocc_ros.launch_params import ARGUMENT_PARAMETERS, bag_player_env, node_parameters
+from launch import LaunchDescription
 
 
 def _actions(context, *args, **kwargs):

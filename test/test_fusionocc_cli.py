@@ -10,7 +10,7 @@ REQUIRED = {"demo", "convert", "replay", "node", "train", "eval", "render", "ben
 
 
 def test_required_subcommands_are_declared():
-    assert REQUIRED <= {sub.name for sub in SUBCOMMANDS}
+    assert {sub.name for sub in SUBCOMMANDS} >= REQUIRED
 
 
 def test_top_level_help_lists_every_subcommand():

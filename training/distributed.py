@@ -8,8 +8,9 @@ the sample seed around each `__getitem__` (the dataset draws its augmentation fr
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch

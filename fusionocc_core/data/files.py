@@ -318,7 +318,7 @@ def open_nuscenes(dataroot: Path | str, version: str, *, verbose: bool = False) 
     table_root = dataroot / version
     try:
         return NuScenes(version=version, dataroot=str(dataroot), verbose=verbose)
-    except Exception as error:  # noqa: BLE001 - the devkit raises assorted types; all mean "cannot load"
+    except Exception as error:
         text = str(error).strip()
         devkit_message = f"{type(error).__name__}: {text.splitlines()[0] if text else ''}"
     _raise_table_problem(dataroot, table_root)

@@ -240,7 +240,7 @@ def load_infos(path: str | Path, *, dataroot: str | Path | None = None) -> dict[
     try:
         with path.open("rb") as f:
             index = pickle.load(f)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means the same thing to the user
+    except Exception as error:
         raise InfoIndexError(f"info index {path} is unreadable ({type(error).__name__}); {fix}") from None
     if not isinstance(index, dict) or index.get("format") != INFO_FORMAT:
         raise InfoIndexError(f"{path} is not a FusionOcc info index; {fix}")

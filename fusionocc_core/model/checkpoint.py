@@ -358,7 +358,7 @@ def _torch_load(path: Path, allow_pickle: bool = False) -> dict[str, Any]:
         raise CheckpointError(f"checkpoint {path} is a directory, not a file")
     try:
         data = torch.load(path, map_location="cpu", weights_only=not allow_pickle)
-    except Exception as error:  # noqa: BLE001 - torch raises RuntimeError / UnpicklingError / EOFError / ...
+    except Exception as error:
         raise CheckpointError(f"cannot read checkpoint {path}: {_unreadable(path, error)}") from None
     if not isinstance(data, dict):
         raise CheckpointError(

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
 from fusionocc_core.lidar_thinning import thinning_mask
+from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
 from fusionocc_core.predictor import (
     IMAGE_MEAN,
     PredictionResult,

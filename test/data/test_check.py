@@ -13,7 +13,7 @@ from fusionocc_core.data.check import check_dataroot, check_occ_file
 from fusionocc_ros.cli import main as cli_main
 
 
-@pytest.fixture()
+@pytest.fixture
 def dataroot(synth_dataroot: Path, tmp_path: Path) -> Path:
     """A writable copy of the synthetic world without sweeps (not needed by FusionOcc)."""
     root = tmp_path / "data"

@@ -7,7 +7,7 @@ import torch
 
 spconv = pytest.importorskip("spconv.pytorch")
 
-from fusionocc_core.model.sparse_conv_cpu import (  # noqa: E402
+from fusionocc_core.model.sparse_conv_cpu import (
     IM2COL_MIN_FILL,
     SparseSites,
     sparse_conv,

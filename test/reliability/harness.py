@@ -29,7 +29,6 @@ from typing import Any
 
 import numpy as np
 
-from fusionocc_ros.node_params import PRIVATE_TOPICS
 from fusionocc_ros.conversions import (
     SUPPORTED_IMAGE_ENCODINGS,
     ConversionError,
@@ -37,6 +36,7 @@ from fusionocc_ros.conversions import (
     image_to_rgb,
     pointcloud2_to_xyzir,
 )
+from fusionocc_ros.node_params import PRIVATE_TOPICS
 
 UINT32_MAX = 2**32 - 1
 KNOWN_REASONS = frozenset(
@@ -362,7 +362,7 @@ def cloud_messages() -> Any:
             for r in range(min(height, 3)):
                 for c in range(min(width, 12)):
                     at = r * row_step + c * point_step + f.offset
-                    if 0 <= at and at + 4 <= size:
+                    if at >= 0 and at + 4 <= size:
                         special = rng.integers(0, 6) == 0
                         value = specials[rng.integers(0, 6)] if special else float(rng.uniform(-100, 100))
                         struct.pack_into((">" if big else "<") + "f", raw, at, value)
@@ -858,7 +858,7 @@ class NodeHarness:
 
         send = self.send_and_count if wait else (lambda t, topic, m, counter: self.publish(t, topic, m))
         for name in CAMERA_NAMES:
-            if name not in self.node._camera_models:  # noqa: SLF001 (once is enough)
+            if name not in self.node._camera_models:
                 send(CameraInfo, f"input/{name}/camera_info", self.camera_info_msg(name), f"in:{name}/camera_info")
         send(Odometry, "input/odometry", self.odometry_msg(frame), "in:odometry")
         if lidar:

@@ -15,22 +15,23 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-from fusionocc_core.occ3d import CAMERA_NAMES  # noqa: E402
-import harness as reliability  # noqa: E402
+import harness as reliability
+
+from fusionocc_core.occ3d import CAMERA_NAMES
 
 DOMAIN = 100 + (os.getpid() + 7) % 100
 MISSING = 2  # CAM_FRONT_RIGHT
 OK, WARN, ERROR = "0", "1", "2"
 
 
-@pytest.fixture()
+@pytest.fixture
 def calibration(tmp_path):
     path = tmp_path / "calibration.yaml"
     reliability.write_rig_calibration(path)
     return path
 
 
-@pytest.fixture()
+@pytest.fixture
 def harness(calibration):
     h = reliability.NodeHarness(reliability.stub_model(), calibration, domain_id=DOMAIN)
     yield h

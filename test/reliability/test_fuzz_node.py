@@ -13,15 +13,15 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-from nav_msgs.msg import Odometry  # noqa: E402
-from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField  # noqa: E402
+import harness as reliability
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from nav_msgs.msg import Odometry
+from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
 
-from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME  # noqa: E402
-from fusionocc_core.predictor import Predictor  # noqa: E402
-import harness as reliability  # noqa: E402
-from fusionocc_ros.conversions import image_to_dense_grid  # noqa: E402
+from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+from fusionocc_core.predictor import Predictor
+from fusionocc_ros.conversions import image_to_dense_grid
 
 EXAMPLES = int(os.environ.get("FUSIONOCC_FUZZ_EXAMPLES", "0")) or 1000
 DOMAIN = 100 + os.getpid() % 100
@@ -65,18 +65,18 @@ def test_camera_info_fuzz(unspun):
         before = _rejections(node, f"{name}/camera_info")
         msg = CameraInfo(width=width, height=height)
         msg.k = k
-        node._on_camera_info(name, msg)  # noqa: SLF001 (the subscription callback itself)
+        node._on_camera_info(name, msg)
         K = np.array(k).reshape(3, 3)
         valid = (np.isfinite(K).all() and K[0, 0] > 0 and K[1, 1] > 0 and K[1, 0] == 0
                  and K[2].tolist() == [0.0, 0.0, 1.0]
                  and (width == 0 or height == 0 or (0 <= K[0, 2] <= width and 0 <= K[1, 2] <= height)))
         assert (_rejections(node, f"{name}/camera_info") > before) == (not valid)
         if valid:
-            np.testing.assert_array_equal(node._camera_models[name].intrinsics, K)  # noqa: SLF001
+            np.testing.assert_array_equal(node._camera_models[name].intrinsics, K)
 
     run()
     _report("CameraInfo", seen["cases"], _rejections(node, f"{name}/camera_info"))
-    node._camera_models[name] = reliability.SimpleNamespace(  # noqa: SLF001 restore for later tests
+    node._camera_models[name] = reliability.SimpleNamespace(
         intrinsics=reliability.RIG_INTRINSICS, width=reliability.RIG_IMAGE_SIZE[0],
         height=reliability.RIG_IMAGE_SIZE[1])
 
@@ -93,7 +93,7 @@ def test_camera_info_with_a_broken_matrix_is_rejected(unspun, k):
     msg = CameraInfo(width=160, height=90)
     msg.k = k
     before = _rejections(node, f"{CAMERA_NAMES[1]}/camera_info")
-    node._on_camera_info(CAMERA_NAMES[1], msg)  # noqa: SLF001
+    node._on_camera_info(CAMERA_NAMES[1], msg)
     assert _rejections(node, f"{CAMERA_NAMES[1]}/camera_info") > before
 
 
@@ -112,7 +112,7 @@ def test_odometry_fuzz(unspun):
         msg.header.stamp.sec, msg.header.stamp.nanosec = sec, nanosec  # any order: future, backwards
         p, q = msg.pose.pose.position, msg.pose.pose.orientation
         p.x, p.y, p.z, q.w, q.x, q.y, q.z = values
-        node._on_odometry(msg)  # noqa: SLF001
+        node._on_odometry(msg)
         norm = float(np.linalg.norm(values[3:])) if np.isfinite(values[3:]).all() else math.nan
         valid = child in ("base_link", "") and np.isfinite(values[:3]).all() and abs(norm - 1) <= 1e-2
         assert (_rejections(node, "odometry") > before) == (not valid)
@@ -124,7 +124,7 @@ def test_odometry_fuzz(unspun):
 def test_raw_image_fuzz(unspun):
     node, seen = unspun.node, {"cases": 0, "sync": 0}
     name = CAMERA_NAMES[2]
-    node._on_camera_info(name, unspun.camera_info_msg(name))  # noqa: SLF001 (160x90: sizes are checked)
+    node._on_camera_info(name, unspun.camera_info_msg(name))
 
     @FUZZ
     @given(reliability.image_messages(), st.sampled_from([name, name, name, "camera", ""]))
@@ -136,7 +136,7 @@ def test_raw_image_fuzz(unspun):
                     step=ns.step)
         msg.data = array.array("B", ns.data)
         msg.header.frame_id = frame_id
-        node._on_image(name, msg)  # noqa: SLF001
+        node._on_image(name, msg)
         valid = (frame_id == name and not reliability.image_problems(ns)
                  and (ns.width, ns.height) == reliability.RIG_IMAGE_SIZE)
         assert (_rejections(node, name) > before) == (not valid)
@@ -162,7 +162,7 @@ def test_pointcloud_fuzz(unspun):
                       for f in ns.fields]
         msg.data = array.array("B", ns.data)
         msg.header.frame_id = frame_id
-        node._on_pointcloud(msg)  # noqa: SLF001
+        node._on_pointcloud(msg)
         valid = frame_id == LIDAR_NAME and not reliability.cloud_problems(ns)
         if valid:
             valid = reliability.reference_cloud(ns)[0].shape[0] >= 10  # min_lidar_points

@@ -15,7 +15,7 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import harness as reliability  # noqa: E402
+import harness as reliability
 
 SECONDS = float(os.environ.get("FUSIONOCC_OVERLOAD_SECONDS", "20"))
 DOMAIN = 100 + (os.getpid() + 3) % 100

@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from nav_msgs.msg import OccupancyGrid  # noqa: E402
-from PIL import Image as PILImage  # noqa: E402
-from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from visualization_msgs.msg import Marker  # noqa: E402
+from nav_msgs.msg import OccupancyGrid
+from PIL import Image as PILImage
+from sensor_msgs.msg import CompressedImage, Image, PointCloud2, PointField
+from std_msgs.msg import Header
+from visualization_msgs.msg import Marker
 
-from fusionocc_core.occ3d import CLASS_COLORS, FREE_LABEL, GRID_SHAPE  # noqa: E402
-from fusionocc_ros import conversions as conv  # noqa: E402
-from fusionocc_ros.conversions import ConversionError  # noqa: E402
+from fusionocc_core.occ3d import CLASS_COLORS, FREE_LABEL, GRID_SHAPE
+from fusionocc_ros import conversions as conv
+from fusionocc_ros.conversions import ConversionError
 
 RNG = np.random.default_rng(7)
 RGB = RNG.integers(0, 256, size=(5, 7, 3), dtype=np.uint8)

@@ -13,9 +13,9 @@ import torch
 
 pytest.importorskip("rclpy")
 
-from fusionocc_core.model.checkpoint import save_checkpoint  # noqa: E402
-from fusionocc_core.model.presets import build_model  # noqa: E402
-from fusionocc_ros.demo import SHIPPED_CHECKPOINT, DemoOptions, format_summary, run_demo  # noqa: E402
+from fusionocc_core.model.checkpoint import save_checkpoint
+from fusionocc_core.model.presets import build_model
+from fusionocc_ros.demo import SHIPPED_CHECKPOINT, DemoOptions, format_summary, run_demo
 
 
 @pytest.fixture(scope="module")

@@ -21,12 +21,12 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from rosbags.rosbag2 import Reader  # noqa: E402
+from rosbags.rosbag2 import Reader
 
-from fusionocc_core.occ3d import CAMERA_NAMES  # noqa: E402
-from fusionocc_ros import bag_layout  # noqa: E402
-from fusionocc_ros.demo import SHIPPED_CHECKPOINT, _keyframe_truth, _offline_scores  # noqa: E402
-from fusionocc_ros.node_process import (  # noqa: E402
+from fusionocc_core.occ3d import CAMERA_NAMES
+from fusionocc_ros import bag_layout
+from fusionocc_ros.demo import SHIPPED_CHECKPOINT, _keyframe_truth, _offline_scores
+from fusionocc_ros.node_process import (
     NodeProcess,
     settle_path,
     transport_losses,

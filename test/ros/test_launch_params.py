@@ -20,7 +20,7 @@ from fusionocc_ros.transport import SHM_PROFILE
 
 REPO = Path(__file__).resolve().parents[2]
 LAUNCH = REPO / "launch" / "occupancy.launch.py"
-NOT_GIVEN = {name: "" for name in (*ARGUMENT_PARAMETERS, "bag")}
+NOT_GIVEN = dict.fromkeys((*ARGUMENT_PARAMETERS, "bag"), "")
 
 
 def _params_file(tmp_path: Path, **values) -> str:

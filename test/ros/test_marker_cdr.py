@@ -3,14 +3,14 @@ import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-from builtin_interfaces.msg import Time  # noqa: E402
-from rclpy.serialization import deserialize_message, serialize_message  # noqa: E402
-from std_msgs.msg import Header  # noqa: E402
-from visualization_msgs.msg import MarkerArray  # noqa: E402
+from builtin_interfaces.msg import Time
+from rclpy.serialization import deserialize_message, serialize_message
+from std_msgs.msg import Header
+from visualization_msgs.msg import MarkerArray
 
-from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE  # noqa: E402
-from fusionocc_ros.conversions import occupancy_to_marker_array  # noqa: E402
-from fusionocc_ros.marker_cdr import cdr_layout_matches, marker_array_cdr  # noqa: E402
+from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE
+from fusionocc_ros.conversions import occupancy_to_marker_array
+from fusionocc_ros.marker_cdr import cdr_layout_matches, marker_array_cdr
 
 
 def _labels(occupied: int, seed: int) -> np.ndarray:

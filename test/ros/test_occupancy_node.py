@@ -18,21 +18,21 @@ import torch
 import yaml
 
 rclpy = pytest.importorskip("rclpy")
-from diagnostic_msgs.msg import DiagnosticArray  # noqa: E402
-from nav_msgs.msg import OccupancyGrid, Odometry  # noqa: E402
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import MultiThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2  # noqa: E402
-from std_msgs.msg import Float64, Header  # noqa: E402
-from visualization_msgs.msg import MarkerArray  # noqa: E402
+from diagnostic_msgs.msg import DiagnosticArray
+from nav_msgs.msg import OccupancyGrid, Odometry
+from rclpy.context import Context
+from rclpy.executors import MultiThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64, Header
+from visualization_msgs.msg import MarkerArray
 
-from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, GRID_SHAPE, LIDAR_NAME  # noqa: E402
-from fusionocc_core.predictor import Predictor, SensorFrame  # noqa: E402
-from fusionocc_ros import conversions as conv  # noqa: E402
-from fusionocc_ros.calibration import Calibration, SensorCalibration, load_calibration, save_calibration  # noqa: E402
-from fusionocc_ros.node_params import PARAMETERS, PRIVATE_TOPICS, nested_defaults  # noqa: E402
-from fusionocc_ros.occupancy_node import (  # noqa: E402
+from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, GRID_SHAPE, LIDAR_NAME
+from fusionocc_core.predictor import Predictor, SensorFrame
+from fusionocc_ros import conversions as conv
+from fusionocc_ros.calibration import Calibration, SensorCalibration, load_calibration, save_calibration
+from fusionocc_ros.node_params import PARAMETERS, PRIVATE_TOPICS, nested_defaults
+from fusionocc_ros.occupancy_node import (
     NodeSetupError,
     OccupancyNode,
     OdometryBuffer,
@@ -155,7 +155,7 @@ class StubModel(torch.nn.Module):
         return (torch.floor(field.abs() * 7) % 18).to(torch.uint8)[None]
 
 
-@pytest.fixture()
+@pytest.fixture
 def model():
     """The tiny FusionOcc preset with seeded random weights (recording its calls), else a stub."""
     try:
@@ -572,9 +572,9 @@ def test_cli_arguments_become_ros_parameter_overrides():
     )
     ros = ros_arguments(args)
     assert ros[0] == "--ros-args"
-    assert ["-p", "checkpoint:=m.pt"] == ros[
+    assert ros[
         ros.index("checkpoint:=m.pt") - 1 : ros.index("checkpoint:=m.pt") + 1
-    ]
+    ] == ["-p", "checkpoint:=m.pt"]
     assert "calibration_file:=c.yaml" in ros and "device:=cpu" in ros and ros[-2:] == ["-r", "__ns:=/x"]
 
 

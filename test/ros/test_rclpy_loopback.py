@@ -14,17 +14,17 @@ import numpy as np
 import pytest
 
 rclpy = pytest.importorskip("rclpy")
-from rclpy.context import Context  # noqa: E402
-from rclpy.executors import SingleThreadedExecutor  # noqa: E402
-from rclpy.qos import QoSProfile, ReliabilityPolicy  # noqa: E402
-from sensor_msgs.msg import Image, PointCloud2, PointField  # noqa: E402
+from rclpy.context import Context
+from rclpy.executors import SingleThreadedExecutor
+from rclpy.qos import QoSProfile, ReliabilityPolicy
+from sensor_msgs.msg import Image, PointCloud2, PointField
 
 
 def _domain_id() -> int:
     return 1 + os.getpid() % 200
 
 
-@pytest.fixture()
+@pytest.fixture
 def node():
     context = Context()
     rclpy.init(context=context, domain_id=_domain_id())

@@ -21,11 +21,11 @@ import pytest
 
 rclpy = pytest.importorskip("rclpy")
 
-from fusionocc_core.occ3d import CAMERA_NAMES  # noqa: E402
-from fusionocc_ros import bag_layout  # noqa: E402
-from fusionocc_ros.bag_converter import ConvertOptions, convert_scene, load_nuscenes  # noqa: E402
-from fusionocc_ros.demo import SHIPPED_CHECKPOINT  # noqa: E402
-from fusionocc_ros.node_process import COUNTERS_PREFIX, READY_MARK  # noqa: E402
+from fusionocc_core.occ3d import CAMERA_NAMES
+from fusionocc_ros import bag_layout
+from fusionocc_ros.bag_converter import ConvertOptions, convert_scene, load_nuscenes
+from fusionocc_ros.demo import SHIPPED_CHECKPOINT
+from fusionocc_ros.node_process import COUNTERS_PREFIX, READY_MARK
 
 REPO = Path(__file__).resolve().parents[2]
 MARKER = "<!-- robot-test -->"

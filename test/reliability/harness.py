@@ -653,7 +653,7 @@ def direct_sensor_frame(frame: RigFrame, calibration: Any, *, transport: str = "
     """The Predictor input the node should build from `frame` (decoded exactly as the node decodes)."""
     from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
     from fusionocc_core.predictor import SensorFrame
-    from fusionocc_ros.occupancy_node import _pose_matrix
+    from fusionocc_ros.odometry import pose_matrix
 
     if transport == "raw":
         images = np.stack(frame.images)
@@ -665,7 +665,7 @@ def direct_sensor_frame(frame: RigFrame, calibration: Any, *, transport: str = "
         cam_to_ego=np.stack([calibration[name].sensor_to_ego for name in CAMERA_NAMES]),
         lidar_points=frame.points,
         lidar_to_ego=calibration[LIDAR_NAME].sensor_to_ego,
-        ego_to_global=_pose_matrix(frame.translation, frame.quaternion),
+        ego_to_global=pose_matrix(frame.translation, frame.quaternion),
         stamp_s=frame.stamp_ns / 1e9,
         camera_names=CAMERA_NAMES,
     )

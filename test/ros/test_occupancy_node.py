@@ -35,11 +35,10 @@ from fusionocc_ros.node_params import PARAMETERS, PRIVATE_TOPICS, nested_default
 from fusionocc_ros.occupancy_node import (
     NodeSetupError,
     OccupancyNode,
-    OdometryBuffer,
-    _pose_matrix,
     add_arguments,
     ros_arguments,
 )
+from fusionocc_ros.odometry import pose_matrix
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 NS = "fusionocc_test"
@@ -197,10 +196,10 @@ def _sensor_frame(frame: Frame, calibration: Calibration, *, camera_poses: bool 
         cam_to_ego=np.stack([calibration[name].sensor_to_ego for name in CAMERA_NAMES]),
         lidar_points=frame.lidar_points,
         lidar_to_ego=calibration[LIDAR_NAME].sensor_to_ego,
-        ego_to_global=_pose_matrix(frame.ego_translation, quaternion),
+        ego_to_global=pose_matrix(frame.ego_translation, quaternion),
         stamp_s=(frame.stamp_us * 1000) / 1e9,
         camera_names=CAMERA_NAMES,
-        camera_ego_to_global=np.stack([_pose_matrix(t, r / np.linalg.norm(r)) for t, r in frame.camera_poses])
+        camera_ego_to_global=np.stack([pose_matrix(t, r / np.linalg.norm(r)) for t, r in frame.camera_poses])
         if camera_poses and frame.camera_poses else None,
     )
 
@@ -518,41 +517,6 @@ def test_invalid_parameters_stop_the_node_with_a_reason(world, overrides, match)
             )
     finally:
         context.try_shutdown()
-
-
-def test_odometry_buffer_interpolates_and_refuses_stale_poses():
-    buffer = OdometryBuffer(capacity=10, max_offset_ns=100_000_000)
-    half_turn = np.array([np.cos(np.pi / 4), 0, 0, np.sin(np.pi / 4)])  # 90 deg about z
-    buffer.add(1_000_000_000, np.zeros(3), np.array([1.0, 0, 0, 0]))
-    buffer.add(1_100_000_000, np.array([1.0, 0, 0]), half_turn)
-    middle = buffer.pose_at(1_050_000_000)
-    np.testing.assert_allclose(middle[:3, 3], [0.5, 0, 0])
-    np.testing.assert_allclose(
-        middle[:3, :3] @ [1, 0, 0], [np.cos(np.pi / 4), np.sin(np.pi / 4), 0], atol=1e-9
-    )
-    np.testing.assert_array_equal(
-        buffer.pose_at(1_100_000_000), _pose_matrix(np.array([1.0, 0, 0]), half_turn)
-    )
-    assert buffer.pose_at(1_150_000_000) is not None and buffer.pose_at(1_300_000_000) is None
-    # time went backwards by more than reset_jump_ns (1 s): history cleared
-    assert buffer.add(50_000_000, np.zeros(3), np.array([1.0, 0, 0, 0])) == "time_reset"
-    assert buffer.pose_at(1_100_000_000) is None
-
-
-def test_odometry_buffer_inserts_a_reordered_pose_and_keeps_its_capacity():
-    identity = np.array([1.0, 0, 0, 0])
-    buffer = OdometryBuffer(capacity=3, max_offset_ns=60_000_000, reset_jump_ns=1_000_000_000)
-    assert buffer.add(1_000_000_000, np.zeros(3), identity) == ""
-    assert buffer.add(1_200_000_000, np.array([2.0, 0, 0]), identity) == ""
-    # a pose delivered late (DDS reordering) goes in its place; nothing is lost
-    assert buffer.add(1_100_000_000, np.array([1.0, 0, 0]), identity) == "out_of_order"
-    np.testing.assert_allclose(buffer.pose_at(1_150_000_000)[:3, 3], [1.5, 0, 0])
-    assert buffer.add(1_100_000_000, np.array([9.0, 0, 0]), identity) == "duplicate"
-    np.testing.assert_allclose(buffer.pose_at(1_100_000_000)[:3, 3], [1.0, 0, 0])
-    assert buffer.add(1_300_000_000, np.array([3.0, 0, 0]), identity) == ""  # capacity 3: the oldest goes
-    assert buffer.pose_at(1_000_000_000) is None
-    assert buffer.add(1_020_000_000, np.zeros(3), identity) == "out_of_order"  # older than a full buffer
-    assert buffer.pose_at(1_020_000_000) is None
 
 
 def test_param_yaml_lists_every_parameter_with_its_default():

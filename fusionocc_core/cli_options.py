@@ -25,7 +25,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from fusionocc_core.errors import FusionOccError
 
@@ -67,7 +67,7 @@ class DeprecatedAlias(argparse.Action):
             nargs=target.nargs,
             const=target.const,
             default=argparse.SUPPRESS,  # the new spelling's default stands
-            type=target.type,
+            type=cast(Any, target.type),  # argparse's stubs allow a str type here but not in __init__
             choices=target.choices,
             help=argparse.SUPPRESS,
             metavar=target.metavar,

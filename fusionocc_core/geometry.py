@@ -7,11 +7,14 @@ works on numpy arrays; `apply_transform` and `invert_transform` also take torch 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 import numpy as np
 
-ArrayT = TypeVar("ArrayT")  # np.ndarray or torch.Tensor
+if TYPE_CHECKING:  # torch is not imported at run time: the ROS tools use these helpers without it
+    import torch
+
+ArrayT = TypeVar("ArrayT", np.ndarray, "torch.Tensor")  # the functions below work on either
 
 
 def quat_to_matrix(quat: np.ndarray | Sequence[float]) -> np.ndarray:

@@ -69,5 +69,5 @@ NUSCENES_TABLES: tuple[str, ...] = (
 def voxel_centers() -> np.ndarray:
     """Centres of all voxels in the ego frame, shape (200, 200, 16, 3) [m], indexed [x, y, z]."""
     x0, y0, z0 = POINT_CLOUD_RANGE[:3]
-    axes = [lo + VOXEL_SIZE * (np.arange(n) + 0.5) for lo, n in zip((x0, y0, z0), GRID_SHAPE)]
+    axes = [lo + VOXEL_SIZE * (np.arange(n) + 0.5) for lo, n in zip((x0, y0, z0), GRID_SHAPE, strict=True)]
     return np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1).astype(np.float32)

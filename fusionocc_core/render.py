@@ -248,7 +248,7 @@ def load_volume(path: str | Path, *, key: str = "semantics") -> tuple[np.ndarray
                 if key not in data:
                     raise ValueError(f"{path} has no '{key}' array (has {sorted(data.keys())}); pass --key")
                 volume = data[key]
-                mask = data["mask_camera"] if "mask_camera" in data else None
+                mask = data.get("mask_camera")
     except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
         if isinstance(error, ValueError) and str(path) in str(error):
             raise

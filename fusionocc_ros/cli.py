@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    module = _load(known[resolve_subcommand(args.command)])
+    module = _load(known[DEPRECATED_SUBCOMMANDS.get(args.command, args.command)])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -84,8 +84,13 @@ def _keyframe_truth(nusc: Any, dataroot: Path, scene: dict[str, Any]) -> dict[in
     return truth
 
 
+# The node counters the summary prints: outcomes and losses, not the per-input arrival counts.
+SUMMARY_COUNTERS = ("dropped", "rejected", "published", "inference", "sync:", "no_odometry", "lost:")
+NodeRun = tuple[dict[int, np.ndarray], dict[str, list[float]], dict[str, int], dict[str, int]]
+
+
 def _run_node_on_bag(bag: Path, calibration: Path, checkpoint: Path | None, options: DemoOptions,
-                     domain_id: int) -> tuple[dict[int, np.ndarray], dict[str, list[float]], dict[str, int], dict[str, int]]:
+                     domain_id: int) -> NodeRun:
     """Starts `fusionocc node` in its own process (as `ros2 run` would), replays the bag from this process and
     records what the node publishes. Returns the dense grids by stamp, per-stage timings, the node's final
     counters and what the replay sent per node input (counter key -> messages)."""
@@ -237,6 +242,7 @@ def run_demo(options: DemoOptions) -> DemoSummary:
 
     print(f"[3/5] occupancy node (own process) + replay at {options.rate}x real time over rclpy", flush=True)
     domain_id = 100 + os.getpid() % 100
+    assert convert.calibration_path is not None  # with_calibration is on by default
     grids, timings, counters, sent = _run_node_on_bag(bag, convert.calibration_path, checkpoint, options,
                                                            domain_id)
 
@@ -309,7 +315,7 @@ def format_summary(summary: DemoSummary) -> str:
         + (" (" + ", ".join(f"{k}={v}" for k, v in sorted(summary.transport_lost.items())) + ")"
            if summary.transport_lost else ""),
         "node counters       " + ", ".join(f"{k}={v}" for k, v in sorted(summary.node_counters.items())
-                                             if k.startswith(("dropped", "rejected", "published", "inference", "sync:", "no_odometry", "lost:"))),
+                                             if k.startswith(SUMMARY_COUNTERS)),
         "latency per stage   p50 / p95 [ms]",
     ]
     lines += [f"  {stage:18s}{v['p50']:8.1f} / {v['p95']:8.1f}" for stage, v in summary.latency_ms.items()]

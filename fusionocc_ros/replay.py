@@ -226,7 +226,7 @@ def replay_bag(
             latched = [c for c in connections if c.topic == TF_STATIC_TOPIC]
 
         def publish_clock(bag_ns: int) -> None:
-            if clock_publisher is not None:
+            if clock_publisher is not None and clock_class is not None:
                 from builtin_interfaces.msg import Time
 
                 clock_publisher.publish(

@@ -418,7 +418,7 @@ def read_bag(path: Path, camera_frames: Sequence[str] = (), *, tf_static: bool =
 # ----------------------------------------------------------------------------------------------------------
 
 
-def write_atomic(path: Path, write: Callable[[Path], None], *, overwrite: bool) -> None:
+def write_atomic(path: Path, write: Callable[[Path], object], *, overwrite: bool) -> None:
     """Calls `write(temporary)` beside `path`, then renames it onto `path`: readers never see half a file and
     a failure leaves nothing at `path`.
 

@@ -210,9 +210,10 @@ class LidarAnchoredSync:
         right = bisect.bisect_left(stamps, centre)
         best: int | None = None
         for index in (right - 1, right):
-            if 0 <= index < len(stamps) and low <= stamps[index] <= high:
-                if best is None or abs(stamps[index] - centre) < abs(stamps[best] - centre):
-                    best = index
+            if 0 <= index < len(stamps) and low <= stamps[index] <= high and (
+                best is None or abs(stamps[index] - centre) < abs(stamps[best] - centre)
+            ):
+                best = index
         stream_moved_on = self._clock is not None and self._clock >= high + self._slack
         if best is None:
             newest = self._cameras[camera].newest

@@ -61,7 +61,8 @@ def generate_launch_description() -> LaunchDescription:
                 description="node parameter YAML",
             ),
             DeclareLaunchArgument(
-                "checkpoint", default_value="", description="FusionOcc checkpoint (project .pt or original .pth)" + given
+                "checkpoint", default_value="",
+                description="FusionOcc checkpoint (project .pt or original .pth)" + given,
             ),
             DeclareLaunchArgument("preset", default_value="", description="official | fast | tiny" + given),
             DeclareLaunchArgument("device", default_value="", description="auto | cpu | cuda | cuda:N" + given),

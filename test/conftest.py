@@ -58,7 +58,7 @@ def published_checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for key, shape in manifest["state_dict"].items():
         dtype = getattr(torch, manifest["dtypes"].get(key, "float32"))
         if key.endswith("relative_position_index"):  # checked against the window on load: must be right
-            state[key] = relative_position_index(int(round(shape[0] ** 0.5)))
+            state[key] = relative_position_index(round(shape[0] ** 0.5))
         elif dtype.is_floating_point:
             state[key] = torch.randn(shape, generator=generator, dtype=dtype)
         else:

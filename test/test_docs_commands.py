@@ -104,7 +104,8 @@ def test_doc_test_block_runs_as_written(index: int, tmp_path: Path, request: pyt
             ["bash", "-c", command], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600, check=False
         )
         assert done.returncode == expected_status(command), (
-            f"`{command}` exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}\n--- stderr\n{done.stderr[-3000:]}"
+            f"`{command}` exited {done.returncode}\n--- stdout\n{done.stdout[-3000:]}"
+            f"\n--- stderr\n{done.stderr[-3000:]}"
         )
     if any(command.startswith("fusionocc render") for command in block):
         assert list((tmp_path / "outputs").glob("*.png")), "render wrote no PNG"

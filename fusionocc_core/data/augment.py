@@ -132,7 +132,7 @@ def warp_image(
         matrix[:, 1] *= height / new_h
     # OpenCV indexes pixel centres at integers: shift the continuous-coordinate map by half a pixel.
     matrix[:, 2] += matrix[:, :2] @ np.array([0.5, 0.5]) - 0.5
-    return cv2.warpAffine(
+    return cv2.warpAffine(  # type: ignore[call-overload]  # opencv-python's stubs reject the int flags it takes
         image,
         matrix,
         (out_hw[1], out_hw[0]),

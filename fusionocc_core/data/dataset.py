@@ -184,6 +184,7 @@ class OccupancyDataset(Dataset):
                                               ring_above=self.config.thin_ring_above,
                                               keep_fraction=self.config.thin_keep_fraction)]
             merged.append(points)
+        assert current is not None  # the window always holds the keyframe's own sweep
         return np.concatenate(merged).astype(np.float32), current
 
     @staticmethod

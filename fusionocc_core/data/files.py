@@ -266,8 +266,8 @@ def pose_problem(record: dict[str, Any]) -> str | None:
     translation = record.get("translation")
     rotation = record.get("rotation")
     try:
-        t = [float(v) for v in translation]
-        q = [float(v) for v in rotation]
+        t = [float(v) for v in translation]  # type: ignore[union-attr]  # None raises TypeError, handled below
+        q = [float(v) for v in rotation]  # type: ignore[union-attr]
     except (TypeError, ValueError):
         return f"translation {translation!r} / rotation {rotation!r} are not numbers"
     if len(t) != 3 or not all(math.isfinite(v) for v in t):

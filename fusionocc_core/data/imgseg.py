@@ -11,6 +11,7 @@ A cell of the x8 map takes the label of the box covering its centre pixel, so pa
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -203,10 +204,8 @@ def write_imgseg(
                 target.unlink(missing_ok=True)
             target.with_name(target.stem + ".tmp.npy").unlink(missing_ok=True)
         for folder in {target.parent for _, target, *_ in tasks}:
-            try:
+            with contextlib.suppress(OSError):
                 folder.rmdir()  # only when empty: a scene folder this call created
-            except OSError:
-                pass
         raise
     finally:
         bar.close()

@@ -108,7 +108,7 @@ def assign_splits(
     if scene_names and all(name in mapping for name in scene_names):
         return {name: mapping[name] for name in scene_names}, "nuscenes"
     ranked = sorted(scene_names, key=lambda n: hashlib.sha1(n.encode()).hexdigest())
-    n_val = int(round(val_fraction * len(ranked)))
+    n_val = round(val_fraction * len(ranked))
     if len(ranked) >= 2:
         n_val = min(max(n_val, 1), len(ranked) - 1)
     return {name: ("val" if i < n_val else "train") for i, name in enumerate(ranked)}, "hash"
@@ -172,7 +172,8 @@ def build_infos(
     )
     samples: list[dict[str, Any]] = []
     for scene in tqdm(scenes, desc="info index", unit="scene", disable=not progress):
-        token, history, frame_index = scene["first_sample_token"], [], 0
+        token, frame_index = scene["first_sample_token"], 0
+        history: list[str] = []
         while token:
             sample = nusc.get("sample", token)
             missing = [name for name in (*CAMERA_NAMES, LIDAR_NAME) if name not in sample["data"]]

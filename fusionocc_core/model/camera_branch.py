@@ -48,7 +48,8 @@ class CameraBranchConfig:
     feature_channels: int = 32  # lifted channels = channels of each frame's volume (seg half + context half)
     num_classes: int = occ3d.NUM_CLASSES  # image segmentation classes
     depth_bins: tuple[float, float, float] = (1.0, 45.0, 0.5)  # [m] lo, hi (exclusive), step -> D = 88
-    grid_lower: tuple[float, float, float] = tuple(occ3d.POINT_CLOUD_RANGE[:3])  # [m]
+    grid_lower: tuple[float, float, float] = (occ3d.POINT_CLOUD_RANGE[0], occ3d.POINT_CLOUD_RANGE[1],
+                                              occ3d.POINT_CLOUD_RANGE[2])  # [m]
     voxel_size: tuple[float, float, float] = (occ3d.VOXEL_SIZE,) * 3  # [m]
     grid_shape: tuple[int, int, int] = occ3d.GRID_SHAPE  # (X, Y, Z)
     # Fraction of feature-grid patches whose depth one-hot is zeroed in TRAINING mode only (robustness to
@@ -118,6 +119,7 @@ class ResidualBlock3d(nn.Module):
 
 def build_image_backbone(config: CameraBranchConfig) -> tuple[nn.Module, int]:
     """Backbone returning [stride 16, stride 32] maps, and the sum of their channels (the neck input)."""
+    backbone: nn.Module
     if config.backbone == "swin":
         backbone = SwinTransformer(
             embed_dim=config.swin_embed_dim,

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from typing import Literal
+from typing import Literal, cast
 
 import spconv.pytorch as spconv
 import torch
@@ -170,7 +170,7 @@ class LidarEncoder(nn.Module):
             raise ValueError(
                 f"sparse_shape {sparse_shape} must be divisible by 8 on every axis (3 stride-2 convs)"
             )
-        self.sparse_shape = tuple(sparse_shape)
+        self.sparse_shape: tuple[int, int, int] = (sparse_shape[0], sparse_shape[1], sparse_shape[2])
         self.out_channels = out_channels
         self.conv_algorithm = conv_algorithm
         sparse_backend_for(torch.device("cpu"), sparse_backend)  # validates the name now
@@ -201,7 +201,8 @@ class LidarEncoder(nn.Module):
     @property
     def output_shape(self) -> tuple[int, int, int]:
         """(Z, Y, X) of the dense output volume."""
-        return tuple(s // 8 for s in self.sparse_shape)
+        z, y, x = self.sparse_shape
+        return z // 8, y // 8, x // 8
 
     def _set_algorithm(self, device: torch.device) -> None:
         algo = self.conv_algorithm if self.conv_algorithm is not None else conv_algorithm_for(device)
@@ -248,7 +249,7 @@ class LidarEncoder(nn.Module):
             x = x.index_select(0, order)
         shared: dict[str, tuple[SparseSites, Rulebook]] = {}
         for stage in self.stages:
-            for block in stage:
+            for block in cast(list[SparseConvNormAct], stage):
                 conv = block.conv
                 if conv.subm:
                     cached = shared.get(conv.indice_key) if conv.indice_key else None

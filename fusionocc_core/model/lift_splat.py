@@ -153,7 +153,8 @@ def voxel_pool(
     """
     b, n, c, h, w = feat.shape
     nx, ny, nz = grid_shape
-    if plan.voxel_crow is not None and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
+    if plan.voxel_crow is not None and plan.voxel_ranks_feat is not None and plan.voxel_ranks_depth is not None \
+            and not (torch.is_grad_enabled() and (depth.requires_grad or feat.requires_grad)):
         # Inference: the plan is a fixed sparse (voxels x pixels) matrix whose values are the depth weights, so
         # the pooling is one CSR @ dense (pixels x C) product, without materialising the (M, C) contributions.
         # Its (voxels x C) result is returned as a (B, C, Z, Y, X) view in channels_last_3d memory format (no
@@ -214,6 +215,8 @@ class LiftSplat(nn.Module):
         cache_size: Plans kept (least recently used dropped).
     """
 
+    frustum: torch.Tensor  # (D, h, w, 3) buffer: pixel u, v and depth of every lifted point
+
     def __init__(
         self,
         input_size: tuple[int, int],
@@ -228,9 +231,9 @@ class LiftSplat(nn.Module):
         super().__init__()
         self.input_size = tuple(input_size)
         self.downsample = downsample
-        self.grid_lower = tuple(grid_lower)
-        self.voxel_size = tuple(voxel_size)
-        self.grid_shape = tuple(grid_shape)
+        self.grid_lower: tuple[float, float, float] = (grid_lower[0], grid_lower[1], grid_lower[2])
+        self.voxel_size: tuple[float, float, float] = (voxel_size[0], voxel_size[1], voxel_size[2])
+        self.grid_shape: tuple[int, int, int] = (grid_shape[0], grid_shape[1], grid_shape[2])
         self.cache_plans = cache_plans
         self.cache_size = cache_size
         self.register_buffer("frustum", create_frustum(depth_bins, input_size, downsample), persistent=False)

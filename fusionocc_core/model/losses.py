@@ -214,6 +214,8 @@ class FusionOccLoss(nn.Module):
             camera-visible voxels when `use_camera_mask`, all voxels otherwise.
     """
 
+    class_weights: torch.Tensor | None  # (num_classes,) buffer, or None for unweighted
+
     def __init__(
         self,
         downsample: int = 16,

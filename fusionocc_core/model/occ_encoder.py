@@ -75,7 +75,7 @@ class OccEncoder3d(nn.Module):
             )
         levels = []
         width = in_channels
-        for blocks, out_width, stride in zip(num_blocks, channels, strides):
+        for blocks, out_width, stride in zip(num_blocks, channels, strides, strict=True):
             level = [BasicBlock3d(width, out_width, stride, project_shortcut=True)]
             level += [BasicBlock3d(out_width, out_width) for _ in range(blocks - 1)]
             levels.append(nn.Sequential(*level))

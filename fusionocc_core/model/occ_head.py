@@ -47,6 +47,7 @@ class OccHead(nn.Module):
             ValueError: `offsets` is not a finite (num_classes,) vector.
         """
         last = self.predicter[-1]
+        assert isinstance(last, nn.Linear)
         offsets = torch.as_tensor(offsets, dtype=last.bias.dtype, device=last.bias.device)
         if offsets.shape != last.bias.shape or not bool(torch.isfinite(offsets).all()):
             raise ValueError(f"class offsets must be {tuple(last.bias.shape)} finite values, got shape "

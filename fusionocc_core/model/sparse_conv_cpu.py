@@ -45,6 +45,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from itertools import product
+from typing import cast
 
 import numpy as np
 import torch
@@ -76,7 +77,7 @@ def _triple(value: int | list[int] | tuple[int, ...], name: str) -> tuple[int, i
     values = (value,) * 3 if isinstance(value, int) else tuple(int(v) for v in value)
     if len(values) != 3:
         raise ValueError(f"{name} must be an int or 3 ints, got {value}")
-    return values  # type: ignore[return-value]
+    return values
 
 
 KEY_PAD = 1  # empty cells on each side of every axis in the linear keys: covers a kernel radius of 1
@@ -358,7 +359,7 @@ def strided_rulebook(
         for kz, ky, kx in product(range(rz, kernel[0], strides[0]), range(ry, kernel[1], strides[1]),
                                   range(rx, kernel[2], strides[2])):
             js = (kz // strides[0], ky // strides[1], kx // strides[2])
-            key = sum(part(axis, j)[lo:hi] for axis, j in enumerate(js))
+            key = cast(torch.Tensor, sum(part(axis, j)[lo:hi] for axis, j in enumerate(js)))
             inputs = order[lo:hi]
             masks = [in_range[(axis, j)] for axis, j in enumerate(js)]
             if any(m is not None for m in masks):  # a border: drop the outputs outside the grid

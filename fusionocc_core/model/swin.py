@@ -87,6 +87,8 @@ def shifted_window_mask(
 class WindowAttention(nn.Module):
     """Multi-head self-attention inside windows with a learned relative position bias."""
 
+    relative_position_index: torch.Tensor  # (N, N) buffer
+
     def __init__(
         self,
         dim: int,

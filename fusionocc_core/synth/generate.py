@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import fcntl
 import multiprocessing
+import multiprocessing.pool
 import os
 import shutil
 from collections.abc import Iterator
@@ -186,7 +187,7 @@ class _FrameOutputs:
 
     def __init__(self, root: Path, config: SynthConfig, tasks: list, workers: int) -> None:
         self.root, self.config, self.tasks, self.workers = root, config, tasks, min(workers, len(tasks))
-        self.pool = None
+        self.pool: multiprocessing.pool.Pool | None = None
 
     def __enter__(self) -> Iterator[FrameOutput]:
         if self.workers > 1:

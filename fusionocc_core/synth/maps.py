@@ -26,5 +26,5 @@ def write_map(path: Path, world: World) -> None:
     size = int(np.ceil(outline.max() / MAP_RESOLUTION)) + 50
     pixels = np.stack([outline[:, 0] / MAP_RESOLUTION, size - outline[:, 1] / MAP_RESOLUTION], -1)
     mask = np.zeros((size, size), dtype=np.uint8)
-    cv2.fillPoly(mask, [np.round(pixels).astype(np.int32)], 255)
+    cv2.fillPoly(mask, [np.round(pixels).astype(np.int32)], 255)  # type: ignore[call-overload]  # stubs want a colour tuple
     cv2.imwrite(str(path), mask)

@@ -23,7 +23,9 @@ def test_val_scenes_fix_the_split(synth_dataroot: Path, tmp_path: Path) -> None:
     } - {"scene-0002"}
 
 
-def test_unknown_val_scene_is_named_and_nothing_written(synth_dataroot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_unknown_val_scene_is_named_and_nothing_written(
+    synth_dataroot: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     out = tmp_path / "bad"
     args = ["prepare", str(synth_dataroot), "--out", str(out), "--no-imgseg", "--no-progress"]
     assert cli_main([*args, "--val-scenes", "scene-0002,scene-0042"]) == 2

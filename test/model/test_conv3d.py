@@ -20,7 +20,7 @@ def test_matches_nn_conv3d_outputs_and_gradients(in_channels, out_channels, stri
     grad = torch.randn_like(y)
     g_ref = torch.autograd.grad(y_ref, (x, reference.weight), grad)
     g = torch.autograd.grad(y, (x, ours.weight), grad)
-    for a, b in zip(g, g_ref):
+    for a, b in zip(g, g_ref, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
     assert list(ours.state_dict()) == list(reference.state_dict())
 
@@ -37,7 +37,7 @@ def test_non_cubic_kernel_stride_padding_and_dilation_follow_the_axis_permutatio
     torch.testing.assert_close(y, y_ref, rtol=1e-5, atol=1e-5)
     grad = torch.randn_like(y)
     for a, b in zip(torch.autograd.grad(y, (x, ours.weight, ours.bias), grad),
-                    torch.autograd.grad(y_ref, (x, reference.weight, reference.bias), grad)):
+                    torch.autograd.grad(y_ref, (x, reference.weight, reference.bias), grad), strict=True):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
 
 
@@ -50,7 +50,7 @@ def _backward_backends(conv: nn.Module, x: torch.Tensor) -> list:
     class Spy(TorchDispatchMode):
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):
             if func is torch.ops.aten.convolution_backward.default:
-                grad_out, inp, weight, _, stride, padding, dilation, transposed, output_padding, groups, _ = args
+                _grad_out, inp, weight, _, stride, padding, dilation, transposed, output_padding, groups, _ = args
                 chosen.append(torch._C._select_conv_backend(inp, weight, None, stride, padding, dilation,
                                                             transposed, output_padding, groups, None))
             return func(*args, **(kwargs or {}))

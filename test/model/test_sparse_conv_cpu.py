@@ -96,7 +96,7 @@ def test_gradients_match_spconv(case):
         conv.zero_grad()
         leaf = features.clone().requires_grad_(True)
         if name == "spconv":
-            index, out, _ = _spconv_reference(conv, leaf, coords, shape, batch_size)
+            _, out, _ = _spconv_reference(conv, leaf, coords, shape, batch_size)
         else:
             _, out = _ours(conv, leaf, coords, shape, batch_size, "pairs")  # sorted input: same row order
         (out * torch.linspace(-1, 1, out.numel()).view_as(out)).sum().backward()
@@ -117,7 +117,7 @@ def test_no_neighbours_across_row_or_batch_borders():
     conv = spconv.SubMConv3d(1, 1, 3, padding=1, bias=False, algo=spconv.ConvAlgo.Native)
     torch.nn.init.ones_(conv.weight)
     with torch.no_grad():
-        index, reference, _ = _spconv_reference(conv, features, coords, shape, 2)
+        _, reference, _ = _spconv_reference(conv, features, coords, shape, 2)
         sites, out = _ours(conv, features, coords, shape, 2, "pairs")
     torch.testing.assert_close(out, reference)
     # Only true 3x3x3 neighbours are summed: (0,0,1,0) sees (0,1,0,0), not the x = 3 cells next to it in key

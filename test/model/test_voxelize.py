@@ -22,7 +22,7 @@ def _brute_force(points, batch_size, low=(-40.0, -40.0, -1.0), size=0.05, shape_
         assert 0 <= b < batch_size
         groups[(b, z, y, x)].append(row[1:])
     keys = sorted(groups)
-    means = torch.tensor([[sum(c) / len(c) for c in zip(*groups[k])] for k in keys], dtype=torch.float64)
+    means = torch.tensor([[sum(c) / len(c) for c in zip(*groups[k], strict=True)] for k in keys], dtype=torch.float64)
     return torch.tensor(keys, dtype=torch.int32), means, [len(groups[k]) for k in keys]
 
 

@@ -178,7 +178,8 @@ def test_real_time_replay_of_every_sweep_loses_nothing_in_transport(synth_dataro
     assert len(grids) == counters["published"] > 0, (counters, player)
 
 
-REDUCED_ORIGINAL = Path(__file__).resolve().parents[3] / "shared" / "spec" / "reference" / "reduced_a" / "state_dict.pth"
+REDUCED_ORIGINAL = (Path(__file__).resolve().parents[3] / "shared" / "spec" / "reference" / "reduced_a"
+                    / "state_dict.pth")
 
 
 @pytest.mark.skipif(not REDUCED_ORIGINAL.is_file(), reason="needs ../shared/spec/reference (the original-format file)")

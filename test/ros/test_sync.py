@@ -65,7 +65,7 @@ def test_nuscenes_stagger_every_sweep_grouped_like_brute_force(window):
     for group in groups:
         assert group.camera_stamps_ns == complete[group.stamp_ns]
         assert group.lidar == ("lidar", group.stamp_ns)
-        assert [payload for payload in group.cameras] == list(zip(CAMS, group.camera_stamps_ns, strict=True))
+        assert list(group.cameras) == list(zip(CAMS, group.camera_stamps_ns, strict=True))
         assert not group.reset
     assert [g.stamp_ns for g in groups] == sorted(g.stamp_ns for g in groups)
     assert sync.counters["synced"] == len(groups)
@@ -114,7 +114,7 @@ def test_a_dead_camera_gives_degraded_groups_for_every_sweep_and_recovers():
     for group in groups:
         assert group.camera_stamps_ns == reference[group.stamp_ns]
         assert group.missing == ((CAMS.index("CAM_FRONT_RIGHT"),) if group.stamp_ns in degraded else ())
-        assert all((c is None) == (s is None) for c, s in zip(group.cameras, group.camera_stamps_ns))
+        assert all((c is None) == (s is None) for c, s in zip(group.cameras, group.camera_stamps_ns, strict=True))
     assert groups[-1].missing == ()  # the camera is back
 
 

@@ -32,6 +32,7 @@ from fusionocc_core.errors import FusionOccError
 from fusionocc_core.image_resize import resize_antialiased, scaled_size
 from fusionocc_core.lidar_thinning import thinning_mask
 from fusionocc_core.occ3d import CAMERA_NAMES, GRID_SHAPE
+from fusionocc_core.visibility import bev_observed
 
 LOGGER = logging.getLogger(__name__)
 
@@ -89,6 +90,8 @@ class PredictionResult:
         lidar_sweeps: number of lidar sweeps fused (current + previous keyframes).
         previous_camera_lag_s: age of the previous camera frame used (0 when the current one was repeated).
         reset: True when the temporal history was cleared before this frame.
+        observed_bev: (200, 200) bool [x, y], the columns a lidar ray of the fused sweeps crossed
+            (`fusionocc_core.visibility.bev_observed`); None unless the predictor was made with observe_bev.
     """
 
     labels: np.ndarray
@@ -97,6 +100,7 @@ class PredictionResult:
     lidar_sweeps: int
     previous_camera_lag_s: float
     reset: bool
+    observed_bev: np.ndarray | None = None
 
 
 @dataclass
@@ -140,6 +144,7 @@ class _LidarSweep:
     stamp_s: float
     points: np.ndarray  # (P, 4) float32 [x, y, z, intensity] in the ego frame at stamp_s
     ego_to_global: np.ndarray
+    origin: np.ndarray  # (3,) the lidar's position in the ego frame at stamp_s (where its rays start)
 
 
 @dataclass
@@ -210,6 +215,8 @@ class Predictor:
         thin_points: thin each sweep as the model was trained (`fusionocc_core.lidar_thinning`: ring > 16 plus
             every 5th other point, identical to the offline evaluation); needs the ring column.
         sparse_depth_fn: `sparse_depth_map`-compatible function; the model package's by default.
+        observe_bev: also compute which bird's-eye columns the fused sweeps observed
+            (`PredictionResult.observed_bev`, a few ms per sweep), to tell unknown space from free space.
 
     Raises:
         PredictorError: an unknown precision, a precision the device cannot run, or invalid options.
@@ -230,6 +237,7 @@ class Predictor:
         max_pose_jump_m: float = 10.0,
         thin_points: bool = True,
         sparse_depth_fn: Callable[..., torch.Tensor] | None = None,
+        observe_bev: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise PredictorError(f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
@@ -242,9 +250,10 @@ class Predictor:
         self.dtype = PRECISIONS[precision]
         if self.dtype != torch.float32:
             _check_autocast(self.device, self.dtype)
-        self.model = model.to(self.device).eval()
+        self.model: Any = model.to(self.device).eval()  # FusionOcc or any module with the same predict()
         self.camera_names = tuple(camera_names)
-        self.input_size = tuple(input_size) if input_size is not None else model_input_size(model)
+        self.input_size: tuple[int, int] = (
+            (input_size[0], input_size[1]) if input_size is not None else model_input_size(model))
         self.temporal = temporal
         self.keyframe_interval_s = float(keyframe_interval_s)
         self.num_lidar_keyframes = int(num_lidar_keyframes)
@@ -252,6 +261,7 @@ class Predictor:
         self.max_pose_jump_m = float(max_pose_jump_m)
         self.thin_points = thin_points
         self._sparse_depth_fn = sparse_depth_fn
+        self.observe_bev = observe_bev
         self._history = _History()
         self._warned: set[str] = set()
         self.resets: Counter[str] = Counter()
@@ -313,6 +323,7 @@ class Predictor:
             lidar_sweeps=info["lidar_sweeps"],
             previous_camera_lag_s=info["prev_lag"],
             reset=info["reset"],
+            observed_bev=info["observed_bev"],
         )
 
     @torch.inference_mode()
@@ -336,7 +347,7 @@ class Predictor:
         timer.lap("images")
 
         points_ego = points[:, :3] @ lidar_to_ego[:3, :3].T + lidar_to_ego[:3, 3]
-        keep = slice(None)
+        keep: slice | np.ndarray = slice(None)
         if self.thin_points:
             if points.shape[1] >= 5:
                 keep = thinning_mask(points[:, 4])
@@ -344,17 +355,19 @@ class Predictor:
                 self._warn_once("no_ring", "lidar points have no ring column: thinning is off, the model sees "
                                            "denser clouds than it was trained on")
         sweep = _LidarSweep(
-            stamp, np.concatenate([points_ego, points[:, 3:4]], 1)[keep].astype(np.float32), ego_to_global
+            stamp, np.concatenate([points_ego, points[:, 3:4]], 1)[keep].astype(np.float32), ego_to_global,
+            lidar_to_ego[:3, 3].astype(np.float64),
         )
         previous = self._previous_camera(stamp) if self.temporal else None
         sweeps = [sweep, *self._previous_sweeps(stamp)] if self.temporal else [sweep]
         world_to_current = np.linalg.inv(ego_to_global)
-        fused = []
+        fused, origins = [], []
         for past in sweeps:
             to_current = world_to_current @ past.ego_to_global
             xyz = past.points[:, :3].astype(np.float64) @ to_current[:3, :3].T + to_current[:3, 3]
             lag = np.full((xyz.shape[0], 1), stamp - past.stamp_s)
             fused.append(np.concatenate([np.zeros((xyz.shape[0], 1)), xyz, past.points[:, 3:4], lag], 1))
+            origins.append(to_current[:3, :3] @ past.origin + to_current[:3, 3])
         points_tensor = torch.from_numpy(np.concatenate(fused).astype(np.float32)).to(self.device)
 
         prev = previous or current
@@ -393,11 +406,17 @@ class Predictor:
             width,
         )[None].float()  # (1, N, H, W)
         timer.lap("depth")
-        info = {
+        info: dict[str, Any] = {
             "lidar_sweeps": len(sweeps),
             "reset": reset,
             "prev_lag": 0.0 if previous is None else stamp - previous.stamp_s,
+            "observed_bev": None,
         }
+        if self.observe_bev:
+            info["observed_bev"] = bev_observed(
+                np.concatenate([f[:, 1:4] for f in fused]), np.stack(origins),
+                np.repeat(np.arange(len(fused)), [len(f) for f in fused]))
+            timer.lap("visibility")
         return inputs, info
 
     # ------------------------------------------------------------------------------------------ internals

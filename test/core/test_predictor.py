@@ -247,10 +247,9 @@ def test_bf16_runs_on_cpu_and_bad_options_are_rejected():
     assert result.labels.shape == GRID_SHAPE
     with pytest.raises(PredictorError, match="precision must be one of fp32, fp16, bf16"):
         _predictor(precision="int8")
-    with pytest.raises(PredictorError, match="CUDA is not available"):
-        if torch.cuda.is_available():
-            raise PredictorError("CUDA is not available (skipped on a CUDA machine)")
-        _predictor(device="cuda")
+    if not torch.cuda.is_available():
+        with pytest.raises(PredictorError, match="CUDA is not available"):
+            _predictor(device="cuda")
 
 
 @pytest.mark.parametrize(
@@ -431,3 +430,24 @@ def test_each_camera_is_placed_with_the_ego_pose_at_its_own_stamp():
     np.testing.assert_allclose(np.delete(delta, 2, axis=0), 0.0, atol=1e-6)
     with pytest.raises(PredictorError, match="camera_ego_to_global must have shape"):
         _predictor().prepare(SensorFrame(**{**frame.__dict__, "camera_ego_to_global": camera_poses[:5]}))
+
+
+def test_observe_bev_casts_each_fused_sweep_from_where_the_lidar_was():
+    from fusionocc_core.visibility import bev_observed
+
+    assert _predictor().predict(_frame(0.0, _pose(0.0))).observed_bev is None  # off by default
+    predictor = _predictor(observe_bev=True)
+    for j in range(11):  # 1 s at 10 Hz driving 8 m/s: 3 sweeps fused (current + keyframes 0.5 s apart)
+        pose = _pose(0.8 * j)
+        result = predictor.predict(_frame(10.0 + j / 10, pose))
+    assert result.lidar_sweeps == 3 and "visibility" in result.timings_ms
+    inputs = predictor.model.calls[-1]
+    points = inputs["points"].numpy()
+    lags = np.round(points[:, 5], 3)
+    # where each sweep's lidar was, in the current ego frame: 4 m and 8 m behind the current lidar
+    origins = np.array([LIDAR_TO_EGO[:3, 3] - [4.0 * k, 0.0, 0.0] for k in range(3)])
+    expected = bev_observed(points[:, 1:4], origins, np.round(lags / 0.5).astype(int))
+    np.testing.assert_array_equal(result.observed_bev, expected)
+    # the single current sweep alone sees less than the three together
+    alone = bev_observed(points[lags == 0, 1:4], origins[:1])
+    assert alone.sum() < result.observed_bev.sum()

@@ -16,7 +16,7 @@ from fusionocc_core.errors import FusionOccError
 
 
 class BagToolError(FusionOccError):
-    """Base class of every error raised by `fusionocc_ros.bag_converter` and `fusionocc_ros.replay`."""
+    """Base class of every error raised by the bag tools (`bag_converter`, `bag_plan`, `bag_messages`, `replay`)."""
 
 
 class ConvertError(BagToolError):

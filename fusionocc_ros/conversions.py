@@ -3,9 +3,10 @@ sensor_msgs_py, which have no wheels).
 
 Every decoder reads the message's own layout description (`step`, `point_step`, `row_step`, field offsets
 and datatypes, `is_bigendian`) with vectorised numpy views; nothing loops over pixels or points in Python.
-Decoders only read attributes, so they accept rclpy messages and rosbags' message objects alike. Every failure
-raises
-`ConversionError` (a `ValueError`) whose message names the problem.
+Decoders and checks only read attributes, so they accept rclpy messages and rosbags' message objects alike
+(the message types in the signatures name the ROS type meant). Every failure raises `ConversionError` (a
+`ValueError`) whose message names the problem. Importing this module imports no message package: the builders
+import theirs when called.
 
 Output layouts (all in the ego frame, Occ3D grid from `fusionocc_core.occ3d`: x, y in [-40, 40) m,
 z in [-1, 5.4) m, voxel 0.4 m, labels indexed [x, y, z]):
@@ -29,8 +30,9 @@ from __future__ import annotations
 import array
 import io
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -43,6 +45,12 @@ from fusionocc_core.occ3d import (
     POINT_CLOUD_RANGE,
     VOXEL_SIZE,
 )
+
+if TYPE_CHECKING:  # annotations only: the module must import without the ROS message packages
+    from nav_msgs.msg import OccupancyGrid, Odometry
+    from sensor_msgs.msg import CompressedImage, Image, PointCloud2
+    from std_msgs.msg import Header
+    from visualization_msgs.msg import MarkerArray
 
 GROUND_LABELS: tuple[int, ...] = (11, 12, 13, 14)  # driveable_surface, other_flat, sidewalk, terrain
 DENSE_GRID_ENCODING = f"8UC{GRID_SHAPE[2]}"
@@ -74,7 +82,7 @@ class ConversionError(FusionOccError, ValueError):
 
     Attributes:
         reason: short machine-readable category for counters ("encoding", "layout", "truncated", "fields",
-            "decode", "empty", "labels", "invalid").
+            "decode", "empty", "size", "pose", "labels", "invalid").
     """
 
     def __init__(self, message: str, *, reason: str = "invalid") -> None:
@@ -86,7 +94,7 @@ class _DeclaredSizeError(Exception):
     """Internal: a compressed image's header declares an unacceptable size."""
 
 
-def _as_uint8(data: Any) -> np.ndarray:
+def _as_uint8(data: np.ndarray | bytes | bytearray | memoryview | array.array | Sequence[int]) -> np.ndarray:
     """Zero-copy uint8 view of a message's `data` (array.array, bytes, memoryview, list or ndarray)."""
     if isinstance(data, np.ndarray):
         return data.reshape(-1).view(np.uint8)
@@ -105,7 +113,7 @@ def _byte_array(buffer: bytes | np.ndarray, typecode: str = "B") -> array.array:
 # ----------------------------------------------------------------------------------------------------------
 
 
-def check_image(msg: Any) -> tuple[int, int, int]:
+def check_image(msg: Image) -> tuple[int, int, int]:
     """Checks a `sensor_msgs/Image`'s layout without decoding it (cheap enough for a subscription callback).
 
     Returns:
@@ -141,7 +149,104 @@ def check_image(msg: Any) -> tuple[int, int, int]:
     return channels, depth, row_bytes
 
 
-def image_to_rgb(msg: Any) -> np.ndarray:
+def check_image_size(msg: Image, width: int, height: int) -> None:
+    """Checks that a `sensor_msgs/Image` has the size its camera_info gives (width 0: size unknown, any goes).
+
+    Raises:
+        ConversionError: another size (reason "size"); the intrinsics would not fit the image.
+    """
+    if width and (msg.width, msg.height) != (width, height):
+        raise ConversionError(
+            f"image is {msg.width}x{msg.height}, camera_info says {width}x{height}", reason="size"
+        )
+
+
+def check_compressed_image(msg: CompressedImage) -> None:
+    """Checks a `sensor_msgs/CompressedImage` without decoding it (decoding is the worker's job).
+
+    Raises:
+        ConversionError: no data (reason "empty").
+    """
+    if len(msg.data) == 0:
+        raise ConversionError("compressed image has no data", reason="empty")
+
+
+def intrinsics_problem(k: np.ndarray, width: int, height: int) -> str:
+    """What is wrong with a CameraInfo's 3x3 K for a pinhole camera ('' when nothing).
+
+    K must be finite with positive focal lengths and rows [fx s cx; 0 fy cy; 0 0 1] (a zero or scaled last row
+    would divide by zero or rescale every projection), with the principal point inside the image when the size
+    (`width`, `height`, 0 = unknown) is given.
+    """
+    if not np.isfinite(k).all():
+        return "non-finite values"
+    if k[0, 0] <= 0 or k[1, 1] <= 0:
+        return "focal lengths must be positive"
+    if k[1, 0] != 0 or not np.array_equal(k[2], [0.0, 0.0, 1.0]):
+        return "not a pinhole matrix (K[1][0] must be 0 and the last row 0, 0, 1)"
+    if width > 0 and height > 0 and not (0 <= k[0, 2] <= width and 0 <= k[1, 2] <= height):
+        return f"principal point ({k[0, 2]:g}, {k[1, 2]:g}) outside the {width} x {height} image"
+    return ""
+
+
+@dataclass
+class CameraModel:
+    """Intrinsics of one camera and the image size they refer to (0 = unknown): from its CameraInfo, else from
+    the calibration."""
+
+    intrinsics: np.ndarray  # (3, 3) K
+    width: int
+    height: int
+
+
+def fill_missing_views(
+    views: Sequence[tuple[np.ndarray, np.ndarray] | None], models: Sequence[CameraModel | None]
+) -> tuple[list[np.ndarray], np.ndarray]:
+    """Every camera's image and intrinsics for a frame with some cameras missing.
+
+    Args:
+        views: per camera (RGB image, its 3x3 intrinsics), None where missing; at least one present.
+        models: per camera its model, None where unknown.
+
+    Returns:
+        The images and the (N, 3, 3) intrinsics. A missing camera gets a black image of its model's size with its
+        model's intrinsics, or, where its model or size is unknown, those of the first present camera.
+    """
+    present = next(view for view in views if view is not None)
+    images, intrinsics = [], []
+    for view, model in zip(views, models, strict=True):
+        if view is None and model is not None and model.width and model.height:
+            view = (np.zeros((model.height, model.width, 3), dtype=np.uint8), model.intrinsics)
+        elif view is None:
+            view = (np.zeros_like(present[0]), present[1])
+        images.append(view[0])
+        intrinsics.append(view[1])
+    return images, np.stack(intrinsics)
+
+
+def intrinsics_scale(image_shape: tuple[int, ...], width: int, height: int) -> np.ndarray:
+    """The 3x3 scale from a camera_info's image size to a decoded image's: `scale @ K` are the decoded image's
+    intrinsics (a JPEG decoded at a reduced DCT scale is smaller than the camera_info says).
+
+    Args:
+        image_shape: the decoded image's shape, (height, width, ...).
+        width: the camera_info's width (0 = unknown: identity).
+        height: the camera_info's height (0 = unknown: identity).
+
+    Raises:
+        ConversionError: the two sizes differ in aspect by more than two pixels of rounding (reason "size").
+    """
+    if not (width and height):
+        return np.eye(3)
+    sx, sy = image_shape[1] / width, image_shape[0] / height
+    if abs(sx - sy) > 2.0 / min(image_shape[:2]):
+        raise ConversionError(
+            f"image is {image_shape[1]}x{image_shape[0]}, camera_info says {width}x{height}", reason="size"
+        )
+    return np.diag([sx, sy, 1.0])
+
+
+def image_to_rgb(msg: Image) -> np.ndarray:
     """Decodes a `sensor_msgs/Image` to an RGB array.
 
     Args:
@@ -173,7 +278,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
 
 
 def compressed_image_to_rgb(
-    msg: Any, *, min_size: tuple[int, int] | None = None, max_pixels: int = MAX_COMPRESSED_PIXELS
+    msg: CompressedImage, *, min_size: tuple[int, int] | None = None, max_pixels: int = MAX_COMPRESSED_PIXELS
 ) -> np.ndarray:
     """Decodes a `sensor_msgs/CompressedImage` (JPEG or PNG, any `format` string) to an RGB array.
 
@@ -222,7 +327,7 @@ def compressed_image_to_rgb(
     return rgb
 
 
-def rgb_to_image(rgb: np.ndarray, *, header: Any = None, encoding: str = "rgb8") -> Any:
+def rgb_to_image(rgb: np.ndarray, *, header: Header | None = None, encoding: str = "rgb8") -> Image:
     """Builds a `sensor_msgs/Image` from an (H, W, 3) uint8 RGB array (encoding rgb8 or bgr8, no padding)."""
     from sensor_msgs.msg import Image
 
@@ -260,7 +365,7 @@ class DecodedCloud:
     dropped_non_finite: int
 
 
-def _field_dtype(msg: Any) -> dict[str, tuple[np.dtype, int]]:
+def _field_dtype(msg: PointCloud2) -> dict[str, tuple[np.dtype, int]]:
     byte_order = ">" if bool(msg.is_bigendian) else "<"
     point_step = int(msg.point_step)
     fields: dict[str, tuple[np.dtype, int]] = {}
@@ -287,7 +392,7 @@ def _field_dtype(msg: Any) -> dict[str, tuple[np.dtype, int]]:
 
 
 def pointcloud2_to_xyzir(
-    msg: Any, *, intensity_field: str = "intensity", ring_field: str = "ring"
+    msg: PointCloud2, *, intensity_field: str = "intensity", ring_field: str = "ring"
 ) -> DecodedCloud:
     """Decodes a `sensor_msgs/PointCloud2` to [x, y, z, intensity, ring] float32 points.
 
@@ -339,7 +444,9 @@ def pointcloud2_to_xyzir(
             "itemsize": point_step,
         }
     )
-    view = np.ndarray((height, width), dtype=record, buffer=data, offset=0, strides=(row_step, point_step))
+    view: np.ndarray = np.ndarray(
+        (height, width), dtype=record, buffer=data, offset=0, strides=(row_step, point_step)
+    )
     view = view.reshape(-1) if height == 1 else view.ravel()  # ravel copies only for organised clouds
     points = np.zeros((view.shape[0], 5), dtype=np.float32)
     for column, name in enumerate(wanted):  # five columns, not points: each line is one vectorised copy
@@ -352,8 +459,8 @@ def pointcloud2_to_xyzir(
 
 
 def _pointcloud2(
-    fields: list[tuple[str, int, int]], payload: np.ndarray, *, header: Any, point_step: int
-) -> Any:
+    fields: list[tuple[str, int, int]], payload: np.ndarray, *, header: Header | None, point_step: int
+) -> PointCloud2:
     from sensor_msgs.msg import PointCloud2, PointField
 
     msg = PointCloud2()
@@ -370,7 +477,7 @@ def _pointcloud2(
     return msg
 
 
-def xyzir_to_pointcloud2(points: np.ndarray, *, header: Any = None) -> Any:
+def xyzir_to_pointcloud2(points: np.ndarray, *, header: Header | None = None) -> PointCloud2:
     """Builds a PointCloud2 with float32 x, y, z, intensity and uint16 ring from (N, 4 or 5) points."""
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] not in (4, 5):
@@ -394,6 +501,27 @@ def xyzir_to_pointcloud2(points: np.ndarray, *, header: Any = None) -> Any:
         header=header,
         point_step=20,
     )
+
+
+# ----------------------------------------------------------------------------------------------------------
+# Odometry
+# ----------------------------------------------------------------------------------------------------------
+
+
+def odometry_pose(msg: Odometry) -> tuple[np.ndarray, np.ndarray]:
+    """The ego pose of a `nav_msgs/Odometry`: translation (3,) and unit quaternion (4,) w, x, y, z.
+
+    Raises:
+        ConversionError: a non-finite position, or a quaternion whose norm is not 1 within 1 % (reason
+            "pose"; a norm that far off is a broken message, not rounding).
+    """
+    position, orientation = msg.pose.pose.position, msg.pose.pose.orientation
+    quaternion = np.array([orientation.w, orientation.x, orientation.y, orientation.z])
+    translation = np.array([position.x, position.y, position.z])
+    norm = float(np.linalg.norm(quaternion))
+    if not np.isfinite(translation).all() or not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
+        raise ConversionError(f"position {translation.tolist()}, quaternion norm {norm}", reason="pose")
+    return translation, quaternion / norm
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -449,7 +577,7 @@ _OCC_CLOUD_RECORD = np.dtype(
 )
 
 
-def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Any = None) -> Any:
+def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Header | None = None) -> PointCloud2:
     """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
     docstring), in [x, y, z] index order."""
     labels = _check_labels(labels)
@@ -473,7 +601,7 @@ def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Any = None) -> Any:
     )
 
 
-def pointcloud2_to_occupancy(msg: Any) -> np.ndarray:
+def pointcloud2_to_occupancy(msg: PointCloud2) -> np.ndarray:
     """Inverse of `occupancy_to_pointcloud2`: a (200, 200, 16) uint8 grid, free where the cloud has no point.
 
     Raises:
@@ -505,7 +633,7 @@ def pointcloud2_to_occupancy(msg: Any) -> np.ndarray:
     return labels
 
 
-def dense_grid_to_image(labels: np.ndarray, *, header: Any = None) -> Any:
+def dense_grid_to_image(labels: np.ndarray, *, header: Header | None = None) -> Image:
     """The full (200, 200, 16) label grid as a lossless `sensor_msgs/Image`, encoding 8UC16 (module doc)."""
     from sensor_msgs.msg import Image
 
@@ -519,7 +647,7 @@ def dense_grid_to_image(labels: np.ndarray, *, header: Any = None) -> Any:
     return msg
 
 
-def image_to_dense_grid(msg: Any) -> np.ndarray:
+def image_to_dense_grid(msg: Image) -> np.ndarray:
     """Inverse of `dense_grid_to_image`: the (200, 200, 16) uint8 labels indexed [x, y, z].
 
     Raises:
@@ -555,8 +683,8 @@ def bev_obstacles(labels: np.ndarray, *, known: np.ndarray | None = None) -> np.
 
 
 def occupancy_to_occupancy_grid(
-    labels: np.ndarray, *, header: Any = None, known: np.ndarray | None = None
-) -> Any:
+    labels: np.ndarray, *, header: Header | None = None, known: np.ndarray | None = None
+) -> OccupancyGrid:
     """The bird's-eye obstacle grid (`bev_obstacles`) as a `nav_msgs/OccupancyGrid` (row = y, column = x)."""
     from nav_msgs.msg import OccupancyGrid
 
@@ -575,7 +703,7 @@ def occupancy_to_occupancy_grid(
     return msg
 
 
-def occupancy_grid_to_bev(msg: Any) -> np.ndarray:
+def occupancy_grid_to_bev(msg: OccupancyGrid) -> np.ndarray:
     """Inverse of `occupancy_to_occupancy_grid`: the (200, 200) int8 grid indexed [x, y]."""
     width, height = int(msg.info.width), int(msg.info.height)
     data = (
@@ -617,12 +745,12 @@ class MarkerStats:
 def occupancy_to_marker_array(
     labels: np.ndarray,
     *,
-    header: Any = None,
+    header: Header | None = None,
     max_cubes: int = 40_000,
     alpha: float = 1.0,
     namespace: str = "occupancy",
     cube_scale: float = 1.0,
-) -> tuple[Any, MarkerStats]:
+) -> tuple[MarkerArray, MarkerStats]:
     """RViz markers: a DELETEALL, then one CUBE_LIST per present class (id = class id,
     ns = `namespace/<name>`), voxel-sized cubes in class colours, free omitted.
 

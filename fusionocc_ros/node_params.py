@@ -1,5 +1,7 @@
 """Parameters of the occupancy node: one table (name, default, range, description) that the node declares,
-`config/fusionocc.param.yaml` mirrors (a test keeps them equal) and the README documents.
+`config/fusionocc.param.yaml` mirrors and docs/node.md documents (tests keep both equal to it), and the ways
+values reach it: `fusionocc node`'s arguments (each becomes a parameter override) and parameter YAML files
+(checked before rcl reads them).
 
 Read-only parameters need a restart; the others can be changed at run time with `ros2 param set` and are
 validated the same way.
@@ -7,12 +9,19 @@ validated the same way.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import argparse
+import pathlib
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
+from fusionocc_core.cli_options import add_device, add_preset
 from fusionocc_core.errors import FusionOccError
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+
+DEFAULT_PARAMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "fusionocc.param.yaml"
 
 
 @dataclass(frozen=True)
@@ -310,6 +319,25 @@ def validate(values: Mapping[str, Any]) -> dict[str, Any]:
     return result
 
 
+def check_changes(changes: Iterable[tuple[str, Any]]) -> str | None:
+    """Reason a run-time change of (name, value) pairs is invalid, or None; names not in the table (rclpy's
+    own, such as use_sim_time) are not this table's to judge."""
+    for name, value in changes:
+        spec = SPECS.get(name)
+        reason = check_value(spec, value) if spec is not None else None
+        if reason:
+            return reason
+    return None
+
+
+ROS_PARAMETERS = frozenset({"use_sim_time", "start_type_description_service"})  # declared by rclpy itself
+
+
+def unknown_names(names: Iterable[str]) -> list[str]:
+    """The sorted names that neither the table nor rclpy declares (a misspelled key in a params file)."""
+    return sorted(set(names) - set(SPECS) - ROS_PARAMETERS)
+
+
 def descriptor(spec: ParamSpec) -> Any:
     """rcl_interfaces ParameterDescriptor of a spec (description, ranges, read_only, choices in text)."""
     from rcl_interfaces.msg import (
@@ -354,3 +382,94 @@ def nested_defaults(names: Sequence[str] | None = None) -> dict[str, Any]:
             node = node.setdefault(parent, {})
         node[leaf] = spec.default
     return tree
+
+
+# ---------------------------------------------------------------------------------------- command line, YAML
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `fusionocc node` (each becomes a ROS parameter override; unset ones keep the value of
+    --params-file, else the parameter's default)."""
+
+    def param(name: str) -> str:
+        return f"ROS parameter {name}; default: the params file's, else {SPECS[name].default or 'none'}"
+
+    parser.add_argument(
+        "--params-file",
+        default=str(DEFAULT_PARAMS_FILE) if DEFAULT_PARAMS_FILE.is_file() else "",
+        help="ROS parameter YAML (default: config/fusionocc.param.yaml of this checkout)",
+    )
+    parser.add_argument(
+        "--checkpoint",
+        type=pathlib.Path,
+        help=f"FusionOcc checkpoint; without it the preset runs with random weights ({param('checkpoint')})",
+    )
+    add_preset(parser, help=f"model preset without a checkpoint ({param('preset')})")
+    add_device(parser, what="inference device", default=None, help_suffix=f" ({param('device')})")
+    parser.add_argument(
+        "--precision",
+        choices=SPECS["precision"].choices,
+        help=f"inference precision, autocast ({param('precision')})",
+    )
+    parser.add_argument(
+        "--calibration",
+        type=pathlib.Path,
+        metavar="YAML",
+        help="sensor calibration YAML (sensor -> ego extrinsics, see config/calibration.example.yaml; "
+        "written by `fusionocc rig` and `fusionocc convert`); sets the ROS parameter calibration_file, like "
+        "the launch argument calibration:= (default: the params file's)",
+    )
+    parser.add_argument(
+        "--image-transport",
+        choices=SPECS["image_transport"].choices,
+        help=f"camera message type: raw (sensor_msgs/Image) or compressed ({param('image_transport')})",
+    )
+    parser.add_argument(
+        "--ros-args",
+        dest="ros_args",
+        nargs=argparse.REMAINDER,
+        default=[],
+        help="everything after it goes to ROS (remaps, e.g. -r __ns:=/x -r ~/input/odometry:=/odom)",
+    )
+
+
+def ros_arguments(args: argparse.Namespace) -> list[str]:
+    """The rclpy command line equivalent of parsed `fusionocc node` arguments (`add_arguments`)."""
+    ros: list[str] = ["--ros-args"]
+    if args.params_file:
+        ros += ["--params-file", args.params_file]
+    overrides = {
+        "checkpoint": args.checkpoint,
+        "preset": args.preset,
+        "device": args.device,
+        "precision": args.precision,
+        "calibration_file": args.calibration,
+        "image_transport": args.image_transport,
+    }
+    for name, value in overrides.items():
+        if value is not None:
+            ros += ["-p", f"{name}:={value}"]
+    extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
+    return ros + extra
+
+
+def params_files(args: Sequence[str]) -> list[str]:
+    """The files named by `--params-file` in an rclpy command line."""
+    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
+
+
+def params_file_problem(path: str) -> str | None:
+    """Why a ROS parameter YAML cannot be used, or None; checked before rclpy.init, where rcl would fail on it
+    with an RCLError traceback instead of a sentence."""
+    file = pathlib.Path(path)
+    if not file.is_file():
+        return f"params file {path}: no such file"
+    try:
+        content = yaml.safe_load(file.read_text())
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
+        return f"params file {path}: not valid YAML ({str(error).splitlines()[0]})"
+    if not isinstance(content, dict) or not all(
+        isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict) for v in content.values()
+    ):
+        return f"params file {path}: expected `<node name or /**>: {{ros__parameters: {{...}}}}` at the top level"
+    return None

@@ -8,9 +8,10 @@ the sensors). The worker decodes the images, looks up the ego pose from odometry
 (temporal history inside) and publishes every output stamped with the lidar sweep's stamp in the ego frame.
 
 Topics: inputs from the `topics.*` patterns (defaults: the names of `fusionocc convert`'s bags,
-`/<camera>/image_rect[/compressed]`, `/<camera>/camera_info`, `/LIDAR_TOP`, `/odom`); outputs `~/output/occupied_voxels`, `~/output/markers`, `~/output/dense_grid`,
-`~/output/occupancy_grid`, `~/debug/processing_time_ms`, `~/debug/<stage>_ms`, and `/diagnostics`.
-Parameters: `fusionocc_ros.node_params`.
+`/<camera>/image_rect[/compressed]`, `/<camera>/camera_info`, `/LIDAR_TOP`, `/odom`); outputs
+`~/output/occupied_voxels`, `~/output/markers`, `~/output/dense_grid`, `~/output/occupancy_grid`,
+`~/debug/processing_time_ms`, `~/debug/<stage>_ms`, and `/diagnostics` (`fusionocc_ros.node_status`).
+Parameters and the `fusionocc node` arguments: `fusionocc_ros.node_params`.
 """
 
 from __future__ import annotations
@@ -18,15 +19,31 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import pathlib
+import signal
+import sys
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass
+from types import FrameType
 from typing import Any
 
 import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from nav_msgs.msg import OccupancyGrid, Odometry
+from rcl_interfaces.msg import SetParametersResult
+from rclpy.event_handler import QoSMessageLostInfo, QoSRequestedIncompatibleQoSInfo, SubscriptionEventCallbacks
+from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
+from std_msgs.msg import Float64, Header
+from visualization_msgs.msg import MarkerArray
 
 from fusionocc_core.cpu_threads import (
     configure_cpu_inference,
@@ -38,22 +55,27 @@ from fusionocc_core.errors import FusionOccError
 # frame near its fair share when other processes compete for the cores (fusionocc_core/cpu_threads.py).
 prepare_openmp_environment()
 from fusionocc_core.predictor import Predictor, SensorFrame  # noqa: E402
-from fusionocc_ros import conversions, marker_cdr  # noqa: E402
+from fusionocc_ros import conversions, marker_cdr, node_status  # noqa: E402
 from fusionocc_ros.calibration import Calibration, CalibrationError, load_calibration  # noqa: E402
-from fusionocc_ros.conversions import ConversionError  # noqa: E402
+from fusionocc_ros.conversions import CameraModel, ConversionError  # noqa: E402
 from fusionocc_ros.node_params import (  # noqa: E402
     PARAMETERS,
     SPECS,
     ParameterError,
     camera_topic,
-    check_value,
+    check_changes,
     descriptor,
+    params_file_problem,
+    params_files,
+    ros_arguments,
+    unknown_names,
     validate,
 )
+from fusionocc_ros.node_params import add_arguments as add_arguments  # noqa: E402  (cli.py's subcommand API)
 from fusionocc_ros.odometry import OdometryBuffer  # noqa: E402
 from fusionocc_ros.sync import LidarAnchoredSync, SyncGroup  # noqa: E402
+from fusionocc_ros.transport import apply_transport_profile  # noqa: E402
 
-DEFAULT_PARAMS_FILE = pathlib.Path(__file__).resolve().parents[1] / "config" / "fusionocc.param.yaml"
 DEBUG_STAGES = ("decode", "images", "history", "depth", "inference", "publish")
 _NS = 1_000_000_000
 
@@ -62,39 +84,16 @@ class NodeSetupError(FusionOccError, RuntimeError):
     """The node cannot start (bad parameters, calibration or model); the message says what to fix."""
 
 
-@dataclass
-class _CameraModel:
-    """Latest intrinsics of one camera and the image size they refer to (0 = unknown)."""
-
-    intrinsics: np.ndarray
-    width: int
-    height: int
-
-
 @dataclass(frozen=True)
 class _Sweep:
     """A checked, decoded lidar sweep waiting for its images."""
 
-    stamp: Any  # builtin_interfaces/Time of the lidar header
+    stamp: Time  # of the lidar header: every output carries it
     points: np.ndarray  # (N, 5) lidar frame
 
 
-def _stamp_ns(stamp: Any) -> int:
+def _stamp_ns(stamp: Time) -> int:
     return int(stamp.sec) * _NS + int(stamp.nanosec)
-
-
-def intrinsics_problem(k: np.ndarray, width: int, height: int) -> str:
-    """What is wrong with a CameraInfo's K for a pinhole camera ('' when nothing): finite, positive focal
-    lengths, rows [fx s cx; 0 fy cy; 0 0 1], principal point inside the image when its size is given."""
-    if not np.isfinite(k).all():
-        return "non-finite values"
-    if k[0, 0] <= 0 or k[1, 1] <= 0:
-        return "focal lengths must be positive"
-    if k[1, 0] != 0 or not np.array_equal(k[2], [0.0, 0.0, 1.0]):
-        return "not a pinhole matrix (K[1][0] must be 0 and the last row 0, 0, 1)"
-    if width > 0 and height > 0 and not (0 <= k[0, 2] <= width and 0 <= k[1, 2] <= height):
-        return f"principal point ({k[0, 2]:g}, {k[1, 2]:g}) outside the {width} x {height} image"
-    return ""
 
 
 class OccupancyNode(Node):
@@ -128,24 +127,24 @@ class OccupancyNode(Node):
         except NodeSetupError:
             super().destroy_node()
             raise
+        # Run-time changes: one callback accepts or refuses, another applies what ROS then stored, so a change
+        # refused by any on-set callback (or by the descriptors) never reaches self._params.
+        self.add_on_set_parameters_callback(self._check_parameters)
+        self.add_post_set_parameters_callback(self._apply_parameters)
         self._input_size = self._predictor.input_size
-        self._camera_models: dict[str, _CameraModel] = {}
+        self._camera_models: dict[str, CameraModel] = {}
         for name in self._cameras:
             entry = self._calibration[name]
             if entry.intrinsics is not None:
                 width, height = entry.image_size or (0, 0)
-                self._camera_models[name] = _CameraModel(entry.intrinsics, width, height)
+                self._camera_models[name] = CameraModel(entry.intrinsics, width, height)
         p = self._params
         # degraded groups and undecodable images share one limit; at least one camera always remains
         self._max_missing_cameras = min(p["sync.max_missing_cameras"], len(self._cameras) - 1)
         self._sync = LidarAnchoredSync(
-            self._cameras,
-            window_min_s=p["sync.window_min_s"],
-            window_max_s=p["sync.window_max_s"],
-            camera_queue_size=p["sync.camera_queue_size"],
-            lidar_queue_size=p["sync.lidar_queue_size"],
-            arrival_slack_s=p["sync.arrival_slack_s"],
-            reset_jump_s=p["sync.reset_jump_s"],
+            self._cameras, window_min_s=p["sync.window_min_s"], window_max_s=p["sync.window_max_s"],
+            camera_queue_size=p["sync.camera_queue_size"], lidar_queue_size=p["sync.lidar_queue_size"],
+            arrival_slack_s=p["sync.arrival_slack_s"], reset_jump_s=p["sync.reset_jump_s"],
             max_missing_cameras=self._max_missing_cameras,
         )
         self._odometry = OdometryBuffer(
@@ -183,30 +182,26 @@ class OccupancyNode(Node):
             params = validate(values)
         except ParameterError as error:
             raise NodeSetupError(str(error)) from None
-        unknown = sorted(set(self._parameter_overrides) - set(SPECS) - {"use_sim_time", "start_type_description_service"})
+        unknown = unknown_names(self._parameter_overrides)
         if unknown:  # a misspelled key in a params file would otherwise be ignored without a word
             self._count("unknown_parameters", len(unknown))
             self.get_logger().warning(
                 "ignoring unknown parameter(s) " + ", ".join(unknown) + " (not declared by the node; see "
                 "config/fusionocc.param.yaml for the names)"
             )
-        self.add_on_set_parameters_callback(self._on_set_parameters)
         return params
 
-    def _on_set_parameters(self, parameters: list[Any]) -> Any:
-        from rcl_interfaces.msg import SetParametersResult
+    def _check_parameters(self, parameters: list[Parameter[Any]]) -> SetParametersResult:
+        """On-set callback: accepts or refuses a change and nothing else, since an on-set callback after this
+        one may still refuse it (rclpy has already checked types, ranges and read-only flags)."""
+        reason = check_changes((parameter.name, parameter.value) for parameter in parameters)
+        return SetParametersResult(successful=reason is None, reason=reason or "")
 
+    def _apply_parameters(self, parameters: list[Parameter[Any]]) -> None:
+        """Post-set callback: values ROS has accepted and stored take effect (each is read where it is used)."""
         for parameter in parameters:
-            spec = SPECS.get(parameter.name)
-            if spec is None:
-                continue
-            reason = check_value(spec, parameter.value)
-            if reason:
-                return SetParametersResult(successful=False, reason=reason)
-        for parameter in parameters:
-            if parameter.name in SPECS and hasattr(self, "_params"):
+            if parameter.name in SPECS:
                 self._params[parameter.name] = parameter.value
-        return SetParametersResult(successful=True)
 
     def _marker_cdr_available(self) -> bool:
         try:
@@ -231,13 +226,9 @@ class OccupancyNode(Node):
     def _build_predictor(self) -> Predictor:
         p = self._params
         options = {
-            "device": p["device"],
-            "precision": p["precision"],
-            "camera_names": tuple(p["camera_names"]),
-            "temporal": p["temporal.enabled"],
-            "keyframe_interval_s": p["temporal.keyframe_interval_s"],
-            "num_lidar_keyframes": p["temporal.num_lidar_keyframes"],
-            "max_gap_s": p["temporal.max_gap_s"],
+            "device": p["device"], "precision": p["precision"], "camera_names": tuple(p["camera_names"]),
+            "temporal": p["temporal.enabled"], "keyframe_interval_s": p["temporal.keyframe_interval_s"],
+            "num_lidar_keyframes": p["temporal.num_lidar_keyframes"], "max_gap_s": p["temporal.max_gap_s"],
             "max_pose_jump_m": p["temporal.max_pose_jump_m"],
         }
         try:
@@ -252,26 +243,16 @@ class OccupancyNode(Node):
             raise NodeSetupError(f"cannot build the model: {type(error).__name__}: {error}") from None
 
     def _create_interfaces(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray
-        from nav_msgs.msg import OccupancyGrid, Odometry
-        from rclpy.qos import QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, PointCloud2
-        from std_msgs.msg import Float64
-        from visualization_msgs.msg import MarkerArray
-
         p = self._params
+        reliable = p["qos_reliability"] == "reliable"
         sensor_qos = QoSProfile(
-            depth=p["qos_depth"],
-            reliability=ReliabilityPolicy.RELIABLE
-            if p["qos_reliability"] == "reliable"
-            else ReliabilityPolicy.BEST_EFFORT,
-            history=qos_profile_sensor_data.history,
-            durability=qos_profile_sensor_data.durability,
+            depth=p["qos_depth"], reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+            history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
         )
         compressed = p["image_transport"] == "compressed"
         self.input_topics: dict[str, str] = {}  # counter key -> resolved topic (start-up log, tools)
 
-        def subscribe(kind: type, topic: str, callback: Any, key: str) -> None:
+        def subscribe(kind: type, topic: str, callback: Callable[..., None], key: str) -> None:
             subscription = self.create_subscription(
                 kind, topic, callback, sensor_qos, event_callbacks=self._transport_events(key)
             )
@@ -291,23 +272,17 @@ class OccupancyNode(Node):
         self._pub_markers = self.create_publisher(MarkerArray, "~/output/markers", out_qos)
         self._pub_dense = self.create_publisher(Image, "~/output/dense_grid", out_qos)
         self._pub_grid = self.create_publisher(OccupancyGrid, "~/output/occupancy_grid", out_qos)
-        self._pub_debug = {
-            stage: self.create_publisher(Float64, f"~/debug/{stage}_ms", out_qos) for stage in DEBUG_STAGES
-        }
-        self._pub_debug["processing_time"] = self.create_publisher(
-            Float64, "~/debug/processing_time_ms", out_qos
-        )
+        self._pub_debug = {stage: self.create_publisher(Float64, f"~/debug/{stage}_ms", out_qos)
+                           for stage in (*DEBUG_STAGES, "processing_time")}
         self._pub_diagnostics = self.create_publisher(DiagnosticArray, "/diagnostics", out_qos)
         self.create_timer(p["diagnostics_period_s"], self._publish_diagnostics)
 
-    def _transport_events(self, key: str) -> Any:
+    def _transport_events(self, key: str) -> SubscriptionEventCallbacks:
         """Counts what the middleware reports lost on an input (`lost:<key>`: best-effort samples that never
         arrived whole) and warns once about a writer whose QoS cannot match (e.g. best effort vs reliable)."""
-        from rclpy.event_handler import SubscriptionEventCallbacks
-
         seen = {"lost": 0}
 
-        def on_lost(info: Any) -> None:
+        def on_lost(info: QoSMessageLostInfo) -> None:
             new = int(info.total_count) - seen["lost"]
             seen["lost"] = int(info.total_count)
             if new > 0:
@@ -316,7 +291,7 @@ class OccupancyNode(Node):
                     f"transport lost {new} message(s) on {self.input_topics.get(key, key)} "
                     f"({info.total_count} so far)", throttle_duration_sec=5.0)
 
-        def on_incompatible(info: Any) -> None:
+        def on_incompatible(info: QoSRequestedIncompatibleQoSInfo) -> None:
             self._count(f"incompatible_qos:{key}")
             self.get_logger().error(
                 f"a writer on {self.input_topics.get(key, key)} offers QoS this subscription cannot match "
@@ -341,17 +316,17 @@ class OccupancyNode(Node):
             return False
         return True
 
-    def _on_camera_info(self, name: str, msg: Any) -> None:
+    def _on_camera_info(self, name: str, msg: CameraInfo) -> None:
         self._count(f"in:{name}/camera_info")
         intrinsics = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-        problem = intrinsics_problem(intrinsics, int(msg.width), int(msg.height))
+        problem = conversions.intrinsics_problem(intrinsics, int(msg.width), int(msg.height))
         if problem:
             self._reject(f"{name}/camera_info", "intrinsics", f"{problem}: K = {intrinsics.tolist()}")
             return
         with self._lock:
-            self._camera_models[name] = _CameraModel(intrinsics, int(msg.width), int(msg.height))
+            self._camera_models[name] = CameraModel(intrinsics, int(msg.width), int(msg.height))
 
-    def _on_image(self, name: str, msg: Any) -> None:
+    def _on_image(self, name: str, msg: Image | CompressedImage) -> None:
         self._count(f"in:{name}")
         self._last_image_monotonic = time.monotonic()
         if not self._frame_ok(name, msg.header.frame_id, self._calibration[name].frame_id):
@@ -360,23 +335,16 @@ class OccupancyNode(Node):
             if self._params["image_transport"] == "raw":
                 conversions.check_image(msg)
                 model = self._camera_models.get(name)
-                if (
-                    model is not None
-                    and model.width
-                    and (msg.width, msg.height) != (model.width, model.height)
-                ):
-                    raise ConversionError(
-                        f"image is {msg.width}x{msg.height}, camera_info says {model.width}x{model.height}",
-                        reason="size",
-                    )
-            elif len(msg.data) == 0:
-                raise ConversionError("compressed image has no data", reason="empty")
+                if model is not None:
+                    conversions.check_image_size(msg, model.width, model.height)
+            else:
+                conversions.check_compressed_image(msg)
         except ConversionError as error:
             self._reject(name, error.reason, str(error))
             return
         self._offer(lambda: self._sync.add_camera(name, _stamp_ns(msg.header.stamp), msg))
 
-    def _on_pointcloud(self, msg: Any) -> None:
+    def _on_pointcloud(self, msg: PointCloud2) -> None:
         self._count("in:pointcloud")
         self._last_sweep_monotonic = time.monotonic()
         if not self._frame_ok(
@@ -391,37 +359,30 @@ class OccupancyNode(Node):
         if cloud.dropped_non_finite:
             self._count("lidar_non_finite_points", cloud.dropped_non_finite)
         if cloud.points.shape[0] < self._params["min_lidar_points"]:
-            self._reject(
-                "pointcloud",
-                "too_few_points",
-                f"{cloud.points.shape[0]} finite points ({cloud.dropped_non_finite} NaN/Inf dropped), "
-                f"need {self._params['min_lidar_points']}",
-            )
+            self._reject("pointcloud", "too_few_points",
+                         f"{cloud.points.shape[0]} finite points ({cloud.dropped_non_finite} NaN/Inf dropped), "
+                         f"need {self._params['min_lidar_points']}")
             return
         sweep = _Sweep(msg.header.stamp, cloud.points)
         self._offer(lambda: self._sync.add_lidar(_stamp_ns(msg.header.stamp), sweep))
 
-    def _on_odometry(self, msg: Any) -> None:
+    def _on_odometry(self, msg: Odometry) -> None:
         self._count("in:odometry")
         child = msg.child_frame_id
         if self._params["check_frame_ids"] and child and child != self._params["ego_frame"]:
-            self._reject(
-                "odometry", "frame_id", f"child_frame_id {child!r}, expected {self._params['ego_frame']!r}"
-            )
+            self._reject("odometry", "frame_id", f"child_frame_id {child!r}, expected {self._params['ego_frame']!r}")
             return
-        position, orientation = msg.pose.pose.position, msg.pose.pose.orientation
-        quaternion = np.array([orientation.w, orientation.x, orientation.y, orientation.z])
-        translation = np.array([position.x, position.y, position.z])
-        norm = float(np.linalg.norm(quaternion))
-        if not np.isfinite(translation).all() or not np.isfinite(norm) or abs(norm - 1.0) > 1e-2:
-            self._reject("odometry", "pose", f"position {translation.tolist()}, quaternion norm {norm}")
+        try:
+            translation, quaternion = conversions.odometry_pose(msg)
+        except ConversionError as error:
+            self._reject("odometry", error.reason, str(error))
             return
         with self._lock:
-            outcome = self._odometry.add(_stamp_ns(msg.header.stamp), translation, quaternion / norm)
+            outcome = self._odometry.add(_stamp_ns(msg.header.stamp), translation, quaternion)
         if outcome:
             self._count(f"odometry:{outcome}")
 
-    def _offer(self, add: Any) -> None:
+    def _offer(self, add: Callable[[], list[SyncGroup]]) -> None:
         """Runs one synchroniser update and hands the newest complete group to the worker."""
         with self._lock:
             groups = add()
@@ -436,13 +397,9 @@ class OccupancyNode(Node):
                 self._count("dropped:worker_busy")
             reset = any(g.reset for g in groups)
             newest = groups[-1]
-            self._mailbox = (
-                newest
-                if not reset or newest.reset
-                else SyncGroup(
-                    newest.stamp_ns, newest.lidar, newest.camera_stamps_ns, newest.cameras, reset=True
-                )
-            )
+            if reset and not newest.reset:  # a reset in a dropped group still clears the history
+                newest = SyncGroup(newest.stamp_ns, newest.lidar, newest.camera_stamps_ns, newest.cameras, reset=True)
+            self._mailbox = newest
             self._mailbox_cv.notify()
 
     # -------------------------------------------------------------------------------------------- worker
@@ -452,22 +409,18 @@ class OccupancyNode(Node):
             with self._mailbox_cv:
                 while self._mailbox is None and not self._stopping:
                     self._mailbox_cv.wait()
-                if self._stopping:
-                    if self._mailbox is not None:  # accounted for: every synced group is published or dropped
-                        self._mailbox = None
+                group, self._mailbox = self._mailbox, None
+                if self._stopping or group is None:  # the wait ends with a group, or on stopping
+                    if group is not None:  # accounted for: every synced group is published or dropped
                         self._count("dropped:shutdown")
                     return
-                group, self._mailbox = self._mailbox, None
                 self._busy = True
             try:
                 self._process(group)
             except Exception as error:  # the node never dies on data: count, log, go on
                 self._count("inference_failures")
-                self.get_logger().error(
-                    f"processing the sweep at {group.stamp_ns / _NS:.3f} s failed: "
-                    f"{type(error).__name__}: {error}",
-                    throttle_duration_sec=1.0,
-                )
+                self.get_logger().error(f"processing the sweep at {group.stamp_ns / _NS:.3f} s failed: "
+                                        f"{type(error).__name__}: {error}", throttle_duration_sec=1.0)
             finally:
                 with self._mailbox_cv:
                     self._busy = False
@@ -477,39 +430,29 @@ class OccupancyNode(Node):
         whose image does not decode (rejected and counted), is missing while at most `sync.max_missing_cameras`
         are; it gets a black placeholder of its size and the intrinsics of its camera_info (or of a present
         camera), and the model zeroes its features. More missing cameras raise ConversionError (no output)."""
-        images: list[np.ndarray | None] = []
-        intrinsics: list[np.ndarray | None] = []
-        missing: list[int] = []
         with self._lock:
             models = [self._camera_models.get(name) for name in self._cameras]
+        views: list[tuple[np.ndarray, np.ndarray] | None] = []  # (rgb, intrinsics) per camera
+        missing: list[int] = []
         for index, (name, msg, model) in enumerate(zip(self._cameras, group.cameras, models, strict=True)):
-            rgb = None
+            view = None
             if msg is not None:
                 try:
-                    rgb, scale = self._decode_image(name, msg, model)
+                    view = self._decode_image(name, msg, model)
                 except ConversionError as error:
                     if len(missing) >= self._max_missing_cameras:
                         raise
                     self._reject(name, error.reason, str(error))  # this camera only: degraded, not dropped
-            if rgb is None:
+            if view is None:
                 missing.append(index)
-                images.append(None)
-                intrinsics.append(None if model is None else model.intrinsics)
-            else:
-                images.append(rgb)
-                intrinsics.append(scale @ model.intrinsics)
-        present = next(i for i, image in enumerate(images) if image is not None)  # never all missing
-        for index in missing:
-            model = models[index]
-            size = (model.height, model.width) if model is not None and model.width and model.height else None
-            images[index] = np.zeros((*(size or images[present].shape[:2]), 3), dtype=np.uint8)
-            if intrinsics[index] is None or size is None:
-                intrinsics[index] = intrinsics[present]
-        return images, np.stack(intrinsics), missing
+            views.append(view)
+        images, intrinsics = conversions.fill_missing_views(views, models)  # never all missing (limit above)
+        return images, intrinsics, missing
 
-    def _decode_image(self, name: str, msg: Any, model: Any) -> tuple[np.ndarray, np.ndarray]:
-        """One camera's RGB image and the scale from its camera_info size to the image's."""
-        height, width = self._input_size
+    def _decode_image(
+        self, name: str, msg: Image | CompressedImage, model: CameraModel | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """One camera's RGB image and its intrinsics, scaled from the camera_info size to the decoded one."""
         if model is None:
             raise ConversionError(f"{name}: no camera_info received and no intrinsics in the calibration",
                                   reason="no_camera_info")
@@ -517,23 +460,15 @@ class OccupancyNode(Node):
             if self._params["image_transport"] == "raw":
                 rgb = conversions.image_to_rgb(msg)
             else:
+                height, width = self._input_size
                 min_size = (width, height) if self._params["jpeg_draft"] else None
                 rgb = conversions.compressed_image_to_rgb(msg, min_size=min_size)
+            return rgb, conversions.intrinsics_scale(rgb.shape, model.width, model.height) @ model.intrinsics
         except ConversionError as error:
             raise ConversionError(f"{name}: {error}", reason=error.reason) from None
-        scale = np.eye(3)
-        if model.width and model.height:
-            sx, sy = rgb.shape[1] / model.width, rgb.shape[0] / model.height
-            if abs(sx - sy) > 2.0 / min(rgb.shape[:2]):
-                raise ConversionError(
-                    f"{name}: image is {rgb.shape[1]}x{rgb.shape[0]}, camera_info says "
-                    f"{model.width}x{model.height}",
-                    reason="size",
-                )
-            scale = np.diag([sx, sy, 1.0])
-        return rgb, scale
 
     def _process(self, group: SyncGroup) -> None:
+        """Decodes one synchronised group, predicts and publishes (worker thread)."""
         start = time.perf_counter()
         try:
             images, intrinsics, missing = self._decode_images(group)
@@ -553,10 +488,8 @@ class OccupancyNode(Node):
             self._predictor.reset("sync_time_reset")
         if pose is None:
             self._count("no_odometry")
-            self.get_logger().warning(
-                "no odometry near the sweep stamp: single-frame inference (no temporal fusion)",
-                throttle_duration_sec=5.0,
-            )
+            self.get_logger().warning("no odometry near the sweep stamp: single-frame inference (no temporal "
+                                      "fusion)", throttle_duration_sec=5.0)
             self._predictor.reset("no_odometry")
             pose = np.eye(4)
             camera_poses = [None] * len(camera_poses)  # single-frame: every sensor in the identity ego frame
@@ -576,9 +509,7 @@ class OccupancyNode(Node):
         result = self._predictor.predict(frame)
         publish_start = time.perf_counter()
         self._publish(result.labels, sweep.stamp)
-        timings = dict(
-            result.timings_ms, decode=decode_ms, publish=(time.perf_counter() - publish_start) * 1e3
-        )
+        timings = dict(result.timings_ms, decode=decode_ms, publish=(time.perf_counter() - publish_start) * 1e3)
         timings["processing_time"] = (time.perf_counter() - start) * 1e3
         self._publish_timings(timings)
         with self._lock:
@@ -589,9 +520,9 @@ class OccupancyNode(Node):
             self._last_processing_ms = timings["processing_time"]
             self._last_missing = tuple(self._cameras[i] for i in missing)
 
-    def _publish(self, labels: np.ndarray, stamp: Any) -> None:
-        from std_msgs.msg import Header
+    # ------------------------------------------------------------------------------------------ publishing
 
+    def _publish(self, labels: np.ndarray, stamp: Time) -> None:
         header = Header(frame_id=self._params["ego_frame"])
         header.stamp = stamp
         self._pub_voxels.publish(conversions.occupancy_to_pointcloud2(labels, header=header))
@@ -600,25 +531,17 @@ class OccupancyNode(Node):
         if self._pub_markers.get_subscription_count() > 0:
             self._publish_markers(labels, header)
 
-    def _publish_markers(self, labels: np.ndarray, header: Any) -> None:
+    def _publish_markers(self, labels: np.ndarray, header: Header) -> None:
         """MarkerArray, serialised straight to CDR with numpy where the installed layout allows it."""
         max_cubes, alpha = int(self._params["markers.max_cubes"]), float(self._params["markers.alpha"])
         if self._marker_cdr:
             indices, values, capped = conversions.marker_voxels(labels, max_cubes=max_cubes)
-            self._pub_markers.publish(
-                marker_cdr.marker_array_cdr(
-                    indices,
-                    values,
-                    sec=header.stamp.sec,
-                    nanosec=header.stamp.nanosec,
-                    frame_id=header.frame_id,
-                    alpha=alpha,
-                )
-            )
+            self._pub_markers.publish(marker_cdr.marker_array_cdr(
+                indices, values, sec=header.stamp.sec, nanosec=header.stamp.nanosec, frame_id=header.frame_id,
+                alpha=alpha))
         else:
-            markers, stats = conversions.occupancy_to_marker_array(
-                labels, header=header, max_cubes=max_cubes, alpha=alpha
-            )
+            markers, stats = conversions.occupancy_to_marker_array(labels, header=header, max_cubes=max_cubes,
+                                                                   alpha=alpha)
             capped = stats.capped
             self._pub_markers.publish(markers)
         if capped:
@@ -626,65 +549,39 @@ class OccupancyNode(Node):
         self._count("published_markers")
 
     def _publish_timings(self, timings: dict[str, float]) -> None:
-        from std_msgs.msg import Float64
-
         for stage, publisher in self._pub_debug.items():
             if stage in timings:
                 publisher.publish(Float64(data=float(timings[stage])))
 
     def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
+        now = time.monotonic()
         with self._lock:
             counters = dict(self._counters)
             last_output = self._last_output_monotonic
             processing = self._last_processing_ms
             missing = self._last_missing
         failures = counters.get("inference_failures", 0)
-        level, message = DiagnosticStatus.OK, "running"
-        if missing:
-            level, message = DiagnosticStatus.WARN, f"degraded: no image from {', '.join(missing)} (view zeroed)"
-        if failures > self._reported_failures:
-            level, message = (
-                DiagnosticStatus.WARN,
-                f"{failures - self._reported_failures} inference failure(s)",
-            )
-        elif counters.get("in:pointcloud", 0) and (
-            last_output is None or time.monotonic() - last_output > 5.0
-        ):
-            level, message = DiagnosticStatus.WARN, "lidar arrives but no occupancy was published for 5 s"
-        lidar_age = self._lidar_age_s()
-        if lidar_age is not None:  # lidar dropout policy: stop publishing and say so (README, sensor dropout)
-            level = DiagnosticStatus.ERROR
-            message = (f"lidar dropout: no PointCloud2 for {lidar_age:.1f} s while images arrive; occupancy is "
-                       "paused until the lidar returns (each output is anchored on, and needs, a sweep)")
-        self._reported_failures = failures
-        status = DiagnosticStatus(
-            level=level,
-            name=f"{self.get_name()}: occupancy",
-            message=message,
-            hardware_id=str(self._predictor.device),
+        lidar_age = node_status.lidar_dropout_age(
+            now, last_image=self._last_image_monotonic, last_sweep=self._last_sweep_monotonic,
+            started=self._started_monotonic, timeout_s=self._params["lidar_timeout_s"],
         )
-        values = [KeyValue(key=key, value=str(value)) for key, value in sorted(counters.items())]
-        values.append(KeyValue(key="last_processing_time_ms", value=f"{processing:.1f}"))
-        values.append(KeyValue(key="precision", value=self._predictor.precision))
-        values.append(KeyValue(key="missing_cameras", value=", ".join(missing)))
-        values.append(KeyValue(key="lidar_dropout", value=str(lidar_age is not None).lower()))
-        status.values = values
+        level, message = node_status.node_status(
+            counters, missing=missing, new_failures=failures - self._reported_failures, lidar_age=lidar_age,
+            output_age=None if last_output is None else now - last_output,
+        )
+        self._reported_failures = failures
+        status = DiagnosticStatus(level=bytes([level]), name=f"{self.get_name()}: occupancy", message=message,
+                                  hardware_id=str(self._predictor.device))
+        status.values = [
+            KeyValue(key=key, value=value)
+            for key, value in node_status.status_values(
+                counters, processing_ms=processing, precision=self._predictor.precision, missing=missing,
+                lidar_dropout=lidar_age is not None,
+            )
+        ]
         array = DiagnosticArray(status=[status])
         array.header.stamp = self.get_clock().now().to_msg()
         self._pub_diagnostics.publish(array)
-
-    def _lidar_age_s(self) -> float | None:
-        """Seconds since the last sweep when images still arrive (within 1 s) and no sweep came for
-        `lidar_timeout_s`; None otherwise (no dropout)."""
-        now = time.monotonic()
-        image, sweep = self._last_image_monotonic, self._last_sweep_monotonic
-        if image is None or now - image > 1.0:
-            return None
-        since = sweep if sweep is not None else self._started_monotonic
-        age = now - since
-        return age if age > self._params["lidar_timeout_s"] else None
 
     # ------------------------------------------------------------------------------------------- public
 
@@ -719,112 +616,15 @@ class OccupancyNode(Node):
 # --------------------------------------------------------------------------------------------- entry points
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of `fusionocc node` (each becomes a ROS parameter override; unset ones keep the value of
-    --params-file, else the parameter's default)."""
-    from fusionocc_core.cli_options import add_device, add_preset
-
-    def param(name: str) -> str:
-        return f"ROS parameter {name}; default: the params file's, else {SPECS[name].default or 'none'}"
-
-    parser.add_argument(
-        "--params-file",
-        default=str(DEFAULT_PARAMS_FILE) if DEFAULT_PARAMS_FILE.is_file() else "",
-        help="ROS parameter YAML (default: config/fusionocc.param.yaml of this checkout)",
-    )
-    parser.add_argument(
-        "--checkpoint",
-        type=pathlib.Path,
-        help=f"FusionOcc checkpoint; without it the preset runs with random weights ({param('checkpoint')})",
-    )
-    add_preset(parser, help=f"model preset without a checkpoint ({param('preset')})")
-    add_device(parser, what="inference device", default=None, help_suffix=f" ({param('device')})")
-    parser.add_argument(
-        "--precision",
-        choices=SPECS["precision"].choices,
-        help=f"inference precision, autocast ({param('precision')})",
-    )
-    parser.add_argument(
-        "--calibration",
-        type=pathlib.Path,
-        metavar="YAML",
-        help="sensor calibration YAML (sensor -> ego extrinsics, see config/calibration.example.yaml; "
-        "written by `fusionocc rig` and `fusionocc convert`); sets the ROS parameter calibration_file, like "
-        "the launch argument calibration:= (default: the params file's)",
-    )
-    parser.add_argument(
-        "--image-transport",
-        choices=SPECS["image_transport"].choices,
-        help=f"camera message type: raw (sensor_msgs/Image) or compressed ({param('image_transport')})",
-    )
-    parser.add_argument(
-        "--ros-args",
-        dest="ros_args",
-        nargs=argparse.REMAINDER,
-        default=[],
-        help="everything after it goes to ROS (remaps, e.g. -r __ns:=/x -r ~/input/odometry:=/odom)",
-    )
-
-
-def ros_arguments(args: argparse.Namespace) -> list[str]:
-    """The rclpy command line equivalent of parsed `fusionocc node` arguments."""
-    ros: list[str] = ["--ros-args"]
-    if args.params_file:
-        ros += ["--params-file", args.params_file]
-    overrides = {
-        "checkpoint": args.checkpoint,
-        "preset": args.preset,
-        "device": args.device,
-        "precision": args.precision,
-        "calibration_file": args.calibration,
-        "image_transport": args.image_transport,
-    }
-    for name, value in overrides.items():
-        if value is not None:
-            ros += ["-p", f"{name}:={value}"]
-    extra = [a for a in (args.ros_args or []) if a != "--ros-args"]
-    return ros + extra
-
-
 def run(args: argparse.Namespace) -> int:
-    """`fusionocc node`: runs the node until Ctrl-C."""
+    """`fusionocc node`: runs the node until Ctrl-C (arguments: `node_params.add_arguments`)."""
     return main(["fusionocc-node", *ros_arguments(args)])
-
-
-def params_file_problem(path: str) -> str | None:
-    """Why a ROS parameter YAML cannot be used (rcl would fail with an RCLError traceback), or None."""
-    import yaml
-
-    file = pathlib.Path(path)
-    if not file.is_file():
-        return f"params file {path}: no such file"
-    try:
-        content = yaml.safe_load(file.read_text())
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as error:
-        return f"params file {path}: not valid YAML ({str(error).splitlines()[0]})"
-    if not isinstance(content, dict) or not all(
-        isinstance(v, dict) and isinstance(v.get("ros__parameters"), dict) for v in content.values()
-    ):
-        return f"params file {path}: expected `<node name or /**>: {{ros__parameters: {{...}}}}` at the top level"
-    return None
-
-
-def _params_files(args: list[str]) -> list[str]:
-    return [args[i + 1] for i, a in enumerate(args[:-1]) if a == "--params-file"]
 
 
 def main(args: list[str] | None = None) -> int:
     """`ros2 run fusionocc occupancy_node [--ros-args ...]`: spins until Ctrl-C; 1 on a setup error."""
-    import signal
-    import sys
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException
-    from rclpy.signals import SignalHandlerOptions
-
-    from fusionocc_ros.transport import apply_transport_profile
-
-    def interrupt(signum: int, frame: Any) -> None:
+    def interrupt(signum: int, frame: FrameType | None) -> None:
         raise KeyboardInterrupt
 
     if threading.current_thread() is threading.main_thread():
@@ -833,7 +633,7 @@ def main(args: list[str] | None = None) -> int:
 
     log = logging.getLogger("fusionocc.occupancy_node")
     argv = list(sys.argv if args is None else args)
-    for path in _params_files(argv):
+    for path in params_files(argv):
         problem = params_file_problem(path)
         if problem:
             print(f"fusionocc node: cannot start: {problem}", file=sys.stderr)

@@ -84,6 +84,77 @@ def test_bad_images_raise_conversion_error(mutate, match):
         conv.check_image(msg)
 
 
+def test_image_size_must_match_camera_info_unless_unknown():
+    msg = conv.rgb_to_image(RGB)  # 7 x 5
+    conv.check_image_size(msg, 7, 5)
+    conv.check_image_size(msg, 0, 0)  # no size in the camera_info
+    with pytest.raises(ConversionError, match="image is 7x5, camera_info says 8x5") as error:
+        conv.check_image_size(msg, 8, 5)
+    assert error.value.reason == "size"
+    with pytest.raises(ConversionError, match="no data") as error:
+        conv.check_compressed_image(CompressedImage(format="jpeg"))
+    assert error.value.reason == "empty"
+
+
+K = np.array([[800.0, 0.0, 800.0], [0.0, 800.0, 450.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.mark.parametrize("mutate,problem", [
+    (lambda k: None, ""),
+    (lambda k: k.__setitem__((0, 0), np.nan), "non-finite values"),
+    (lambda k: k.__setitem__((1, 1), 0.0), "focal lengths must be positive"),
+    (lambda k: k.__setitem__((1, 0), 3.0), "not a pinhole matrix"),
+    (lambda k: k.__setitem__((2, 2), 0.0), "not a pinhole matrix"),
+    (lambda k: k.__setitem__((0, 2), 1601.0), "principal point (1601, 450) outside the 1600 x 900 image"),
+])
+def test_intrinsics_problem_names_what_is_wrong(mutate, problem):
+    k = K.copy()
+    mutate(k)
+    found = conv.intrinsics_problem(k, 1600, 900)
+    assert found.startswith(problem) if problem else found == ""
+    if "principal point" in problem:
+        assert conv.intrinsics_problem(k, 0, 0) == ""  # size unknown: the principal point is not checked
+
+
+def test_intrinsics_scale_follows_a_reduced_decode_and_refuses_another_aspect():
+    np.testing.assert_allclose(conv.intrinsics_scale((450, 800, 3), 1600, 900) @ K,
+                               [[400.0, 0.0, 400.0], [0.0, 400.0, 225.0], [0.0, 0.0, 1.0]])
+    np.testing.assert_array_equal(conv.intrinsics_scale((450, 800, 3), 0, 0), np.eye(3))
+    np.testing.assert_allclose(np.diag(conv.intrinsics_scale((113, 200, 3), 1600, 900)), [0.125, 113 / 900, 1])
+    with pytest.raises(ConversionError, match="image is 800x800, camera_info says 1600x900") as error:
+        conv.intrinsics_scale((800, 800, 3), 1600, 900)
+    assert error.value.reason == "size"
+
+
+def test_missing_views_get_their_camera_size_and_intrinsics_else_a_present_ones():
+    present = (np.full((4, 6, 3), 9, np.uint8), K)
+    other_k = K * [[0.5], [0.5], [1.0]]
+    images, intrinsics = conv.fill_missing_views(
+        [None, present, None, None],
+        [conv.CameraModel(other_k, 8, 2), None, None, conv.CameraModel(other_k, 0, 0)],
+    )
+    assert [image.shape for image in images] == [(2, 8, 3), (4, 6, 3), (4, 6, 3), (4, 6, 3)]
+    assert not images[0].any() and not images[2].any() and images[1] is present[0]
+    np.testing.assert_array_equal(intrinsics, np.stack([other_k, K, K, K]))
+
+
+def test_odometry_pose_normalises_the_quaternion_and_refuses_broken_poses():
+    from nav_msgs.msg import Odometry
+
+    msg = Odometry()
+    p, q = msg.pose.pose.position, msg.pose.pose.orientation
+    p.x, p.y, p.z = 1.0, 2.0, 3.0
+    q.w, q.x, q.y, q.z = 0.6, 0.0, 0.0, 0.8 * 1.005
+    translation, quaternion = conv.odometry_pose(msg)
+    np.testing.assert_array_equal(translation, [1.0, 2.0, 3.0])
+    assert np.linalg.norm(quaternion) == pytest.approx(1.0)
+    for bad in (lambda: setattr(p, "x", float("nan")), lambda: setattr(q, "w", 0.5)):
+        bad()
+        with pytest.raises(ConversionError, match="quaternion norm") as error:
+            conv.odometry_pose(msg)
+        assert error.value.reason == "pose"
+
+
 def _encoded(fmt: str, pixels: np.ndarray, **kwargs) -> CompressedImage:
     buffer = io.BytesIO()
     PILImage.fromarray(pixels).save(buffer, format=fmt, **kwargs)

@@ -1,12 +1,12 @@
 """The occupancy node over real rclpy: synthetic-world frames in, outputs equal to the Predictor's direct
-prediction; bad messages rejected with counters while good frames keep producing outputs; parameters,
-parameter YAML, launch file and RViz config checked."""
+prediction; bad messages rejected with counters while good frames keep producing outputs; invalid start-up
+parameters stop it with a reason; run-time parameter changes take effect only once ROS accepted them; the RViz
+config shows its outputs. The parameter table, YAML and command line: test_node_params.py."""
 
 from __future__ import annotations
 
 import os
 import pathlib
-import py_compile
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,13 +31,8 @@ from fusionocc_core.occ3d import CAMERA_NAMES, FREE_LABEL, GRID_SHAPE, LIDAR_NAM
 from fusionocc_core.predictor import Predictor, SensorFrame
 from fusionocc_ros import conversions as conv
 from fusionocc_ros.calibration import Calibration, SensorCalibration, load_calibration, save_calibration
-from fusionocc_ros.node_params import PARAMETERS, PRIVATE_TOPICS, nested_defaults
-from fusionocc_ros.occupancy_node import (
-    NodeSetupError,
-    OccupancyNode,
-    add_arguments,
-    ros_arguments,
-)
+from fusionocc_ros.node_params import PRIVATE_TOPICS
+from fusionocc_ros.occupancy_node import NodeSetupError, OccupancyNode
 from fusionocc_ros.odometry import pose_matrix
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -302,7 +297,7 @@ class Harness:
         # An ego pose at the sweep and at every image stamp (as `fusionocc convert` writes /odom), one at a time
         # so that none is lost from the sensor-data QoS queue.
         poses = {frame.stamp_us: (frame.ego_translation, frame.ego_rotation)}
-        poses.update(zip(frame.camera_stamps_us, frame.camera_poses))
+        poses.update(zip(frame.camera_stamps_us, frame.camera_poses, strict=False))
         for stamp_us, (p, q) in sorted(poses.items()):
             odom = Odometry(child_frame_id="base_link")
             odom.header.frame_id = "map"
@@ -519,47 +514,6 @@ def test_invalid_parameters_stop_the_node_with_a_reason(world, overrides, match)
         context.try_shutdown()
 
 
-def test_param_yaml_lists_every_parameter_with_its_default():
-    data = yaml.safe_load((REPO / "config" / "fusionocc.param.yaml").read_text())
-    assert list(data) == ["/**"]
-    assert data["/**"]["ros__parameters"] == nested_defaults()
-    assert len(PARAMETERS) == len({p.name for p in PARAMETERS})
-
-
-def test_cli_arguments_become_ros_parameter_overrides():
-    import argparse
-
-    parser = argparse.ArgumentParser()
-    add_arguments(parser)
-    args = parser.parse_args(
-        ["--checkpoint", "m.pt", "--device", "cpu", "--calibration", "c.yaml", "--ros-args", "-r", "__ns:=/x"]
-    )
-    ros = ros_arguments(args)
-    assert ros[0] == "--ros-args"
-    assert ros[
-        ros.index("checkpoint:=m.pt") - 1 : ros.index("checkpoint:=m.pt") + 1
-    ] == ["-p", "checkpoint:=m.pt"]
-    assert "calibration_file:=c.yaml" in ros and "device:=cpu" in ros and ros[-2:] == ["-r", "__ns:=/x"]
-
-
-def test_launch_file_compiles_and_names_its_arguments():
-    path = REPO / "launch" / "occupancy.launch.py"
-    py_compile.compile(str(path), doraise=True)
-    text = path.read_text()
-    for argument in (
-        "checkpoint",
-        "preset",
-        "device",
-        "params_file",
-        "image_transport",
-        "use_rviz",
-        "bag",
-        "calibration",
-    ):
-        assert f'"{argument}"' in text
-    assert "generate_launch_description" in text
-
-
 def test_rviz_config_shows_markers_cloud_six_images_and_tf_in_base_link():
     config = yaml.safe_load((REPO / "config" / "fusionocc.rviz").read_text())
     displays = config["Visualization Manager"]["Displays"]
@@ -584,24 +538,108 @@ def test_main_returns_1_with_a_reason_instead_of_a_traceback(caplog):
     assert any("does not exist" in record.getMessage() for record in caplog.records)
 
 
-def test_runtime_parameters_are_validated_and_read_only_ones_refused(world):
+def _runtime_node(world, offset: int):
     from rclpy.parameter import Parameter
 
     context = Context()
-    rclpy.init(context=context, domain_id=1 + (os.getpid() + 113) % 200)
+    rclpy.init(context=context, domain_id=1 + (os.getpid() + offset) % 200)
+    node = OccupancyNode(predictor=_predictor(StubModel()), context=context,
+                         parameter_overrides=[Parameter("calibration_file", value=str(world.calibration_file))])
+    return context, node
+
+
+def test_runtime_parameters_are_validated_and_read_only_ones_refused(world):
+    from rclpy.parameter import Parameter
+
+    context, node = _runtime_node(world, 113)
     try:
-        node = OccupancyNode(predictor=_predictor(StubModel()), context=context,
-                             parameter_overrides=[Parameter("calibration_file",
-                                                            value=str(world.calibration_file))])
         ok, too_high, read_only = node.set_parameters([
             Parameter("markers.max_cubes", value=1000), Parameter("markers.alpha", value=2.0),
             Parameter("precision", value="fp16")])
         assert ok.successful and node.get_parameter("markers.max_cubes").value == 1000
+        assert node._params["markers.max_cubes"] == 1000  # applied where the node reads it
         assert not too_high.successful and "markers.alpha" in too_high.reason
+        assert node._params["markers.alpha"] == 1.0 and node.get_parameter("markers.alpha").value == 1.0
         assert not read_only.successful and "read-only" in read_only.reason
+        assert node._params["precision"] == "fp32"
         descriptor = node.describe_parameter("sync.window_min_s")
         assert descriptor.read_only and descriptor.floating_point_range[0].from_value == -1.0
         assert "[s]" in descriptor.description
-        node.destroy_node()
     finally:
+        node.destroy_node()
         context.try_shutdown()
+
+
+def test_a_change_refused_by_a_later_callback_never_reaches_the_node(world):
+    """Validation and application are separate: the node's on-set callback only judges, so a change it accepts
+    but another on-set callback refuses is not applied; its own check alone applies nothing either."""
+    from rcl_interfaces.msg import SetParametersResult
+    from rclpy.parameter import Parameter
+
+    context, node = _runtime_node(world, 127)
+    try:
+        assert node._check_parameters([Parameter("markers.alpha", value=0.5)]).successful
+        assert node._params["markers.alpha"] == 1.0  # judging is not applying
+        refused = node._check_parameters([Parameter("markers.alpha", value=0.5),
+                                          Parameter("precision", value="int8")])
+        assert not refused.successful and "precision must be one of" in refused.reason
+
+        vetoed = []
+
+        def veto(parameters):
+            vetoed.extend(p.name for p in parameters)
+            return SetParametersResult(successful=False, reason="vetoed by another component")
+
+        # rclpy calls the most recently added on-set callback first: the node's check, then the veto
+        node.remove_on_set_parameters_callback(node._check_parameters)
+        node.add_on_set_parameters_callback(veto)
+        node.add_on_set_parameters_callback(node._check_parameters)
+        (result,) = node.set_parameters([Parameter("markers.max_cubes", value=7)])
+        assert not result.successful and result.reason == "vetoed by another component"
+        assert vetoed == ["markers.max_cubes"]  # the node's check passed it on
+        assert node._params["markers.max_cubes"] == 40_000 and node.get_parameter("markers.max_cubes").value == 40_000
+
+        node.remove_on_set_parameters_callback(veto)
+        (result,) = node.set_parameters([Parameter("markers.max_cubes", value=7)])
+        assert result.successful and node._params["markers.max_cubes"] == 7
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
+def test_parameter_service_refuses_invalid_values_and_applies_valid_ones(world):
+    """`ros2 param set` goes through the parameter services: the same refusal and application over DDS."""
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.parameter import Parameter
+    from rclpy.parameter_client import AsyncParameterClient
+
+    context, node = _runtime_node(world, 131)
+    caller = rclpy.create_node("param_caller", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    executor.add_node(caller)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        client = AsyncParameterClient(caller, node.get_fully_qualified_name())
+        assert client.wait_for_services(timeout_sec=30.0)
+
+        def set_remote(name, value):
+            future = client.set_parameters([Parameter(name, value=value)])
+            deadline = time.monotonic() + 30.0
+            while not future.done() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert future.done(), "no answer from the parameter service"
+            return future.result().results
+
+        (refused,) = set_remote("markers.alpha", 1.5)
+        assert not refused.successful and "markers.alpha" in refused.reason
+        assert node._params["markers.alpha"] == 1.0
+        (applied,) = set_remote("markers.alpha", 0.25)
+        assert applied.successful and node._params["markers.alpha"] == 0.25
+    finally:
+        executor.shutdown()
+        caller.destroy_node()
+        node.destroy_node()
+        context.try_shutdown()
+        thread.join(timeout=5)

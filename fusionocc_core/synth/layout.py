@@ -3,61 +3,57 @@
 Road frame: arc length s along the centre line, lateral offset d (left positive). Across the street, from the
 centre out on each side: travel lane, parking strip, curb + sidewalk, verge (grass or gravel), then buildings,
 walls with hedges, or small parks. Traffic drives on the right: the ego lane is d = -lane_width / 2,
-heading +s.
+heading +s. The objects themselves (palettes, templates, how often each appears) are in `templates.py`.
+
+The seed fixes every byte of a generated dataset and the dataset cache is keyed by `GENERATOR_VERSION`, so a
+change here keeps the random draws the same in number, kind and order, or comes with a new generator version.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
+from numpy.typing import ArrayLike
 
 from fusionocc_core.synth.categories import CATEGORY_INDEX, CATEGORY_TO_OCC
 from fusionocc_core.synth.materials import Material as M
+from fusionocc_core.synth.templates import (
+    BASE_TERRAIN,
+    CROWN_GREEN,
+    EGO_LANE,
+    FACADES,
+    GARDEN_WALL,
+    GRASS,
+    GRAVEL,
+    HEDGE,
+    LAMP,
+    ONCOMING,
+    PARKED,
+    ROAD,
+    SIDEWALK,
+    SIGN_PAINTS,
+    SIGN_POST,
+    TRUNK,
+    Look,
+    Template,
+    barrier,
+    bicycle,
+    bicycle_rack,
+    car,
+    cone,
+    construction,
+    construction_worker,
+    pedestrian,
+    pick,
+    trash_bin,
+)
 from fusionocc_core.synth.world import AgentSet, BoxSet, Road, World
 
 GROUND_BOTTOM = -0.28  # bottom of every ground slab [m]; one voxel layer of ground in the Occ3D grid
 SEGMENT = 2.0  # length of the ground strip segments that follow the curve [m]
 ZONE_TAPER = 6.0  # length of the cone taper ahead of the construction zone [m]
-
-CAR_PAINTS = np.array(
-    [
-        (0.85, 0.85, 0.85),
-        (0.08, 0.08, 0.09),
-        (0.55, 0.56, 0.58),
-        (0.62, 0.08, 0.07),
-        (0.1, 0.2, 0.5),
-        (0.9, 0.9, 0.88),
-        (0.25, 0.3, 0.28),
-        (0.45, 0.35, 0.25),
-        (0.05, 0.35, 0.55),
-        (0.75, 0.6, 0.2),
-    ]
-)
-FACADES = np.array(
-    [
-        (0.72, 0.62, 0.5),
-        (0.6, 0.32, 0.25),
-        (0.8, 0.78, 0.72),
-        (0.55, 0.55, 0.56),
-        (0.85, 0.8, 0.65),
-        (0.45, 0.4, 0.38),
-        (0.68, 0.7, 0.74),
-        (0.75, 0.55, 0.4),
-    ]
-)
-CLOTHES = np.array(
-    [
-        (0.1, 0.1, 0.12),
-        (0.2, 0.25, 0.45),
-        (0.6, 0.1, 0.1),
-        (0.8, 0.8, 0.78),
-        (0.3, 0.45, 0.3),
-        (0.75, 0.6, 0.3),
-        (0.45, 0.45, 0.5),
-        (0.9, 0.45, 0.1),
-    ]
-)
 
 
 @dataclass
@@ -69,32 +65,40 @@ class _Boxes:
     def add(
         self,
         xy: np.ndarray,
-        z0: np.ndarray | float,
-        size: np.ndarray,
-        yaw: np.ndarray,
-        category: str,
-        material: M,
-        color: np.ndarray,
+        z0: ArrayLike,
+        size: ArrayLike,
+        yaw: ArrayLike,
+        look: Look,
         *,
         instance: int = -1,
         tex: np.ndarray | None = None,
     ) -> None:
-        """Adds boxes with ground centres xy (N, 2), bottoms z0 and sizes (N, 3) (length, width, height)."""
+        """Adds N boxes of one look.
+
+        Args:
+            xy: (N, 2) or (2,) ground centres [m].
+            z0: bottoms, scalar or (N,) [m].
+            size: (length, width, height), (3,) or (N, 3) [m].
+            yaw: headings, scalar or (N,) [rad].
+            look: category, material and colour of every box.
+            instance: agent index, -1 for static geometry.
+            tex: (N, 2) or (2,) texture parameters, zeros when None.
+        """
         xy = np.atleast_2d(xy)
         n = len(xy)
-        size = np.broadcast_to(np.asarray(size, dtype=np.float64), (n, 3))
-        z = np.broadcast_to(np.asarray(z0, dtype=np.float64), (n,)) + size[:, 2] / 2
-        cat = CATEGORY_INDEX[category]
+        sizes = np.broadcast_to(np.asarray(size, dtype=np.float64), (n, 3))
+        z = np.broadcast_to(np.asarray(z0, dtype=np.float64), (n,)) + sizes[:, 2] / 2
+        cat = CATEGORY_INDEX[look.category]
         row = np.concatenate(
             [
                 xy,
                 z[:, None],
-                size,
+                sizes,
                 np.broadcast_to(yaw, (n,))[:, None],
                 np.full((n, 1), CATEGORY_TO_OCC[cat]),
                 np.full((n, 1), cat),
-                np.full((n, 1), int(material)),
-                np.broadcast_to(np.asarray(color, dtype=np.float64), (n, 3)),
+                np.full((n, 1), int(look.material)),
+                np.broadcast_to(np.asarray(look.color, dtype=np.float64), (n, 3)),
                 np.full((n, 1), instance),
                 np.zeros((n, 2)) if tex is None else np.broadcast_to(tex, (n, 2)),
             ],
@@ -126,7 +130,7 @@ class _Agents:
 
     def add(
         self,
-        template: tuple[str, np.ndarray, list[tuple]],
+        template: Template,
         *,
         attribute: str,
         s0: float,
@@ -135,19 +139,17 @@ class _Agents:
         vd: float = 0.0,
         yaw_rel: float = 0.0,
     ) -> None:
-        """Adds one agent from a template (category, size, parts) with its road-frame motion."""
-        category, size, parts = template
+        """Adds one agent from a template with its road-frame motion (start s0, d0 and speeds vs, vd)."""
         index = len(self.rows)
-        self.rows.append((CATEGORY_INDEX[category], attribute, size, s0, vs, d0, vd, yaw_rel))
-        for x, y, z0, length, width, height, material, color in parts:
+        category = template.category
+        self.rows.append((CATEGORY_INDEX[category], attribute, template.size, s0, vs, d0, vd, yaw_rel))
+        for part in template.parts:
             self.parts.add(
-                np.array([[x, y]]),
-                z0,
-                np.array([length, width, height]),
+                np.array([[part.x, part.y]]),
+                part.bottom,
+                (part.length, part.width, part.height),
                 0.0,
-                category,
-                material,
-                np.asarray(color),
+                Look(category, part.material, part.color),
                 instance=index,
             )
 
@@ -164,175 +166,6 @@ class _Agents:
             yaw_rel=np.array([x[7] for x in r], dtype=np.float64),
             parts=self.parts.build(),
         )
-
-
-# ---- object templates: (category, size (l, w, h), parts [(x, y, z0, l, w, h, material, colour)]) ----
-
-
-def _car(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(3.9, 4.9), rng.uniform(1.75, 2.0), rng.uniform(1.42, 1.75)
-    paint = CAR_PAINTS[rng.integers(len(CAR_PAINTS))]
-    body_top = 0.55 * height + 0.1
-    return (
-        "vehicle.car",
-        np.array([length, width, height]),
-        [
-            (0.0, 0.0, 0.15, length, width, body_top - 0.15, M.PAINT, paint),
-            (-0.08 * length, 0.0, body_top, 0.55 * length, 0.9 * width, height - body_top, M.CABIN, paint),
-        ],
-    )
-
-
-def _truck(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(6.0, 9.0), rng.uniform(2.3, 2.55), rng.uniform(2.9, 3.7)
-    cab = CAR_PAINTS[rng.integers(len(CAR_PAINTS))]
-    cargo = np.array([(0.9, 0.9, 0.88), (0.7, 0.7, 0.72), (0.2, 0.35, 0.6)])[rng.integers(3)]
-    cab_len = 2.2
-    return (
-        "vehicle.truck",
-        np.array([length, width, height]),
-        [
-            (length / 2 - cab_len / 2, 0.0, 0.35, cab_len, width, 0.85 * height - 0.35, M.CABIN, cab),
-            (-cab_len / 2 - 0.1, 0.0, 0.8, length - cab_len - 0.2, width, height - 0.8, M.PAINT, cargo),
-        ],
-    )
-
-
-def _bus(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(10.5, 12.5), 2.55, rng.uniform(3.0, 3.4)
-    paint = np.array([(0.9, 0.75, 0.1), (0.75, 0.12, 0.1), (0.15, 0.3, 0.65), (0.9, 0.9, 0.9)])[
-        rng.integers(4)
-    ]
-    return (
-        "vehicle.bus.rigid",
-        np.array([length, width, height]),
-        [(0.0, 0.0, 0.3, length, width, height - 0.3, M.BUS, paint)],
-    )
-
-
-def _trailer(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(7.0, 11.0), 2.5, rng.uniform(3.3, 3.9)
-    paint = np.array([(0.85, 0.85, 0.85), (0.6, 0.62, 0.65), (0.55, 0.15, 0.1)])[rng.integers(3)]
-    return (
-        "vehicle.trailer",
-        np.array([length, width, height]),
-        [
-            (0.0, 0.0, 1.0, length, width, height - 1.0, M.PAINT, paint),
-            (length / 2 - 1.5, 0.0, 0.0, 0.3, 1.6, 1.0, M.PLAIN, (0.2, 0.2, 0.2)),
-            (-length / 2 + 1.2, 0.0, 0.3, 2.0, 2.2, 0.7, M.PLAIN, (0.1, 0.1, 0.1)),
-        ],
-    )
-
-
-def _construction(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(4.5, 6.0), rng.uniform(2.1, 2.3), rng.uniform(2.8, 3.3)
-    yellow = np.array([0.95, 0.7, 0.1])
-    return (
-        "vehicle.construction",
-        np.array([length, width, height]),
-        [
-            (0.0, 0.0, 0.0, length, width, 0.9, M.PAINT, (0.15, 0.15, 0.15)),
-            (-0.15 * length, 0.0, 0.9, 0.6 * length, 0.95 * width, 1.3, M.PAINT, yellow),
-            (-0.1 * length, 0.25 * width, 2.2, 0.3 * length, 0.45 * width, height - 2.2, M.CABIN, yellow),
-            (0.3 * length, -0.15 * width, 1.6, 0.4 * length, 0.35, 0.5, M.PAINT, yellow),
-        ],
-    )
-
-
-def _motorcycle(rng: np.random.Generator, *, rider: bool) -> tuple:
-    length, width = rng.uniform(1.9, 2.3), rng.uniform(0.7, 0.9)
-    height = rng.uniform(1.55, 1.75) if rider else rng.uniform(1.1, 1.3)
-    paint = CAR_PAINTS[rng.integers(len(CAR_PAINTS))]
-    parts = [
-        (0.0, 0.0, 0.05, length, 0.35, 0.85, M.PAINT, paint),
-        (0.35 * length, 0.0, 0.9, 0.15, width, 0.12, M.PLAIN, (0.2, 0.2, 0.2)),
-    ]
-    if rider:
-        parts.append(
-            (-0.1 * length, 0.0, 0.8, 0.5, 0.55, height - 0.8, M.CLOTH, CLOTHES[rng.integers(len(CLOTHES))])
-        )
-    return ("vehicle.motorcycle", np.array([length, width, height]), parts)
-
-
-def _bicycle(rng: np.random.Generator, *, rider: bool) -> tuple:
-    length, width = rng.uniform(1.6, 1.85), rng.uniform(0.5, 0.65)
-    height = rng.uniform(1.6, 1.8) if rider else rng.uniform(1.0, 1.1)
-    paint = CAR_PAINTS[rng.integers(len(CAR_PAINTS))]
-    parts = [
-        (0.0, 0.0, 0.0, length, 0.12, 0.95, M.PLAIN, paint),
-        (0.35 * length, 0.0, 0.9, 0.1, width, 0.1, M.PLAIN, (0.15, 0.15, 0.15)),
-    ]
-    if rider:
-        parts.append(
-            (-0.1 * length, 0.0, 0.85, 0.45, 0.5, height - 0.85, M.CLOTH, CLOTHES[rng.integers(len(CLOTHES))])
-        )
-    return ("vehicle.bicycle", np.array([length, width, height]), parts)
-
-
-def _pedestrian(rng: np.random.Generator) -> tuple:
-    height, width, length = rng.uniform(1.55, 1.9), rng.uniform(0.55, 0.7), rng.uniform(0.45, 0.65)
-    child = rng.random() < 0.1
-    if child:
-        height *= 0.7
-    top, legs = CLOTHES[rng.integers(len(CLOTHES))], CLOTHES[rng.integers(len(CLOTHES))] * 0.6
-    skin = np.array([(0.85, 0.67, 0.55), (0.55, 0.38, 0.28), (0.95, 0.8, 0.7)])[rng.integers(3)]
-    category = "human.pedestrian.child" if child else "human.pedestrian.adult"
-    return (
-        category,
-        np.array([length, width, height]),
-        [
-            (0.0, 0.0, 0.0, 0.6 * length, 0.6 * width, 0.47 * height, M.CLOTH, legs),
-            (0.0, 0.0, 0.47 * height, length, width, 0.38 * height, M.CLOTH, top),
-            (0.0, 0.0, 0.85 * height, 0.22, 0.2, 0.15 * height, M.PLAIN, skin),
-        ],
-    )
-
-
-def _cone(rng: np.random.Generator) -> tuple:
-    height = rng.uniform(0.7, 0.9)
-    return (
-        "movable_object.trafficcone",
-        np.array([0.4, 0.4, height]),
-        [
-            (0.0, 0.0, 0.0, 0.4, 0.4, 0.06, M.PLAIN, (0.1, 0.1, 0.1)),
-            (0.0, 0.0, 0.06, 0.24, 0.24, height - 0.06, M.STRIPES, (0.95, 0.35, 0.05)),
-        ],
-    )
-
-
-def _barrier(rng: np.random.Generator) -> tuple:
-    length, width, height = rng.uniform(1.8, 2.6), rng.uniform(0.3, 0.4), rng.uniform(0.9, 1.1)
-    color = np.array([(0.9, 0.15, 0.1), (0.95, 0.45, 0.05), (0.8, 0.8, 0.78)])[rng.integers(3)]
-    return (
-        "movable_object.barrier",
-        np.array([length, width, height]),
-        [(0.0, 0.0, 0.0, length, width, height, M.STRIPES, color)],
-    )
-
-
-def _trash_bin(rng: np.random.Generator) -> tuple:
-    color = np.array([(0.1, 0.3, 0.15), (0.25, 0.25, 0.27), (0.1, 0.2, 0.45)])[rng.integers(3)]
-    return (
-        "movable_object.pushable_pullable",
-        np.array([0.65, 0.6, 1.05]),
-        [(0.0, 0.0, 0.0, 0.65, 0.6, 1.05, M.PLAIN, color)],
-    )
-
-
-def _bicycle_rack(rng: np.random.Generator) -> tuple:
-    return (
-        "static_object.bicycle_rack",
-        np.array([2.6, 0.4, 0.85]),
-        [(0.0, 0.0, 0.0, 2.6, 0.15, 0.85, M.PLAIN, (0.55, 0.57, 0.6))],
-    )
-
-
-def _debris(rng: np.random.Generator) -> tuple:
-    size = np.array([rng.uniform(0.4, 1.0), rng.uniform(0.3, 0.7), rng.uniform(0.2, 0.45)])
-    return ("movable_object.debris", size, [(0.0, 0.0, 0.0, *size, M.PLAIN, (0.45, 0.38, 0.3))])
-
-
-# ---- the street ----
 
 
 @dataclass(frozen=True)
@@ -385,15 +218,8 @@ def build_world(rng: np.random.Generator, *, duration: float) -> World:
     zone_side = rng.choice([-1.0, 1.0])
     zone_s = rng.uniform(15.0, max(20.0, drive + 20.0))
     for side in (-1.0, 1.0):
-        _parking(
-            agents,
-            street,
-            rng,
-            side,
-            s_min,
-            s_max,
-            zone=(zone_s, zone_s + 22.0) if side == zone_side else None,
-        )
+        zone = (zone_s, zone_s + 22.0) if side == zone_side else None
+        _parking(agents, street, rng, side, s_min, s_max, zone=zone)
         _pedestrians(agents, street, rng, side, s_min, s_max + 20)
     _traffic(
         agents,
@@ -427,6 +253,9 @@ def build_world(rng: np.random.Generator, *, duration: float) -> World:
     )
 
 
+# ---- ground and the lots behind the verge ----
+
+
 def _strip(
     boxes: _Boxes,
     road: Road,
@@ -434,9 +263,7 @@ def _strip(
     d: float,
     width: float,
     top: float,
-    category: str,
-    material: M,
-    color: tuple,
+    look: Look,
     tex: np.ndarray | None = None,
 ) -> None:
     """Ground slab segments centred at arc lengths s, lateral offset d, following the curve."""
@@ -444,7 +271,7 @@ def _strip(
     size = np.stack(
         [np.full_like(s, SEGMENT * 1.15), np.full_like(s, width), np.full_like(s, top - GROUND_BOTTOM)], -1
     )
-    boxes.add(xy, GROUND_BOTTOM, size, heading, category, material, np.asarray(color), tex=tex)
+    boxes.add(xy, GROUND_BOTTOM, size, heading, look, tex=tex)
 
 
 def _ground(
@@ -454,36 +281,51 @@ def _ground(
     # Base terrain far out, below everything else.
     big = np.arange(s_min, s_max, 20.0) + 10.0
     xy, heading = road.frame(big, np.zeros_like(big))
-    boxes.add(
-        xy,
-        GROUND_BOTTOM,
-        np.array([23.0, 220.0, -0.05 - GROUND_BOTTOM]),
-        heading,
-        "flat.terrain",
-        M.GRASS,
-        np.array([0.33, 0.42, 0.2]),
-    )
+    boxes.add(xy, GROUND_BOTTOM, (23.0, 220.0, -0.05 - GROUND_BOTTOM), heading, BASE_TERRAIN)
     tex = np.stack([s, np.full_like(s, street.lane)], -1)
-    _strip(
-        boxes,
-        road,
-        s,
-        0.0,
-        2 * street.half_road,
-        0.0,
-        "flat.driveable_surface",
-        M.ASPHALT,
-        (0.3, 0.3, 0.31),
-        tex,
-    )
+    _strip(boxes, road, s, 0.0, 2 * street.half_road, 0.0, ROAD, tex)
     for side in (-1.0, 1.0):
         d_walk = side * (street.half_road + street.sidewalk / 2)
-        _strip(boxes, road, s, d_walk, street.sidewalk, 0.12, "flat.sidewalk", M.PAVEMENT, (0.62, 0.6, 0.57))
+        _strip(boxes, road, s, d_walk, street.sidewalk, 0.12, SIDEWALK)
         # Verge: runs of grass or gravel (driveways, lots) along s.
         kinds = np.repeat(rng.random(len(s) // 6 + 1) < 0.65, 6)[: len(s)]
         d_verge = side * (street.half_road + street.sidewalk + street.verge / 2)
-        _strip(boxes, road, s[kinds], d_verge, street.verge, 0.03, "flat.terrain", M.GRASS, (0.3, 0.45, 0.15))
-        _strip(boxes, road, s[~kinds], d_verge, street.verge, 0.02, "flat.other", M.GRAVEL, (0.5, 0.46, 0.4))
+        _strip(boxes, road, s[kinds], d_verge, street.verge, 0.03, GRASS)
+        _strip(boxes, road, s[~kinds], d_verge, street.verge, 0.02, GRAVEL)
+
+
+def _building(
+    boxes: _Boxes, road: Road, rng: np.random.Generator, side: float, s: float, length: float, edge: float
+) -> None:
+    """A building set back a little from the verge, `length` along the street from s."""
+    depth, height = rng.uniform(8.0, 18.0), rng.uniform(4.5, 22.0)
+    d = side * (edge + rng.uniform(0.3, 2.0) + depth / 2)
+    xy, heading = road.frame(np.array([s + length / 2]), np.array([d]))
+    facade = FACADES[rng.integers(len(FACADES))] * rng.uniform(0.85, 1.1)
+    boxes.add(xy, 0.0, (length, depth, height), heading, Look("static.manmade", M.FACADE, facade))
+
+
+def _garden_wall(
+    boxes: _Boxes, road: Road, rng: np.random.Generator, side: float, s: float, length: float, edge: float
+) -> None:
+    """A wall with a hedge in front of it."""
+    mid = np.array([s + length / 2])
+    xy, heading = road.frame(mid, np.array([side * (edge + 1.8)]))
+    boxes.add(xy, 0.0, (length, 0.3, rng.uniform(1.5, 2.6)), heading, GARDEN_WALL)
+    xy, heading = road.frame(mid, np.array([side * (edge + 0.8)]))
+    boxes.add(xy, 0.0, (length - 1.0, 1.0, rng.uniform(0.9, 1.6)), heading, HEDGE)
+
+
+def _park(
+    boxes: _Boxes, road: Road, rng: np.random.Generator, side: float, s: float, length: float, edge: float
+) -> None:
+    """A small park: three trees."""
+    for offset in rng.uniform(0.0, length, 3):
+        _tree(boxes, road, rng, s + offset, side * (edge + rng.uniform(2.0, 8.0)))
+
+
+Lot = Callable[[_Boxes, Road, np.random.Generator, float, float, float, float], None]
+LOTS: tuple[tuple[float, Lot], ...] = ((0.7, _building), (0.85, _garden_wall), (1.0, _park))
 
 
 def _buildings(
@@ -495,76 +337,92 @@ def _buildings(
     s_min: float,
     s_max: float,
 ) -> None:
+    """Lots of random length, one after the other with small gaps, behind the verge."""
     edge = street.half_road + street.sidewalk + street.verge
     s = s_min
     while s < s_max:
         length = rng.uniform(8.0, 26.0)
-        kind = rng.random()
-        mid = np.array([s + length / 2])
-        if kind < 0.7:  # building
-            depth, height = rng.uniform(8.0, 18.0), rng.uniform(4.5, 22.0)
-            d = side * (edge + rng.uniform(0.3, 2.0) + depth / 2)
-            xy, heading = road.frame(mid, np.array([d]))
-            boxes.add(
-                xy,
-                0.0,
-                np.array([length, depth, height]),
-                heading,
-                "static.manmade",
-                M.FACADE,
-                FACADES[rng.integers(len(FACADES))] * rng.uniform(0.85, 1.1),
-            )
-        elif kind < 0.85:  # wall with a hedge in front
-            xy, heading = road.frame(mid, np.array([side * (edge + 1.8)]))
-            boxes.add(
-                xy,
-                0.0,
-                np.array([length, 0.3, rng.uniform(1.5, 2.6)]),
-                heading,
-                "static.manmade",
-                M.CONCRETE,
-                np.array([0.6, 0.58, 0.55]),
-            )
-            xy, heading = road.frame(mid, np.array([side * (edge + 0.8)]))
-            boxes.add(
-                xy,
-                0.0,
-                np.array([length - 1.0, 1.0, rng.uniform(0.9, 1.6)]),
-                heading,
-                "static.vegetation",
-                M.FOLIAGE,
-                np.array([0.15, 0.35, 0.1]),
-            )
-        else:  # small park with trees
-            for offset in rng.uniform(0.0, length, 3):
-                _tree(boxes, road, rng, s + offset, side * (edge + rng.uniform(2.0, 8.0)))
+        pick(LOTS, rng.random())(boxes, road, rng, side, s, length, edge)
         s += length + rng.uniform(0.5, 6.0)
 
 
 def _tree(boxes: _Boxes, road: Road, rng: np.random.Generator, s: float, d: float) -> None:
+    """A trunk under two crown boxes, the upper one turned by 45 degrees."""
     xy, _ = road.frame(np.array([s]), np.array([d]))
     trunk_h, crown = rng.uniform(1.8, 3.0), rng.uniform(2.5, 4.5)
     yaw = rng.uniform(0, np.pi / 2)
-    boxes.add(
-        xy,
-        0.0,
-        np.array([0.35, 0.35, trunk_h + 0.5]),
-        yaw,
-        "static.vegetation",
-        M.BARK,
-        np.array([0.3, 0.22, 0.15]),
-    )
-    green = np.array([0.12, 0.32, 0.08]) * rng.uniform(0.8, 1.3)
-    boxes.add(xy, trunk_h, np.array([crown, crown, crown * 0.8]), yaw, "static.vegetation", M.FOLIAGE, green)
-    boxes.add(
-        xy,
-        trunk_h + 0.3 * crown,
-        np.array([0.7 * crown, 0.7 * crown, crown * 0.75]),
-        yaw + np.pi / 4,
-        "static.vegetation",
-        M.FOLIAGE,
-        green * 1.1,
-    )
+    boxes.add(xy, 0.0, (0.35, 0.35, trunk_h + 0.5), yaw, TRUNK)
+    green = CROWN_GREEN * rng.uniform(0.8, 1.3)
+    boxes.add(xy, trunk_h, (crown, crown, crown * 0.8), yaw, Look("static.vegetation", M.FOLIAGE, green))
+    top = (0.7 * crown, 0.7 * crown, crown * 0.75)
+    boxes.add(xy, trunk_h + 0.3 * crown, top, yaw + np.pi / 4, Look("static.vegetation", M.FOLIAGE, green * 1.1))
+
+
+# ---- sidewalk furniture: one slot every 6 m on the outer band of the sidewalk ----
+
+
+def _along_traffic(side: float) -> float:
+    """Yaw relative to +s of objects aligned with the traffic on that side of the street."""
+    return 0.0 if side < 0 else np.pi
+
+
+def _street_tree(
+    boxes: _Boxes, agents: _Agents, road: Road, rng: np.random.Generator, side: float, s: float, d: float
+) -> None:
+    _tree(boxes, road, rng, s, d)
+
+
+def _lamp(
+    boxes: _Boxes, agents: _Agents, road: Road, rng: np.random.Generator, side: float, s: float, d: float
+) -> None:
+    """A street lamp with an arm over the road."""
+    xy, heading = road.frame(np.array([s]), np.array([d]))
+    boxes.add(xy, 0.12, (0.22, 0.22, 7.0), heading, LAMP)
+    xy, heading = road.frame(np.array([s]), np.array([d - side * 0.9]))
+    boxes.add(xy, 6.9, (0.3, 1.8, 0.2), heading, LAMP)
+
+
+def _sign(
+    boxes: _Boxes, agents: _Agents, road: Road, rng: np.random.Generator, side: float, s: float, d: float
+) -> None:
+    """A traffic sign: post and plate."""
+    xy, heading = road.frame(np.array([s]), np.array([d]))
+    boxes.add(xy, 0.12, (0.1, 0.1, 2.6), heading, SIGN_POST)
+    plate = SIGN_PAINTS[rng.integers(len(SIGN_PAINTS))]
+    boxes.add(xy, 2.0, (0.06, 0.7, 0.7), heading, Look("static.manmade", M.PLAIN, plate))
+
+
+def _bin(
+    boxes: _Boxes, agents: _Agents, road: Road, rng: np.random.Generator, side: float, s: float, d: float
+) -> None:
+    agents.add(trash_bin(rng), attribute="", s0=s, d0=d, yaw_rel=_along_traffic(side))
+
+
+def _rack(
+    boxes: _Boxes, agents: _Agents, road: Road, rng: np.random.Generator, side: float, s: float, d: float
+) -> None:
+    """A bicycle rack with one or two bicycles parked along its outer side."""
+    yaw_rel = _along_traffic(side)
+    agents.add(bicycle_rack(rng), attribute="", s0=s, d0=d, yaw_rel=yaw_rel)
+    for k in range(rng.integers(1, 3)):
+        agents.add(
+            bicycle(rng, rider=False),
+            attribute="cycle.without_rider",
+            s0=s - 0.9 + 1.8 * k,
+            d0=d + side * 0.55,
+            yaw_rel=yaw_rel,
+        )
+
+
+Furniture = Callable[[_Boxes, _Agents, Road, np.random.Generator, float, float, float], None]
+FURNITURE: tuple[tuple[float, Furniture | None], ...] = (
+    (0.35, _street_tree),
+    (0.5, _lamp),
+    (0.58, _sign),
+    (0.68, _bin),
+    (0.74, _rack),
+    (1.0, None),  # an empty slot
+)
 
 
 def _sidewalk_furniture(
@@ -579,57 +437,13 @@ def _sidewalk_furniture(
 ) -> None:
     """Trees, street lamps, signs, bins and bicycle racks on the outer band of the sidewalk."""
     d_out = side * (street.half_road + street.sidewalk - 0.6)
-    yaw_rel = 0.0 if side < 0 else np.pi
     for s in np.arange(s_min + 3.0, s_max - 3.0, 6.0):
-        kind = rng.random()
-        if kind < 0.35:
-            _tree(boxes, road, rng, s, d_out)
-        elif kind < 0.5:  # street lamp with an arm over the road
-            xy, heading = road.frame(np.array([s]), np.array([d_out]))
-            boxes.add(
-                xy,
-                0.12,
-                np.array([0.22, 0.22, 7.0]),
-                heading,
-                "static.manmade",
-                M.PLAIN,
-                np.array([0.4, 0.4, 0.42]),
-            )
-            xy, heading = road.frame(np.array([s]), np.array([d_out - side * 0.9]))
-            boxes.add(
-                xy,
-                6.9,
-                np.array([0.3, 1.8, 0.2]),
-                heading,
-                "static.manmade",
-                M.PLAIN,
-                np.array([0.4, 0.4, 0.42]),
-            )
-        elif kind < 0.58:  # traffic sign
-            xy, heading = road.frame(np.array([s]), np.array([d_out]))
-            boxes.add(
-                xy,
-                0.12,
-                np.array([0.1, 0.1, 2.6]),
-                heading,
-                "static.manmade",
-                M.PLAIN,
-                np.array([0.5, 0.5, 0.5]),
-            )
-            color = np.array([(0.8, 0.1, 0.1), (0.1, 0.3, 0.8), (0.95, 0.8, 0.1)])[rng.integers(3)]
-            boxes.add(xy, 2.0, np.array([0.06, 0.7, 0.7]), heading, "static.manmade", M.PLAIN, color)
-        elif kind < 0.68:
-            agents.add(_trash_bin(rng), attribute="", s0=s, d0=d_out, yaw_rel=yaw_rel)
-        elif kind < 0.74:  # bicycle rack with parked bicycles
-            agents.add(_bicycle_rack(rng), attribute="", s0=s, d0=d_out, yaw_rel=yaw_rel)
-            for k in range(rng.integers(1, 3)):  # parked along the rack, on its outer side
-                agents.add(
-                    _bicycle(rng, rider=False),
-                    attribute="cycle.without_rider",
-                    s0=s - 0.9 + 1.8 * k,
-                    d0=d_out + side * 0.55,
-                    yaw_rel=yaw_rel,
-                )
+        place = pick(FURNITURE, rng.random())
+        if place is not None:
+            place(boxes, agents, road, rng, side, s, d_out)
+
+
+# ---- agents: parked vehicles, the construction zone, pedestrians, traffic ----
 
 
 def _parking(
@@ -643,43 +457,24 @@ def _parking(
 ) -> None:
     """Parked vehicles along the parking strip; on one side a construction zone with cones and barriers."""
     d = side * (street.lane + street.parking / 2)
-    yaw_rel = 0.0 if side < 0 else np.pi
+    yaw_rel = _along_traffic(side)
     s = s_min + rng.uniform(0.0, 5.0)
     while s < s_max:
         if zone is not None and zone[0] - ZONE_TAPER - 1.0 <= s < zone[1]:
             s = _construction_zone(agents, street, rng, side, zone)
             continue
-        kind = rng.random()
-        if kind < 0.3:
+        spawn = pick(PARKED, rng.random())
+        if spawn is None:
             s += rng.uniform(3.0, 9.0)
             continue
-        if kind < 0.72:
-            template = _car(rng)
-        elif kind < 0.8:
-            template = _truck(rng)
-        elif kind < 0.84:
-            template = _trailer(rng)
-        elif kind < 0.86:
-            template = _bus(rng)
-        elif kind < 0.93:
-            template = _motorcycle(rng, rider=False)
-        else:
-            template = _debris(rng) if rng.random() < 0.3 else _trash_bin(rng)
-        length = template[1][0]
+        template = spawn.template(rng)
+        length = template.length
         if zone is not None and s < zone[0] - ZONE_TAPER - 1.0 < s + length + 0.5:
             s = zone[0] - ZONE_TAPER - 1.0  # keep the cone taper free
             continue
-        category = template[0]
-        attribute = (
-            "vehicle.parked"
-            if category.startswith("vehicle.") and "motorcycle" not in category
-            else "cycle.without_rider"
-            if "motorcycle" in category
-            else ""
-        )
         agents.add(
             template,
-            attribute=attribute,
+            attribute=spawn.attribute,
             s0=s + length / 2,
             d0=d + rng.normal(0, 0.1),
             yaw_rel=yaw_rel + rng.normal(0, 0.03),
@@ -695,30 +490,23 @@ def _construction_zone(
     edge = side * (street.lane + 0.25)
     s = zone[0]
     while s < zone[1]:
-        template = _barrier(rng)
-        agents.add(template, attribute="", s0=s + template[1][0] / 2, d0=edge, yaw_rel=0.0)
-        s += template[1][0] + 0.2
+        template = barrier(rng)
+        agents.add(template, attribute="", s0=s + template.length / 2, d0=edge, yaw_rel=0.0)
+        s += template.length + 0.2
     end = s
-    for s in np.arange(zone[0] - ZONE_TAPER, zone[0], 1.5):  # taper of cones ahead of the zone
-        agents.add(
-            _cone(rng), attribute="", s0=float(s), d0=edge + side * (zone[0] - s) / ZONE_TAPER, yaw_rel=0.0
-        )
-    template = _construction(rng)
+    for s_cone in np.arange(zone[0] - ZONE_TAPER, zone[0], 1.5):
+        d_cone = edge + side * (zone[0] - s_cone) / ZONE_TAPER
+        agents.add(cone(rng), attribute="", s0=float(s_cone), d0=d_cone, yaw_rel=0.0)
+    vehicle = construction(rng)
     agents.add(
-        template,
+        vehicle,
         attribute="vehicle.parked",
         s0=(zone[0] + end) / 2 + 2.0,
-        d0=side * (street.lane + 0.55 + template[1][1] / 2),
-        yaw_rel=0.0 if side < 0 else np.pi,
-    )
-    worker = _pedestrian(rng)
-    worker = (
-        "human.pedestrian.construction_worker",
-        worker[1],
-        [p[:7] + ((0.95, 0.55, 0.05),) if p[6] == M.CLOTH else p for p in worker[2]],
+        d0=side * (street.lane + 0.55 + vehicle.width / 2),
+        yaw_rel=_along_traffic(side),
     )
     agents.add(
-        worker,
+        construction_worker(rng),
         attribute="pedestrian.standing",
         s0=zone[0] + 2.0,
         d0=side * (street.lane + street.parking - 0.5),
@@ -742,16 +530,14 @@ def _pedestrians(
         for s0 in s[s < s_max]:
             if speed == 0.0:
                 agents.add(
-                    _pedestrian(rng),
+                    pedestrian(rng),
                     attribute="pedestrian.standing",
                     s0=float(s0),
                     d0=side * d,
                     yaw_rel=side * np.pi / 2 + rng.normal(0.0, 0.2),
                 )
             else:
-                agents.add(
-                    _pedestrian(rng), attribute="pedestrian.moving", s0=float(s0), vs=speed, d0=side * d
-                )
+                agents.add(pedestrian(rng), attribute="pedestrian.moving", s0=float(s0), vs=speed, d0=side * d)
 
 
 def _traffic(
@@ -769,56 +555,20 @@ def _traffic(
     # Ego lane: a few vehicles ahead and one behind, at the ego's speed.
     s = rng.uniform(9.0, 16.0)
     for _ in range(rng.integers(1, 4)):
-        kind = rng.random()
-        template = (
-            _car(rng)
-            if kind < 0.6
-            else _truck(rng)
-            if kind < 0.75
-            else _motorcycle(rng, rider=True)
-            if kind < 0.88
-            else _bicycle(rng, rider=True)
-        )
-        length = template[1][0]
-        attribute = (
-            "cycle.with_rider"
-            if template[0] in ("vehicle.motorcycle", "vehicle.bicycle")
-            else "vehicle.moving"
-        )
-        agents.add(
-            template, attribute=attribute, s0=s + length / 2, vs=ego_speed, d0=d_ego + rng.normal(0, 0.1)
-        )
-        s += length + rng.uniform(8.0, 25.0)
-    follower = _car(rng)
-    agents.add(
-        follower,
-        attribute="vehicle.moving",
-        s0=-rng.uniform(9.0, 16.0) - follower[1][0] / 2,
-        vs=ego_speed,
-        d0=d_ego,
-    )
+        spawn = pick(EGO_LANE, rng.random())
+        template = spawn.template(rng)
+        s0 = s + template.length / 2
+        agents.add(template, attribute=spawn.attribute, s0=s0, vs=ego_speed, d0=d_ego + rng.normal(0, 0.1))
+        s += template.length + rng.uniform(8.0, 25.0)
+    follower = car(rng)
+    s0 = -rng.uniform(9.0, 16.0) - follower.length / 2
+    agents.add(follower, attribute="vehicle.moving", s0=s0, vs=ego_speed, d0=d_ego)
     # Oncoming lane.
     s = s_min
     while s < s_max:
-        kind = rng.random()
-        template = (
-            _car(rng)
-            if kind < 0.68
-            else _truck(rng)
-            if kind < 0.8
-            else _bus(rng)
-            if kind < 0.88
-            else _motorcycle(rng, rider=True)
-            if kind < 0.95
-            else _construction(rng)
-        )
-        length = template[1][0]
-        attribute = "cycle.with_rider" if template[0] == "vehicle.motorcycle" else "vehicle.moving"
-        agents.add(
-            template,
-            attribute=attribute,
-            s0=s + length / 2,
-            vs=-oncoming_speed,
-            d0=d_oncoming + rng.normal(0, 0.1),
-        )
-        s += length + rng.uniform(10.0, 35.0)
+        spawn = pick(ONCOMING, rng.random())
+        template = spawn.template(rng)
+        s0 = s + template.length / 2
+        d0 = d_oncoming + rng.normal(0, 0.1)
+        agents.add(template, attribute=spawn.attribute, s0=s0, vs=-oncoming_speed, d0=d0)
+        s += template.length + rng.uniform(10.0, 35.0)

@@ -32,7 +32,7 @@ def test_every_occ3d_class_is_present(world):
 def _footprints(world, time):
     centres, yaws = world.agents.boxes(world.road, time)
     polygons = []
-    for (x, y, _), yaw, (length, width, _) in zip(centres, yaws, world.agents.size):
+    for (x, y, _), yaw, (length, width, _) in zip(centres, yaws, world.agents.size, strict=True):
         corners = np.array([[1, 1], [1, -1], [-1, -1], [-1, 1]]) * [length / 2, width / 2]
         c, s = np.cos(yaw), np.sin(yaw)
         polygons.append(Polygon(corners @ np.array([[c, s], [-s, c]]) + [x, y]))
@@ -64,3 +64,21 @@ def test_ego_drives_forward_along_its_lane(world):
             + position[:2]
         )
         assert all(ego.intersection(p).area < 0.01 for p in _footprints(world, time))
+
+
+def _arrays(obj, prefix=""):
+    """Every array and scalar of a (nested) dataclass, by dotted field name."""
+    if hasattr(obj, "__dataclass_fields__"):
+        out = {}
+        for name in obj.__dataclass_fields__:
+            out.update(_arrays(getattr(obj, name), f"{prefix}{name}."))
+        return out
+    return {prefix.rstrip("."): obj}
+
+
+def test_same_seed_same_world():
+    first, second = (build_world(np.random.default_rng([5, 0, 0]), duration=9.6) for _ in range(2))
+    a, b = _arrays(first), _arrays(second)
+    assert a.keys() == b.keys()
+    for key in a:
+        assert np.array_equal(np.asarray(a[key]), np.asarray(b[key])), key

@@ -216,6 +216,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     # Outputs.
     ParamSpec(
+        "occupancy_grid.unknown_unobserved",
+        False,
+        "mark bird's-eye cells no lidar ray of the fused sweeps crossed as unknown (-1) instead of free or "
+        "occupied in ~/output/occupancy_grid (the lidar visibility Occ3D's masks use; ~10 ms per sweep)",
+    ),
+    ParamSpec(
         "markers.max_cubes",
         40_000,
         "cap on RViz cubes (nearest columns kept); markers are built only "

@@ -124,6 +124,8 @@ class OccupancyNode(Node):
             self._calibration = self._load_calibration()
             self._cameras = tuple(self._params["camera_names"])
             self._predictor = predictor if predictor is not None else self._build_predictor()
+            # also for a given predictor: the visibility is an output option, not part of the model
+            self._predictor.observe_bev = self._params["occupancy_grid.unknown_unobserved"]
         except NodeSetupError:
             super().destroy_node()
             raise
@@ -508,7 +510,7 @@ class OccupancyNode(Node):
         )
         result = self._predictor.predict(frame)
         publish_start = time.perf_counter()
-        self._publish(result.labels, sweep.stamp)
+        self._publish(result.labels, sweep.stamp, known=result.observed_bev)
         timings = dict(result.timings_ms, decode=decode_ms, publish=(time.perf_counter() - publish_start) * 1e3)
         timings["processing_time"] = (time.perf_counter() - start) * 1e3
         self._publish_timings(timings)
@@ -522,12 +524,13 @@ class OccupancyNode(Node):
 
     # ------------------------------------------------------------------------------------------ publishing
 
-    def _publish(self, labels: np.ndarray, stamp: Time) -> None:
+    def _publish(self, labels: np.ndarray, stamp: Time, *, known: np.ndarray | None = None) -> None:
+        """All outputs of one frame; `known` (200, 200) marks the observed bird's-eye cells (None: all)."""
         header = Header(frame_id=self._params["ego_frame"])
         header.stamp = stamp
         self._pub_voxels.publish(conversions.occupancy_to_pointcloud2(labels, header=header))
         self._pub_dense.publish(conversions.dense_grid_to_image(labels, header=header))
-        self._pub_grid.publish(conversions.occupancy_to_occupancy_grid(labels, header=header))
+        self._pub_grid.publish(conversions.occupancy_to_occupancy_grid(labels, header=header, known=known))
         if self._pub_markers.get_subscription_count() > 0:
             self._publish_markers(labels, header)
 

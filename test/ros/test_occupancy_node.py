@@ -415,6 +415,29 @@ def test_every_synchronised_frame_is_published_equal_to_the_direct_prediction(wo
     assert all(m.data > 0 for m in harness.received["time"])
 
 
+def test_unknown_unobserved_marks_the_cells_no_lidar_ray_crossed_in_the_occupancy_grid(world, model):
+    """occupancy_grid.unknown_unobserved: the grid is -1 wherever the fused sweeps saw nothing, elsewhere the
+    obstacle grid of the published labels; the other outputs are unchanged."""
+    harness = Harness(model, world.calibration_file, **{"occupancy_grid.unknown_unobserved": True})
+    try:
+        for frame in world.frames[:2]:
+            harness.send_frame(frame)
+            harness.wait_for("grid", lambda m, s=frame.stamp_us: _stamp_of(m) == s)
+        harness.wait_for("dense", lambda m, s=world.frames[1].stamp_us: _stamp_of(m) == s)
+    finally:
+        harness.close()
+    direct = _predictor(model.inner)
+    direct.observe_bev = True
+    for frame in world.frames[:2]:
+        expected = direct.predict(_sensor_frame(frame, world.calibration))
+        grid = next(m for m in harness.received["grid"] if _stamp_of(m) == frame.stamp_us)
+        bev = conv.occupancy_grid_to_bev(grid)
+        assert expected.observed_bev is not None
+        np.testing.assert_array_equal(bev, conv.bev_obstacles(expected.labels, known=expected.observed_bev))
+        unknown = (bev == -1).mean()
+        assert 0.01 < unknown < 0.9, unknown  # a street: buildings and their shadows unseen, the road seen
+
+
 def test_bad_messages_are_rejected_and_counted_while_good_frames_keep_flowing(world):
     harness = Harness(StubModel(), world.calibration_file, image_transport="raw")
     frames = world.frames[:3]

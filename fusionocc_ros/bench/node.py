@@ -1,0 +1,159 @@
+"""Suite `node`: one frame through the node's path, stage by stage, on the synthetic world."""
+from __future__ import annotations
+
+import dataclasses
+import statistics
+import time
+from pathlib import Path
+from types import SimpleNamespace
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from fusionocc_ros.bench.common import Row, SuiteResult, SuiteSkipped
+
+if TYPE_CHECKING:
+    import torch
+
+    from fusionocc_core.predictor import Predictor, SensorFrame
+
+
+def synthetic_frames(count: int) -> list[tuple[list[bytes], SensorFrame]]:
+    """`count` consecutive keyframes of the small synthetic world: (six JPEG byte strings, SensorFrame sans images)."""
+    from nuscenes.nuscenes import NuScenes
+
+    from fusionocc_core.geometry import make_transform
+    from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
+    from fusionocc_core.predictor import SensorFrame
+    from fusionocc_core.synth import ensure_dataset
+
+    dataroot = ensure_dataset(Path(".cache/synth"), num_scenes=1, keyframes_per_scene=max(count, 2), seed=2026,
+                              image_width=704, image_height=396, with_sweeps=False, progress=False)
+    nusc = NuScenes(version="v1.0-mini", dataroot=str(dataroot), verbose=False)
+    frames: list[tuple[list[bytes], SensorFrame]] = []
+    token = nusc.scene[0]["first_sample_token"]
+    while token and len(frames) < count:
+        sample = nusc.get("sample", token)
+        jpegs, intrinsics, cam_to_ego = [], [], []
+        for name in CAMERA_NAMES:
+            data = nusc.get("sample_data", sample["data"][name])
+            calib = nusc.get("calibrated_sensor", data["calibrated_sensor_token"])
+            jpegs.append(Path(dataroot, data["filename"]).read_bytes())
+            intrinsics.append(np.asarray(calib["camera_intrinsic"]))
+            cam_to_ego.append(make_transform(calib["translation"], calib["rotation"]))
+        lidar = nusc.get("sample_data", sample["data"][LIDAR_NAME])
+        calib = nusc.get("calibrated_sensor", lidar["calibrated_sensor_token"])
+        pose = nusc.get("ego_pose", lidar["ego_pose_token"])
+        points = np.fromfile(Path(dataroot, lidar["filename"]), dtype=np.float32).reshape(-1, 5)
+        frames.append((jpegs, SensorFrame(
+            images=np.zeros((6, 1, 1, 3), np.uint8), intrinsics=np.stack(intrinsics), cam_to_ego=np.stack(cam_to_ego),
+            lidar_points=points, lidar_to_ego=make_transform(calib["translation"], calib["rotation"]),
+            ego_to_global=make_transform(pose["translation"], pose["rotation"]), stamp_s=lidar["timestamp"] * 1e-6)))
+        token = sample["next"]
+    return frames
+
+
+class _ModuleTimer:
+    """Wall time per named submodule (summed over its calls in one forward) through forward hooks."""
+
+    def __init__(self, modules: dict[str, torch.nn.Module]) -> None:
+        self.totals: dict[str, float] = dict.fromkeys(modules, 0.0)
+        self._starts: dict[str, float] = {}
+        self._handles = []
+        for name, module in modules.items():
+            self._handles.append(module.register_forward_pre_hook(
+                lambda _m, _i, name=name: self._starts.__setitem__(name, time.perf_counter())))
+            self._handles.append(module.register_forward_hook(lambda _m, _i, _o, name=name: self._stop(name)))
+
+    def _stop(self, name: str) -> None:
+        self.totals[name] += (time.perf_counter() - self._starts.pop(name)) * 1e3
+
+    def reset(self) -> None:
+        self.totals = dict.fromkeys(self.totals, 0.0)
+
+
+def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFrame]]) -> dict[str, list[float]]:
+    """Per stage of the node's path, its time [ms] in every frame but the first (a warm-up)."""
+    from fusionocc_core.occ3d import FREE_LABEL
+    from fusionocc_ros.conversions import (
+        compressed_image_to_rgb,
+        dense_grid_to_image,
+        occupancy_to_occupancy_grid,
+        occupancy_to_pointcloud2,
+    )
+    from fusionocc_ros.marker_cdr import marker_array_cdr
+
+    model = predictor.model
+    height, width = predictor.input_size
+    parts: dict[str, list[torch.nn.Module]] = {
+        "model: image backbone + neck": [model.camera.backbone, model.camera.neck],
+        "model: cross-modal fusion + depth/seg net": [model.camera.fusion, model.camera.depth_net],
+        "model: lift-splat + 3D pre-process": [model.camera.lift_splat, model.camera.pre_process],
+        "model: lidar voxelization + sparse encoder": [model.lidar_encoder],
+        "model: 3D fusion encoder + FPN + head": [model.occ_encoder, model.occ_fpn, model.head]}
+    timer = _ModuleTimer({f"{name}#{i}": m for name, mods in parts.items() for i, m in enumerate(mods)})
+    stages: dict[str, list[float]] = {}
+    for index, (jpegs, frame) in enumerate(frames):
+        start = time.perf_counter()
+        images = [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
+                  for j in jpegs]
+        decode_ms = (time.perf_counter() - start) * 1e3
+        scale = images[0].shape[1] / 704  # draft decoding may shrink the images: scale the intrinsics
+        intrinsics = frame.intrinsics.copy()
+        intrinsics[:, :2] *= scale
+        sensor = dataclasses.replace(frame, images=np.stack(images), intrinsics=intrinsics)
+        timer.reset()
+        prediction = predictor.predict(sensor)
+        start = time.perf_counter()
+        labels = prediction.labels
+        indices = np.argwhere(labels != FREE_LABEL)
+        occupancy_to_pointcloud2(labels)
+        marker_array_cdr(indices, labels[tuple(indices.T)], sec=0, nanosec=0, frame_id="base_link")
+        dense_grid_to_image(labels)
+        occupancy_to_occupancy_grid(labels)
+        messages_ms = (time.perf_counter() - start) * 1e3
+        if index == 0:
+            continue  # warm-up (first-call allocations, spconv kernels)
+        measured = {"decode 6 JPEGs": decode_ms,
+                    "preprocess: images (resize, crop, normalise)": prediction.timings_ms["images"],
+                    "preprocess: temporal history": prediction.timings_ms["history"],
+                    "preprocess: sparse depth": prediction.timings_ms["depth"]}
+        for name, modules in parts.items():
+            measured[name] = sum(timer.totals[f"{name}#{i}"] for i in range(len(modules)))
+        measured["model: other (argmax, glue)"] = prediction.timings_ms["inference"] - sum(
+            measured[name] for name in parts)
+        measured["output messages (cloud, markers, dense, grid)"] = messages_ms
+        for stage, ms in measured.items():
+            stages.setdefault(stage, []).append(ms)
+    return stages
+
+
+def suite_node(quick: bool) -> SuiteResult:
+    import torch
+
+    try:
+        from fusionocc_core.model.presets import build_model
+        from fusionocc_core.predictor import Predictor
+    except ImportError as error:
+        raise SuiteSkipped(f"needs the model and the ROS message wheels: {error}") from error
+
+    result = SuiteResult("node")
+    frames = synthetic_frames(3 if quick else 6)
+    for preset in ("tiny",) if quick else ("tiny", "fast"):
+        torch.manual_seed(0)
+        predictor = Predictor(build_model(preset).eval(), device="cpu")
+        height, width = predictor.input_size
+        stages = _stage_times(predictor, frames)
+        total = [sum(values[i] for values in stages.values()) for i in range(len(frames) - 1)]
+        model_share = [sum(v[i] for k, v in stages.items() if k.startswith("model")) for i in range(len(total))]
+        non_model_share = 1 - statistics.median(model_share) / statistics.median(total)
+        for stage, values in stages.items():
+            result.rows.append(Row(f"{preset}: {stage}", statistics.median(values), float(np.percentile(values, 95))))
+        result.rows.append(Row(f"{preset}: TOTAL one frame", statistics.median(total), float(np.percentile(total, 95)),
+                               extra={"non_model_share": non_model_share, "input_size": [height, width]}))
+        result.notes.append(f"{preset}: input {height}x{width}, non-model overhead {100 * non_model_share:.1f}% "
+                            "of the total")
+    result.notes.append("CPU, fp32, temporal mode on (previous camera frame + up to 7 lidar keyframes), "
+                        f"{torch.get_num_threads()} torch threads, synthetic 704x396 JPEGs; sync costs a few us "
+                        "per message (sync suite)")
+    return result

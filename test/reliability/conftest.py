@@ -1,5 +1,5 @@
-"""The reliability tests import their harness (`harness.py`, test tooling kept out of the product package) by
-its module name, whatever pytest's import mode."""
+"""The reliability tests import their harness modules (`rig`, `node_harness`, `fuzz`, ...: test tooling kept out
+of the product package) by module name, whatever pytest's import mode."""
 
 from __future__ import annotations
 

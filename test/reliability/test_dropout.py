@@ -1,4 +1,4 @@
-"""Sensor dropout (issue 9): a camera (or the lidar) stops publishing.
+"""Sensor dropout: a camera (or the lidar) stops publishing.
 
 Camera: with `sync.max_missing_cameras` >= 1 (default 2) the node keeps publishing from the remaining sensors
 (the missing camera's features zeroed through the model's `camera_mask`), says so in /diagnostics (WARN,
@@ -8,14 +8,19 @@ arrive without sweeps, and to resume when the lidar returns."""
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import os
 import time
 
 import pytest
+import torch
 
 pytest.importorskip("rclpy")
 
-import harness as reliability
+from node_harness import NodeHarness
+from rig import rig_frames, stamp_ns_of, write_rig_calibration
+from stub_model import stub_model
 
 from fusionocc_core.occ3d import CAMERA_NAMES
 
@@ -27,22 +32,21 @@ OK, WARN, ERROR = "0", "1", "2"
 @pytest.fixture
 def calibration(tmp_path):
     path = tmp_path / "calibration.yaml"
-    reliability.write_rig_calibration(path)
+    write_rig_calibration(path)
     return path
 
 
 @pytest.fixture
 def harness(calibration):
-    h = reliability.NodeHarness(reliability.stub_model(), calibration, domain_id=DOMAIN)
+    h = NodeHarness(stub_model(), calibration, domain_id=DOMAIN)
     yield h
     h.close()
 
 
 def test_camera_dropout_with_the_strict_policy_drops_counted_and_output_recovers(calibration):
-    harness = reliability.NodeHarness(reliability.stub_model(), calibration, domain_id=DOMAIN,
-                                      **{"sync.max_missing_cameras": 0})
+    harness = NodeHarness(stub_model(), calibration, domain_id=DOMAIN, **{"sync.max_missing_cameras": 0})
     try:
-        frames = reliability.rig_frames(6, seed=5)
+        frames = rig_frames(6, seed=5)
         harness.send_frame(frames[0])
         harness.wait_output(frames[0].stamp_ns)
         cameras = [i for i in range(6) if i != MISSING]
@@ -59,19 +63,19 @@ def test_camera_dropout_with_the_strict_policy_drops_counted_and_output_recovers
 
 
 def test_camera_dropout_keeps_publishing_degraded_flags_it_and_recovers(harness):
-    frames = reliability.rig_frames(8, seed=6)
+    frames = rig_frames(8, seed=6)
     harness.send_frame(frames[0])
     harness.wait_output(frames[0].stamp_ns)
     cameras = [i for i in range(6) if i != MISSING]
     harness.send_frame(frames[1], cameras=cameras)
-    for previous, frame in zip(frames[1:4], frames[2:5]):  # a sweep is emitted once the stream moves past it
+    for previous, frame in itertools.pairwise(frames[1:5]):  # a sweep is emitted once the stream moves past it
         harness.send_frame(frame, cameras=cameras)
         harness.wait_output(previous.stamp_ns, timeout_s=10)
     during = harness.latest_diagnostics(after=time.monotonic())
     assert during["__level__"] == WARN and CAMERA_NAMES[MISSING] in during["__message__"], during
     assert during["missing_cameras"] == CAMERA_NAMES[MISSING]
     assert int(during[f"sync:degraded:{CAMERA_NAMES[MISSING]}"]) >= 3
-    for previous, frame in zip(frames[4:], frames[5:]):  # the camera returns
+    for previous, frame in itertools.pairwise(frames[4:]):  # the camera returns
         harness.send_frame(frame)
         harness.wait_output(previous.stamp_ns, timeout_s=10)
     after = harness.latest_diagnostics(after=time.monotonic())
@@ -82,10 +86,8 @@ def test_camera_dropout_keeps_publishing_degraded_flags_it_and_recovers(harness)
 
 
 def test_degraded_frames_reach_the_model_with_the_missing_camera_masked(calibration):
-    import torch
-
     seen: list[torch.Tensor | None] = []
-    model = reliability.stub_model()
+    model = stub_model()
     inner_predict = model.predict
 
     def predict(**inputs):
@@ -93,9 +95,9 @@ def test_degraded_frames_reach_the_model_with_the_missing_camera_masked(calibrat
         return inner_predict(**inputs)
 
     model.predict = predict
-    harness = reliability.NodeHarness(model, calibration, domain_id=DOMAIN)
+    harness = NodeHarness(model, calibration, domain_id=DOMAIN)
     try:
-        frames = reliability.rig_frames(4, seed=8)
+        frames = rig_frames(4, seed=8)
         harness.send_frame(frames[0])
         harness.wait_output(frames[0].stamp_ns)
         harness.send_frame(frames[1], cameras=[i for i in range(6) if i != MISSING])
@@ -116,7 +118,7 @@ def test_degraded_frames_reach_the_model_with_the_missing_camera_masked(calibrat
 
 
 def test_lidar_dropout_stops_with_an_error_and_resumes(harness):
-    frames = reliability.rig_frames(40, seed=7)
+    frames = rig_frames(40, seed=7)
     harness.send_frame(frames[0])
     harness.wait_output(frames[0].stamp_ns)
     harness.node.wait_idle(10.0)  # the counter follows the outputs
@@ -141,13 +143,11 @@ def test_lidar_dropout_stops_with_an_error_and_resumes(harness):
 def test_a_corrupt_jpeg_costs_its_camera_not_the_frame(calibration):
     """A compressed image is decoded in the worker: if it is corrupt, that camera is rejected (counted) and the
     frame is published degraded; with the strict policy the whole frame is dropped instead."""
-    import dataclasses
-
     for allowed, published in ((2, True), (0, False)):
-        harness = reliability.NodeHarness(reliability.stub_model(), calibration, domain_id=DOMAIN,
-                                          image_transport="compressed", **{"sync.max_missing_cameras": allowed})
+        harness = NodeHarness(stub_model(), calibration, domain_id=DOMAIN, image_transport="compressed",
+                              **{"sync.max_missing_cameras": allowed})
         try:
-            frames = reliability.rig_frames(4, seed=9)
+            frames = rig_frames(4, seed=9)
             harness.send_frame(frames[0])
             harness.wait_output(frames[0].stamp_ns)
             jpegs = list(frames[1].jpegs)
@@ -155,7 +155,7 @@ def test_a_corrupt_jpeg_costs_its_camera_not_the_frame(calibration):
             harness.send_frame(dataclasses.replace(frames[1], jpegs=jpegs))
             harness.send_frame(frames[2])
             harness.wait_output(frames[2].stamp_ns, timeout_s=10)
-            outputs = {stamp for _, stamp in ((a, reliability.stamp_ns_of(m)) for a, m in harness.outputs("dense"))}
+            outputs = {stamp for _, stamp in ((a, stamp_ns_of(m)) for a, m in harness.outputs("dense"))}
             counters = harness.node.counters
         finally:
             harness.close()

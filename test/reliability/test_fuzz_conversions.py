@@ -1,4 +1,4 @@
-"""Fuzzing the input conversions (issue 9): malformed Image / CompressedImage / PointCloud2 messages either
+"""Fuzzing the input conversions: malformed Image / CompressedImage / PointCloud2 messages either
 raise ConversionError naming one of their real problems or decode exactly like a slow reference decoder.
 
 Derandomised hypothesis runs; FUSIONOCC_FUZZ_EXAMPLES scales the case counts (e.g. 20000 for a long run);
@@ -12,10 +12,13 @@ import os
 import struct
 from types import SimpleNamespace
 
-import harness as reliability
 import numpy as np
 import pytest
+from fuzz import FUZZ_KINDS, fuzz
+from memory import rss_kb
 from PIL import Image as PILImage
+from reference import cloud_problems, reference_cloud, reference_image_to_rgb
+from strategies import jpeg_with_size, png_with_size
 
 from fusionocc_ros.conversions import ConversionError, compressed_image_to_rgb, image_to_rgb
 
@@ -26,10 +29,10 @@ EXAMPLES = {"image": 1500, "compressed": 2000, "pointcloud": 1500}
 MIN_MALFORMED = 1000
 
 
-@pytest.mark.parametrize("kind", reliability.FUZZ_KINDS)
+@pytest.mark.parametrize("kind", FUZZ_KINDS)
 def test_malformed_messages_raise_conversion_error_or_decode_like_the_reference(kind):
     examples = int(SCALE) if SCALE else EXAMPLES[kind]
-    report = reliability.fuzz(kind, examples, min_size=(88, 32) if kind == "compressed" else None)
+    report = fuzz(kind, examples, min_size=(88, 32) if kind == "compressed" else None)
     print("\n" + report.line())
     assert report.cases >= examples
     assert not report.failures
@@ -57,15 +60,15 @@ def test_compressed_image_declaring_a_huge_size_is_rejected_before_decoding(fmt,
     and a 630-byte JPEG declaring 10000 x 10000 (under Pillow's own limit) decoded to a 300 MB grey image
     (peak RSS +1.3 GB) instead of being rejected."""
     small = _encoded(fmt, np.zeros((4, 4, 3), np.uint8))
-    data = (reliability._png_with_size if fmt == "PNG" else reliability._jpeg_with_size)(small, *size)
+    data = (png_with_size if fmt == "PNG" else jpeg_with_size)(small, *size)
     with monkeypatch.context() as patch:
         patch.setattr(PILImage, "MAX_IMAGE_PIXELS", None)
         assert PILImage.open(io.BytesIO(data)).size == size  # the header really lies
-    before = reliability.rss_kb("VmHWM")
+    before = rss_kb("VmHWM")
     with pytest.raises(ConversionError, match="declares too large or empty a size") as caught:
         compressed_image_to_rgb(SimpleNamespace(format=fmt.lower(), data=data))
     assert caught.value.reason == "size"
-    assert reliability.rss_kb("VmHWM") - before < 32 * 1024
+    assert rss_kb("VmHWM") - before < 32 * 1024
 
 
 def test_compressed_image_size_limit_is_configurable():
@@ -82,7 +85,7 @@ def test_reference_decoders_agree_with_hand_built_messages():
     data = bytes([1, 2, 3, 4, 5, 6, 0, 7, 8, 9, 10, 11, 12, 0])
     msg = SimpleNamespace(height=2, width=2, encoding="bgr8", is_bigendian=0, step=7, data=data)
     expected = np.array([[[3, 2, 1], [6, 5, 4]], [[9, 8, 7], [12, 11, 10]]], np.uint8)
-    np.testing.assert_array_equal(reliability.reference_image_to_rgb(msg), expected)
+    np.testing.assert_array_equal(reference_image_to_rgb(msg), expected)
     np.testing.assert_array_equal(image_to_rgb(msg), expected)
     fields = [SimpleNamespace(name=n, offset=4 * i, datatype=7, count=1) for i, n in enumerate("xyz")]
     fields.append(SimpleNamespace(name="intensity", offset=12, datatype=2, count=1))
@@ -90,6 +93,6 @@ def test_reference_decoders_agree_with_hand_built_messages():
         height=1, width=2, fields=fields, is_bigendian=1, point_step=16, row_step=32, is_dense=True,
         data=struct.pack(">fffB3x", 1, 2, 3, 200) + struct.pack(">fffB3x", float("nan"), 0, 0, 1),
     )
-    points, dropped = reliability.reference_cloud(cloud)
+    points, dropped = reference_cloud(cloud)
     np.testing.assert_array_equal(points, [[1, 2, 3, 200, 0]])
-    assert dropped == 1 and reliability.cloud_problems(cloud) == set()
+    assert dropped == 1 and cloud_problems(cloud) == set()

@@ -1,4 +1,4 @@
-"""Node-level fuzz (issue 9): malformed CameraInfo / Odometry / Image / PointCloud2 messages (real rclpy
+"""Node-level fuzz: malformed CameraInfo / Odometry / Image / PointCloud2 messages (real rclpy
 message objects) into a real OccupancyNode's subscription callbacks; nothing escapes, every bad one is counted
 under `rejected:<topic>:<reason>`, good ones are stored; then good frames over DDS still give outputs equal to
 the Predictor's direct prediction."""
@@ -8,16 +8,28 @@ from __future__ import annotations
 import array
 import math
 import os
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
-import harness as reliability
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from nav_msgs.msg import Odometry
+from node_harness import NodeHarness
+from reference import cloud_problems, image_problems, reference_cloud
+from rig import (
+    RIG_IMAGE_SIZE,
+    RIG_INTRINSICS,
+    direct_sensor_frame,
+    rig_frames,
+    stamp_ns_of,
+    write_rig_calibration,
+)
 from sensor_msgs.msg import CameraInfo, Image, PointCloud2, PointField
+from strategies import cloud_messages, image_messages
+from stub_model import stub_model
 
 from fusionocc_core.occ3d import CAMERA_NAMES, LIDAR_NAME
 from fusionocc_core.predictor import Predictor
@@ -33,12 +45,12 @@ FLOATS = st.one_of(st.floats(-1e3, 1e3), st.sampled_from([math.nan, math.inf, -m
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     path = tmp_path_factory.mktemp("rig") / "calibration.yaml"
-    return path, reliability.write_rig_calibration(path)
+    return path, write_rig_calibration(path)
 
 
 @pytest.fixture(scope="module")
 def unspun(rig):
-    harness = reliability.NodeHarness(reliability.stub_model(), rig[0], domain_id=DOMAIN, spin=False)
+    harness = NodeHarness(stub_model(), rig[0], domain_id=DOMAIN, spin=False)
     yield harness
     harness.close()
 
@@ -76,9 +88,8 @@ def test_camera_info_fuzz(unspun):
 
     run()
     _report("CameraInfo", seen["cases"], _rejections(node, f"{name}/camera_info"))
-    node._camera_models[name] = reliability.SimpleNamespace(
-        intrinsics=reliability.RIG_INTRINSICS, width=reliability.RIG_IMAGE_SIZE[0],
-        height=reliability.RIG_IMAGE_SIZE[1])
+    node._camera_models[name] = SimpleNamespace(intrinsics=RIG_INTRINSICS, width=RIG_IMAGE_SIZE[0],
+                                                height=RIG_IMAGE_SIZE[1])
 
 
 @pytest.mark.parametrize("k", [
@@ -127,7 +138,7 @@ def test_raw_image_fuzz(unspun):
     node._on_camera_info(name, unspun.camera_info_msg(name))
 
     @FUZZ
-    @given(reliability.image_messages(), st.sampled_from([name, name, name, "camera", ""]))
+    @given(image_messages(), st.sampled_from([name, name, name, "camera", ""]))
     def run(case, frame_id):
         ns, _ = case
         seen["cases"] += 1
@@ -137,8 +148,7 @@ def test_raw_image_fuzz(unspun):
         msg.data = array.array("B", ns.data)
         msg.header.frame_id = frame_id
         node._on_image(name, msg)
-        valid = (frame_id == name and not reliability.image_problems(ns)
-                 and (ns.width, ns.height) == reliability.RIG_IMAGE_SIZE)
+        valid = frame_id == name and not image_problems(ns) and (ns.width, ns.height) == RIG_IMAGE_SIZE
         assert (_rejections(node, name) > before) == (not valid)
 
     run()
@@ -149,7 +159,7 @@ def test_pointcloud_fuzz(unspun):
     node, seen = unspun.node, {"cases": 0}
 
     @FUZZ
-    @given(reliability.cloud_messages(), st.sampled_from([LIDAR_NAME, LIDAR_NAME, "velodyne"]))
+    @given(cloud_messages(), st.sampled_from([LIDAR_NAME, LIDAR_NAME, "velodyne"]))
     def run(case, frame_id):
         ns, _ = case
         seen["cases"] += 1
@@ -163,9 +173,9 @@ def test_pointcloud_fuzz(unspun):
         msg.data = array.array("B", ns.data)
         msg.header.frame_id = frame_id
         node._on_pointcloud(msg)
-        valid = frame_id == LIDAR_NAME and not reliability.cloud_problems(ns)
+        valid = frame_id == LIDAR_NAME and not cloud_problems(ns)
         if valid:
-            valid = reliability.reference_cloud(ns)[0].shape[0] >= 10  # min_lidar_points
+            valid = reference_cloud(ns)[0].shape[0] >= 10  # min_lidar_points
         assert (_rejections(node, "pointcloud") > before) == (not valid)
 
     run()
@@ -176,9 +186,9 @@ def test_pointcloud_fuzz(unspun):
 def test_good_frames_interleaved_with_bad_messages_over_dds_equal_direct_prediction(rig):
     """Bad messages of every input type between good frames; outputs equal the Predictor's, all counted."""
     path, calibration = rig
-    model = reliability.stub_model()
-    frames = reliability.rig_frames(4, seed=3)
-    harness = reliability.NodeHarness(model, path, domain_id=DOMAIN + 1)
+    model = stub_model()
+    frames = rig_frames(4, seed=3)
+    harness = NodeHarness(model, path, domain_id=DOMAIN + 1)
     try:
         for frame in frames:
             bad_cloud = harness.cloud_msg(frame)
@@ -207,7 +217,7 @@ def test_good_frames_interleaved_with_bad_messages_over_dds_equal_direct_predict
     assert counters[f"rejected:{CAMERA_NAMES[1]}:encoding"] == n
     assert counters["published"] == n and counters.get("inference_failures", 0) == 0
     direct = Predictor(model, device="cpu")
-    outputs = {reliability.stamp_ns_of(m): m for _, m in harness.outputs("dense")}
+    outputs = {stamp_ns_of(m): m for _, m in harness.outputs("dense")}
     for frame in frames:
-        expected = direct.predict(reliability.direct_sensor_frame(frame, calibration)).labels
+        expected = direct.predict(direct_sensor_frame(frame, calibration)).labels
         np.testing.assert_array_equal(image_to_dense_grid(outputs[frame.stamp_ns]), expected)

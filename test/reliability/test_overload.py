@@ -1,4 +1,4 @@
-"""Overload (issue 9): a stream published faster than inference (stub model with 60 ms of inference) for a
+"""Overload: a stream published faster than inference (stub model with 60 ms of inference) for a
 sustained run: the node drops and counts, latency stays bounded, RSS does not grow after warm-up, and a
 shutdown while the worker is busy is clean. FUSIONOCC_OVERLOAD_SECONDS lengthens the run (default 20 s)."""
 
@@ -15,7 +15,8 @@ import pytest
 
 pytest.importorskip("rclpy")
 
-import harness as reliability
+from overload import run_overload
+from rig import write_rig_calibration
 
 SECONDS = float(os.environ.get("FUSIONOCC_OVERLOAD_SECONDS", "20"))
 DOMAIN = 100 + (os.getpid() + 3) % 100
@@ -24,14 +25,14 @@ DOMAIN = 100 + (os.getpid() + 3) % 100
 @pytest.fixture(scope="module")
 def calibration_file(tmp_path_factory):
     path = tmp_path_factory.mktemp("rig") / "calibration.yaml"
-    reliability.write_rig_calibration(path)
+    write_rig_calibration(path)
     return path
 
 
 @pytest.mark.parametrize("rate", [5.0, 0.0], ids=["5x_real_time", "as_fast_as_possible"])
 def test_sustained_overload_drops_counted_latency_bounded_rss_flat(calibration_file, rate):
     """The stream comes from a separate process, as from `ros2 bag play`."""
-    figures = reliability.run_overload(
+    figures = run_overload(
         calibration_file, seconds=SECONDS, rate=rate, delay_s=0.06, domain_id=DOMAIN
     )
     print("\n" + figures.line())
@@ -53,10 +54,11 @@ def test_shutdown_while_inference_runs_exits_cleanly(calibration_file, tmp_path)
         import sys
         import time
         sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})
-        import harness as reliability
-        h = reliability.NodeHarness(reliability.stub_model(delay_s=3.0), {str(calibration_file)!r},
-                                    domain_id={DOMAIN + 1})
-        frame = reliability.rig_frames(1)[0]
+        from node_harness import NodeHarness
+        from rig import rig_frames
+        from stub_model import stub_model
+        h = NodeHarness(stub_model(delay_s=3.0), {str(calibration_file)!r}, domain_id={DOMAIN + 1})
+        frame = rig_frames(1)[0]
         h.send_frame(frame)
         deadline = time.monotonic() + 20
         while h.node._mailbox is not None and time.monotonic() < deadline:  # worker took the group

@@ -15,14 +15,15 @@ ascent over a grid of shifts, free held fixed as the reference, on the same spli
 
     fusionocc adjust-logits --checkpoint run/model_final.pth --infos data/fusionocc_infos.pkl --out adj.pth
 
-(The command was `fusionocc calibrate` before; that name stays as a deprecated alias for one release. It has
-nothing to do with sensor calibration: that is `fusionocc rig` and the node's calibration YAML.)
+(`fusionocc calibrate` is a deprecated alias of this command, kept for one release. It has nothing to do with
+sensor calibration: that is `fusionocc rig` and the node's calibration YAML.)
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -59,11 +60,14 @@ class LogitAdjustmentError(FusionOccError, RuntimeError):
 
 @dataclass(frozen=True)
 class TauScores:
+    """Both protocols' scores of the logits adjusted by one tau."""
+
     tau: float
     camera_mask: OccupancyScores
     no_mask: OccupancyScores
 
     def headline(self, protocol: str) -> float:
+        """The mIoU of `protocol` ("camera mask" or "no mask")."""
         return (self.camera_mask if protocol == "camera mask" else self.no_mask).miou
 
 
@@ -139,6 +143,7 @@ class LogitCache:
         self._hidden_labels: list[torch.Tensor] = []
 
     def add(self, logits: torch.Tensor, gt: torch.Tensor, mask: torch.Tensor) -> None:
+        """Caches one batch's (B, X, Y, Z, classes) logits and labels of the voxels the protocol scores."""
         keep = (mask > 0) if self.use_camera_mask else torch.ones_like(gt, dtype=torch.bool)
         self._logits.append(logits[keep].float().cpu())
         self._labels.append(gt[keep].to(torch.uint8).cpu())
@@ -206,22 +211,23 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
         own, other, other_class = parts
         return torch.where(own + shift > other, c, other_class)
 
-    def no_mask(seen: OccupancyMetric, hidden_pred: torch.Tensor) -> float:
+    def no_mask(seen: OccupancyMetric, hidden_pred: torch.Tensor, hidden_labels: torch.Tensor) -> float:
         """No-mask mIoU: the scored voxels' confusion matrix (already counted) plus the unobserved voxels'."""
-        metric = _confusion(hidden_pred, hidden[1])
+        metric = _confusion(hidden_pred, hidden_labels)
         metric.confusion += seen.confusion
         return metric.compute().miou
 
     seen_start = _confusion((logits + offsets).argmax(-1), labels)
     start = best = seen_start.compute().miou
-    floor = None if hidden is None else no_mask(seen_start, (hidden[0] + offsets).argmax(-1))
-    accepted: list[dict] = []
+    # The no-mask mIoU no shift may bring the result below (none without the unobserved voxels).
+    floor = -math.inf if hidden is None else no_mask(seen_start, (hidden[0] + offsets).argmax(-1), hidden[1])
+    accepted: list[dict[str, float]] = []
     refused = 0
     classes = [c for c in range(logits.shape[1]) if c != FREE_LABEL]
     for round_index in range(1, rounds + 1):
         for c in tqdm(classes, desc=f"per-class round {round_index}", disable=not progress):
             seen = without(logits, c)
-            unseen = None if hidden is None else without(hidden[0], c)
+            unseen = None if hidden is None else (without(hidden[0], c), hidden[1])
             chosen, chosen_miou = 0.0, best
             for shift in shifts:
                 if shift == 0:
@@ -229,7 +235,7 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
                 scored = _confusion(shifted(seen, c, shift), labels)
                 miou = scored.compute().miou
                 if miou > chosen_miou:
-                    if unseen is not None and no_mask(scored, shifted(unseen, c, shift)) < floor:
+                    if unseen is not None and no_mask(scored, shifted(unseen[0], c, shift), unseen[1]) < floor:
                         refused += 1
                         continue
                     chosen, chosen_miou = shift, miou
@@ -241,12 +247,13 @@ def refine_class_offsets(cache: LogitCache, offsets: torch.Tensor, shifts: Seque
     record = {"shifts_tried": list(shifts), "rounds": rounds, "miou_before": 100 * start,
               "miou": 100 * seen_final.compute().miou, "accepted": accepted}
     if hidden is not None:
-        after = no_mask(seen_final, (hidden[0] + offsets).argmax(-1))
+        after = no_mask(seen_final, (hidden[0] + offsets).argmax(-1), hidden[1])
         record["guard"] = {"miou_no_mask_before": 100 * floor, "miou_no_mask": 100 * after, "refused": refused}
     return offsets, record
 
 
 def format_sweep(scores: Sequence[TauScores], chosen: TauScores) -> str:
+    """A table of the mIoU per tau, the chosen one marked."""
     lines = ["  tau   mIoU camera mask   mIoU no mask   geometry IoU (mask)", "-" * 62]
     for s in scores:
         mark = "  <- chosen" if s is chosen else ""
@@ -275,7 +282,7 @@ def parse_taus(text: str) -> tuple[float, ...]:
             start, stop, step = (float(v) for v in text.split(":"))
             if step <= 0 or stop < start:
                 raise ValueError
-            count = int(round((stop - start) / step)) + 1
+            count = round((stop - start) / step) + 1
             return tuple(round(start + i * step, 6) for i in range(count))
         return tuple(float(v) for v in text.split(","))
     except ValueError:
@@ -284,6 +291,7 @@ def parse_taus(text: str) -> tuple[float, ...]:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fusionocc adjust-logits`."""
     parser.add_argument("--checkpoint", type=Path, required=True, help="checkpoint trained with class weights")
     add_infos(parser, required=True, help="info index written by `fusionocc prepare`")
     parser.add_argument("--out", type=Path, required=True, help="where to write the adjusted checkpoint")
@@ -310,6 +318,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def calibrate(args: argparse.Namespace) -> dict[str, Any]:
+    """Chooses tau (and with --per-class refines the offsets) and writes the adjusted checkpoint.
+
+    Returns:
+        The record stored in the new checkpoint as `logit_adjustment` (also written to --json).
+
+    Raises:
+        LogitAdjustmentError: bad option combination, unusable checkpoint or device, an empty split.
+    """
     from fusionocc_core.model.checkpoint import (
         CheckpointError,
         load_checkpoint_with_extra,
@@ -341,7 +357,8 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     offsets = prior_offsets(weights)
     loader = split_loader(args.infos, model, split=args.split, dataroot=args.dataroot, limit=args.limit,
                           num_workers=args.workers, device=device)
-    if len(loader.dataset) == 0:
+    samples = len(loader)  # batches of one sample
+    if samples == 0:
         raise LogitAdjustmentError(f"split '{args.split}' of {args.infos} has no samples")
     protocol = "no mask" if args.no_camera_mask else "camera mask"
     cache = None
@@ -371,7 +388,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
         "class_weights": weights.tolist(),
         "class_weights_source": source,
         "split": args.split,
-        "samples": len(loader.dataset),
+        "samples": samples,
         "protocol": protocol,
         "sweep": [{"tau": s.tau, "miou_mask": 100 * s.camera_mask.miou, "miou_nomask": 100 * s.no_mask.miou,
                    "geo_iou_mask": 100 * s.camera_mask.geometry_iou} for s in scores],
@@ -380,7 +397,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
     kept = {k: v for k, v in extra.items() if k != "val"}  # the old val scores no longer describe the model
     save_checkpoint(args.out, model, half=args.half, logit_adjustment=record, **kept)
     refined = "" if per_class is None else f", {per_class['miou']:.2f} refined per class"
-    print(f"tau {chosen.tau:g} ({protocol} mIoU {100 * chosen.headline(protocol):.2f} on {len(loader.dataset)} "
+    print(f"tau {chosen.tau:g} ({protocol} mIoU {100 * chosen.headline(protocol):.2f} on {samples} "
           f"{args.split} samples, {100 * scores[0].headline(protocol):.2f} at tau 0{refined}) folded into the "
           f"head; written to {args.out}")
     if args.json is not None:
@@ -390,6 +407,7 @@ def calibrate(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fusionocc adjust-logits`: 0 when the adjusted checkpoint is written, 2 on an error (one line)."""
     try:
         calibrate(args)
     except (LogitAdjustmentError, InfoIndexError, DatasetError) as error:

@@ -29,6 +29,7 @@ class TrainingCheckpointError(FusionOccError, RuntimeError):
 
 
 def checkpoint_name(step: int) -> str:
+    """File name of the checkpoint of `step`, sortable by name."""
     return f"step_{step:08d}.pt"
 
 
@@ -83,7 +84,7 @@ def find_latest_valid(out_dir: str | Path) -> tuple[Path | None, dict[str, Any] 
     Returns:
         (path, loaded checkpoint, one message per skipped file); (None, None, messages) when none is valid.
     """
-    skipped = []
+    skipped: list[str] = []
     for path in reversed(list_checkpoints(out_dir)):
         try:
             return path, read_checkpoint(path), skipped
@@ -108,7 +109,10 @@ def prune_checkpoints(out_dir: str | Path, keep: int) -> list[Path]:
 def rng_state() -> dict[str, Any]:
     """Python, numpy and torch (CPU + CUDA) RNG states as tensors and plain types (weights_only-loadable)."""
     version, mt, gauss = random.getstate()
-    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    numpy_state = np.random.get_state(legacy=True)
+    if isinstance(numpy_state, dict):  # only after np.random.set_bit_generator() with another generator
+        raise TrainingCheckpointError("numpy's global RNG is not an MT19937: its state cannot be stored")
+    kind, keys, pos, has_gauss, cached = numpy_state
     state: dict[str, Any] = {
         "python": [version, list(mt), gauss],
         "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),

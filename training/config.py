@@ -6,9 +6,11 @@ training checkpoint, so a resume needs nothing else.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import types
 import typing
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,13 @@ class ConfigError(FusionOccError, ValueError):
 
 @dataclass
 class TrainConfig:
+    """Every option of a training run.
+
+    The defaults of the model and optimisation fields are the published FusionOcc recipe, so a YAML file sets
+    only what differs from them (`training/configs/official.yaml` sets just the bookkeeping and AMP);
+    test/training/test_config.py pins the recipe the official file loads.
+    """
+
     # -- data
     info_path: str = ""  # info index written by `fusionocc prepare` (required)
     dataroot: str = ""  # replaces the dataroot stored in the index ("" = keep it)
@@ -102,13 +111,14 @@ class TrainConfig:
                               "weight)")
 
     def to_dict(self) -> dict[str, Any]:
+        """The options as plain values (what checkpoints and config.yaml store)."""
         return dataclasses.asdict(self)
 
 
 _FIELD_TYPES = typing.get_type_hints(TrainConfig)
 
 
-def _coerce(key: str, value: Any, where: str) -> Any:
+def _coerce(key: str, value: object, where: str) -> Any:  # Any: the type depends on the key
     """Checks/converts one value to its field's type (int -> float allowed; CLI strings parsed as YAML)."""
     if key not in _FIELD_TYPES:
         close = [f for f in _FIELD_TYPES if f.startswith(key[:3])]
@@ -118,10 +128,8 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     if isinstance(kind, types.UnionType):
         kind = next(t for t in typing.get_args(kind) if t is not type(None))
     if isinstance(value, str) and kind is not str:  # CLI overrides arrive as strings: "3", "1e-4", "true"
-        try:
+        with contextlib.suppress(ValueError):  # a value that does not parse is reported as a type error below
             value = float(value) if kind is float else yaml.safe_load(value)  # YAML reads "1e-4" as a string
-        except ValueError:
-            pass  # reported as a type error below
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is str and value is None:
@@ -131,7 +139,7 @@ def _coerce(key: str, value: Any, where: str) -> Any:
     return value
 
 
-def apply_overrides(config: TrainConfig, values: dict[str, Any], where: str) -> TrainConfig:
+def apply_overrides(config: TrainConfig, values: Mapping[str, object], where: str) -> TrainConfig:
     """Returns a copy of `config` with `values` set (type-checked); `where` names their source in errors."""
     changes = {key: _coerce(key, value, where) for key, value in values.items()}
     return dataclasses.replace(config, **changes)
@@ -148,7 +156,7 @@ def parse_set_options(items: list[str]) -> dict[str, str]:
     return out
 
 
-def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None) -> TrainConfig:
+def load_config(path: str | Path | None, overrides: Mapping[str, object] | None = None) -> TrainConfig:
     """Defaults, then the YAML file (if any), then `overrides`; validated.
 
     Raises:
@@ -170,4 +178,5 @@ def load_config(path: str | Path | None, overrides: dict[str, Any] | None = None
 
 
 def save_config(config: TrainConfig, path: str | Path) -> None:
+    """Writes the options as YAML that `load_config` reads back to the same config."""
     Path(path).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))

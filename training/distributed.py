@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -20,6 +20,8 @@ from torch.utils.data import Dataset, Sampler
 
 @dataclass(frozen=True)
 class DistInfo:
+    """This process's place in the run: rank, number of processes, local rank on its node and device."""
+
     rank: int
     world_size: int
     local_rank: int
@@ -27,10 +29,12 @@ class DistInfo:
 
     @property
     def is_main(self) -> bool:
+        """Rank 0: the process that writes files and logs."""
         return self.rank == 0
 
     @property
     def distributed(self) -> bool:
+        """More than one process (collectives are needed)."""
         return self.world_size > 1
 
 
@@ -69,6 +73,7 @@ def setup_distributed(device: str = "auto") -> DistInfo:
 
 
 def cleanup_distributed() -> None:
+    """Leaves the process group, if one was joined."""
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
 
@@ -80,7 +85,7 @@ def all_reduce_mean(values: dict[str, float], info: DistInfo) -> dict[str, float
     keys = sorted(values)
     flat = torch.tensor([values[k] for k in keys], dtype=torch.float64, device=info.device)
     dist.all_reduce(flat)
-    return {k: float(v) / info.world_size for k, v in zip(keys, flat.tolist())}
+    return {k: float(v) / info.world_size for k, v in zip(keys, flat.tolist(), strict=True)}
 
 
 def broadcast_from_main(tensor: torch.Tensor, info: DistInfo) -> torch.Tensor:
@@ -98,7 +103,7 @@ def sample_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(1, dtype=np.uint64)[0]) >> 1
 
 
-class ResumableSampler(Sampler):
+class ResumableSampler(Sampler[tuple[int, int]]):
     """This rank's share of a (shuffled) epoch as (index, sample_seed) pairs, optionally from a start step.
 
     Like `DistributedSampler`: a permutation seeded by seed + epoch, padded by repetition to a multiple of
@@ -120,6 +125,7 @@ class ResumableSampler(Sampler):
         self.epoch, self.start = 0, 0
 
     def per_rank(self) -> int:
+        """Samples per rank and epoch (the epoch padded to a multiple of num_replicas)."""
         return -(-self.size // self.num_replicas)
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -142,6 +148,14 @@ class ResumableSampler(Sampler):
         return max(self.per_rank() - self.start, 0)
 
 
+class SizedDataset(Protocol):
+    """A map-style dataset with a length (torch's `Dataset` type declares no `__len__`)."""
+
+    def __len__(self) -> int: ...
+
+    def __getitem__(self, index: int) -> Any: ...
+
+
 class SeededDataset(Dataset):
     """Wraps a dataset so that item (index, seed) is drawn with torch's RNG seeded by `seed`.
 
@@ -149,11 +163,11 @@ class SeededDataset(Dataset):
     disturb the model's own randomness.
     """
 
-    def __init__(self, dataset: Dataset) -> None:
+    def __init__(self, dataset: SizedDataset) -> None:
         self.dataset = dataset
 
     def __len__(self) -> int:
-        return len(self.dataset)  # type: ignore[arg-type]
+        return len(self.dataset)
 
     def __getitem__(self, item: tuple[int, int]) -> Any:
         index, seed = item

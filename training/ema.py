@@ -40,6 +40,7 @@ class ModelEMA:
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
+        """Moves the average towards `model`'s current weights (call after every optimizer step)."""
         d = self.current_decay()
         live = model.state_dict()
         for name, avg in self.module.state_dict().items():
@@ -51,9 +52,11 @@ class ModelEMA:
         self.updates += 1
 
     def state_dict(self) -> dict[str, Any]:
+        """The averaged weights and the update count (for a resume)."""
         return {"module": self.module.state_dict(), "updates": self.updates, "decay": self.decay,
                 "ramp": self.ramp}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restores what `state_dict` returned; decay and ramp stay as constructed."""
         self.module.load_state_dict(state["module"])
         self.updates = int(state["updates"])

@@ -15,10 +15,11 @@ import zipfile
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset, Subset
 from tqdm import tqdm
 
 from fusionocc_core.cli_options import (
@@ -35,6 +36,9 @@ from fusionocc_core.data.infos import InfoIndexError, load_infos
 from fusionocc_core.errors import FusionOccError
 from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, format_table
 from fusionocc_core.occ3d import GRID_SHAPE
+
+if TYPE_CHECKING:  # annotations only; the functions import the model where they use it
+    from fusionocc_core.model.fusionocc import FusionOcc
 
 # The tensors of a collated batch that the model's forward contract takes.
 MODEL_INPUTS = (
@@ -65,9 +69,11 @@ class EvaluationResult:
 
     @property
     def headline(self) -> OccupancyScores:
+        """The scores of the primary protocol."""
         return self.camera_mask if self.primary == "camera mask" else self.no_mask
 
     def to_dict(self) -> dict[str, Any]:
+        """Both protocols' scores as JSON-ready values."""
         return {
             "source": self.source,
             "split": self.split,
@@ -78,6 +84,7 @@ class EvaluationResult:
         }
 
     def format(self) -> str:
+        """The per-class table of both protocols and the headline mIoU line."""
         head = self.headline
         return (
             f"{format_table(self.camera_mask, self.no_mask)}\n\n"
@@ -202,6 +209,7 @@ def evaluate_model(
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fusionocc eval`."""
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--checkpoint", type=Path, help="FusionOcc checkpoint to run over the split")
     source.add_argument(
@@ -250,7 +258,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_no_progress(parser, deprecated=("--quiet",))
 
 
-def load_model(path: Path, device: str, *, original_preset: str | None = None) -> torch.nn.Module:
+def load_model(path: Path, device: str, *, original_preset: str | None = None) -> FusionOcc:
     """A FusionOcc in eval mode from our checkpoint format, or from an original .pth through a preset.
 
     Raises:
@@ -277,11 +285,13 @@ def load_model(path: Path, device: str, *, original_preset: str | None = None) -
 
 def dropout_conditions(camera_names: tuple[str, ...]) -> list[tuple[str, int | None, bool]]:
     """(name, missing camera index or None, lidar present) of the dropout study, the full rig first."""
-    return ([("all sensors", None, True)] + [(f"no {name}", i, True) for i, name in enumerate(camera_names)]
-            + [("no lidar (camera only)", None, False)])
+    conditions: list[tuple[str, int | None, bool]] = [("all sensors", None, True)]
+    conditions += [(f"no {name}", i, True) for i, name in enumerate(camera_names)]
+    conditions.append(("no lidar (camera only)", None, False))
+    return conditions
 
 
-def dropout_predict(model: torch.nn.Module, camera: int | None, lidar: bool) -> Callable[..., torch.Tensor]:
+def dropout_predict(model: FusionOcc, camera: int | None, lidar: bool) -> Callable[..., torch.Tensor]:
     """`model.predict` with one camera masked in both frames (it has been silent for a while) or with the
     lidar gone (no points: its volume and the sparse depth input are zero)."""
 
@@ -315,19 +325,19 @@ def format_dropout(rows: list[tuple[str, EvaluationResult]]) -> str:
     return "\n".join(lines)
 
 
-def split_loader(index_path: Path, model: torch.nn.Module, *, split: str | None, dataroot: Path | None,
-                 limit: int | None, num_workers: int, device: str) -> Any:
+def split_loader(index_path: Path, model: FusionOcc, *, split: str | None, dataroot: Path | None,
+                 limit: int | None, num_workers: int, device: str) -> DataLoader:
     """Batches of one (test-time augmentation, no imgseg) over a split, at the model's input size; the first
     `limit` samples only when given."""
-    from torch.utils.data import DataLoader, Subset
-
     from fusionocc_core.data.collate import collate
     from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
 
-    dataset = OccupancyDataset(index_path, input_size=tuple(model.config.camera.input_size), train=False,
-                               split=split, dataroot=dataroot, config=DatasetConfig(with_imgseg=False))
+    height, width = model.config.camera.input_size
+    split_set = OccupancyDataset(index_path, input_size=(height, width), train=False, split=split,
+                                 dataroot=dataroot, config=DatasetConfig(with_imgseg=False))
+    dataset: Dataset = split_set
     if limit is not None:
-        dataset = Subset(dataset, range(min(limit, len(dataset))))
+        dataset = Subset(split_set, range(min(limit, len(split_set))))
     return DataLoader(dataset, batch_size=1, shuffle=False, num_workers=num_workers, collate_fn=collate,
                       pin_memory=str(device).startswith("cuda"))
 
@@ -363,8 +373,10 @@ def _run_checkpoint(
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fusionocc eval`: 0 when the scores are printed, 2 on an error (one line)."""
     split = None if args.split == "all" else args.split
     primary = "no mask" if args.no_camera_mask else "camera mask"
+    result: EvaluationResult | list[tuple[str, EvaluationResult]]
     try:
         if args.dropout and args.pred_dir is not None:
             raise EvaluationError("--dropout runs a model: use it with --checkpoint, not --pred-dir")

@@ -44,6 +44,7 @@ def import_checkpoint(source: Path, out: Path, *, half: bool = False) -> LoadedC
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fusionocc import-checkpoint`."""
     parser.add_argument("source", type=Path, metavar="SRC", help="the published FusionOcc .pth (or a fusionocc "
                         "checkpoint, e.g. to store it in float16)")
     parser.add_argument("--out", type=Path, required=True, metavar="DST", help="where to write the fusionocc "
@@ -53,6 +54,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fusionocc import-checkpoint`: 0 when the file is written, 2 on an error (one line)."""
     try:
         loaded = import_checkpoint(args.source, args.out, half=args.half)
     except (CheckpointError, OSError) as error:

@@ -57,12 +57,14 @@ def merge_modality_models(camera: FusionOcc, lidar: FusionOcc) -> FusionOcc:
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fusionocc merge-modalities`."""
     parser.add_argument("--camera", type=Path, required=True, help="camera-only checkpoint (model_final.pth)")
     parser.add_argument("--lidar", type=Path, required=True, help="lidar-only checkpoint (model_final.pth)")
     parser.add_argument("--out", type=Path, required=True, help="where to write the fused checkpoint")
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fusionocc merge-modalities`: 0 when the fused checkpoint is written, 2 on an error (one line)."""
     try:
         camera = load_checkpoint(args.camera)
         lidar = load_checkpoint(args.lidar)

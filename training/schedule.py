@@ -32,5 +32,6 @@ def lr_at(step: int, *, base_lr: float, total_steps: int, warmup_steps: int, war
 
 
 def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
+    """Sets `lr` on every parameter group."""
     for group in optimizer.param_groups:
         group["lr"] = lr

@@ -15,11 +15,12 @@ import json
 import math
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import fields, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
 import torch.distributed as dist
@@ -66,10 +67,21 @@ from training.distributed import (
 from training.ema import ModelEMA
 from training.schedule import lr_at, set_lr
 
+if TYPE_CHECKING:  # annotations only; the functions import these where they use them
+    from torch.utils.tensorboard import SummaryWriter
+
+    from fusionocc_core.data.dataset import OccupancyDataset
+    from fusionocc_core.model.fusionocc import FusionOcc
+    from fusionocc_core.model.losses import FusionOccLoss
+
 # Batch keys the model's forward takes, in its argument order.
 MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points",
                 "sparse_depth")
 
+# Steps whose losses `train` returns: the tail of the loss curve, bounded for runs of many epochs.
+HISTORY_STEPS = 1000
+
+Log = Callable[[str], None]
 
 # Options that may differ between the sessions of one run without changing its numbers.
 _FREE_ON_RESUME = {"out_dir", "num_workers", "log_interval", "eval_interval", "ckpt_interval", "keep_last",
@@ -83,7 +95,7 @@ class TrainError(FusionOccError, RuntimeError):
 # -- model, loss, data ---------------------------------------------------------------------------------------
 
 
-def build_model(config: TrainConfig) -> nn.Module:
+def build_model(config: TrainConfig) -> FusionOcc:
     """The preset's `FusionOcc` with the branches of `config.modality` on (a disabled one is not computed)."""
     from fusionocc_core.model.fusionocc import FusionOcc
     from fusionocc_core.model.presets import get_config
@@ -96,7 +108,8 @@ def build_model(config: TrainConfig) -> nn.Module:
                              lidar_enabled=config.modality != "camera"))
 
 
-def build_loss(config: TrainConfig, model: nn.Module, class_weights: torch.Tensor | None = None) -> nn.Module:
+def build_loss(config: TrainConfig, model: FusionOcc, class_weights: torch.Tensor | None = None
+               ) -> FusionOccLoss:
     """FusionOccLoss matching the model's camera feature stride and depth bins."""
     from fusionocc_core.model.losses import FusionOccLoss
 
@@ -106,11 +119,13 @@ def build_loss(config: TrainConfig, model: nn.Module, class_weights: torch.Tenso
                          lovasz_weight=config.lovasz_weight)
 
 
-def occupancy_class_weights(config: TrainConfig, train_set: Any, info: DistInfo, *, progress: bool
-                            ) -> torch.Tensor | None:
-    """The occupancy class weights `config.class_weights` asks for (None for the original's plain CE),
-    computed from the training split's labels (camera-visible voxels when training with the mask). Rank 0
-    reads the labels and broadcasts the counts: the other ranks read nothing."""
+def occupancy_class_weights(config: TrainConfig, train_set: OccupancyDataset, info: DistInfo, *,
+                            progress: bool) -> torch.Tensor | None:
+    """The occupancy class weights `config.class_weights` asks for; None for the original's plain CE.
+
+    They come from the training split's labels (camera-visible voxels when training with the mask). Rank 0
+    reads the labels and broadcasts the counts: the other ranks read nothing.
+    """
     if config.class_weights == "none":
         return None
     from fusionocc_core.model.losses import enet_class_weights
@@ -130,12 +145,13 @@ class LossModel(nn.Module):
     the model's training entry point is `forward_with_aux`, so this wrapper is what DDP sees.
     """
 
-    def __init__(self, model: nn.Module, loss: nn.Module) -> None:
+    def __init__(self, model: FusionOcc, loss: FusionOccLoss) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The named losses of a collated batch (`FusionOccLoss`'s terms)."""
         out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS))
         has_seg = "imgseg" in batch  # absent when the index has no imgseg maps (with_imgseg off)
         return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"),
@@ -144,7 +160,7 @@ class LossModel(nn.Module):
                          seg_labels=batch.get("imgseg"))
 
 
-def input_size(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
+def input_size(config: TrainConfig, model: FusionOcc) -> tuple[int, int]:
     """(H, W) from the config, or the model's own input size when the config leaves it at 0."""
     if config.input_height and config.input_width:
         return config.input_height, config.input_width
@@ -156,6 +172,7 @@ def input_size(config: TrainConfig, model: nn.Module) -> tuple[int, int]:
 
 
 def check_info_path(config: TrainConfig) -> None:
+    """Raises TrainError unless `config.info_path` names an existing info index."""
     if not config.info_path:
         raise TrainError("no info index given: pass --infos PATH (written by `fusionocc prepare DATAROOT`)")
     if not Path(config.info_path).is_file():
@@ -163,7 +180,12 @@ def check_info_path(config: TrainConfig) -> None:
                          f"first")
 
 
-def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any]:
+def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[OccupancyDataset, OccupancyDataset]:
+    """The training and validation splits of the info index at the network input size.
+
+    Raises:
+        TrainError: the index is missing, or the validation split is empty.
+    """
     from fusionocc_core.data.dataset import (
         DatasetConfig,
         DatasetError,
@@ -188,21 +210,16 @@ def build_datasets(config: TrainConfig, size: tuple[int, int]) -> tuple[Any, Any
 
 
 def move_batch(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    """The batch with its tensors on `device` (lists such as the sample tokens stay as they are)."""
     return {k: v.to(device, non_blocking=True) if isinstance(v, torch.Tensor) else v
             for k, v in batch.items()}
-
-
-def unwrap(model: nn.Module) -> nn.Module:
-    """The plain FusionOcc module under DDP and `LossModel`."""
-    if isinstance(model, DistributedDataParallel):
-        model = model.module
-    return model.model if isinstance(model, LossModel) else model
 
 
 # -- one optimisation step -----------------------------------------------------------------------------------
 
 
-def autocast_context(config: TrainConfig, device: torch.device):
+def autocast_context(config: TrainConfig, device: torch.device) -> AbstractContextManager[object]:
+    """Autocast to the config's AMP dtype on CUDA; nothing on the CPU or with `amp: none`."""
     if device.type != "cuda" or config.amp == "none":
         return nullcontext()
     return torch.autocast("cuda", dtype=torch.bfloat16 if config.amp == "bf16" else torch.float16)
@@ -231,7 +248,8 @@ def train_step(loss_model: nn.Module, batch: dict[str, Any], optimizer: torch.op
     if config.grad_clip > 0:
         grad_norm = float(torch.nn.utils.clip_grad_norm_(params, config.grad_clip))
     else:
-        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params])))
+        grad_norm = float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params
+                                                                if p.grad is not None])))
     if scaler is not None:
         scaler.step(optimizer)
         scaler.update()
@@ -285,7 +303,7 @@ def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
     state = rng_state()
     if not info.distributed:
         return [state]
-    states: list[Any] = [None] * info.world_size
+    states: list[dict[str, Any]] = [{} for _ in range(info.world_size)]  # filled by the collective
     dist.all_gather_object(states, state)
     return states
 
@@ -294,6 +312,7 @@ def save_training_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.o
                              ema: ModelEMA | None, scaler: torch.amp.GradScaler | None, step: int,
                              total_steps: int, config: TrainConfig, rng: list[dict[str, Any]],
                              val: dict[str, float] | None) -> None:
+    """Writes everything an exact resume needs to `path`, atomically (format "fusionocc-train")."""
     atomic_save({
         "format": CHECKPOINT_FORMAT,
         "format_version": CHECKPOINT_FORMAT_VERSION,
@@ -310,7 +329,7 @@ def save_training_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.o
     }, path)
 
 
-def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
+def resolve_resume(resume: str, out_dir: Path, log: Log) -> dict[str, Any] | None:
     """The checkpoint to resume from: none (""), the newest valid one of out_dir ("auto") or a path.
 
     Raises:
@@ -322,7 +341,7 @@ def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
         path, data, skipped = find_latest_valid(out_dir)
         for message in skipped:
             log(message)
-        if path is None:
+        if path is None or data is None:
             log(f"resume auto: no valid checkpoint in {out_dir}, starting from scratch")
             return None
         log(f"resuming from {path} (step {data['step']})")
@@ -332,8 +351,10 @@ def resolve_resume(resume: str, out_dir: Path, log) -> dict[str, Any] | None:
     return data
 
 
-def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
-    """`init_from`: a published FusionOcc .pth or a fusionocc checkpoint (e.g. `fusionocc merge-modalities`),
+def initialise_weights(model: FusionOcc, config: TrainConfig, log: Log) -> None:
+    """Loads the starting weights the config names, if any.
+
+    `init_from`: a published FusionOcc .pth or a fusionocc checkpoint (e.g. `fusionocc merge-modalities`),
     every weight (strict). `init_camera_from`: a BEVDet-Occ .pth, whatever fits (the camera branch), with the
     load report printed so real mismatches are visible.
 
@@ -378,24 +399,131 @@ def initialise_weights(model: nn.Module, config: TrainConfig, log) -> None:
 
 def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None,
                  class_weights: torch.Tensor | None = None) -> None:
-    """The (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load).
+    """Writes the (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load).
+
     The occupancy class weights of the loss, if any, are stored too: `fusionocc adjust-logits` undoes the
-    prior they taught the model."""
+    prior they taught the model.
+    """
     from fusionocc_core.model.checkpoint import save_checkpoint
     from fusionocc_core.model.fusionocc import FusionOcc
 
     if not isinstance(model, FusionOcc):  # a test stand-in has no config to store
         return
-    extra = {} if class_weights is None else {"class_weights": [float(w) for w in class_weights]}
-    save_checkpoint(path, model, step=step, val=val, **extra)
+    if class_weights is None:
+        save_checkpoint(path, model, step=step, val=val)
+    else:
+        save_checkpoint(path, model, step=step, val=val, class_weights=[float(w) for w in class_weights])
 
 
 # -- the loop ------------------------------------------------------------------------------------------------
 
 
-def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
-          model_factory: Callable[[TrainConfig], nn.Module] = build_model) -> dict[str, Any]:
-    """Runs (or continues) a training run; returns a summary (final step, last losses, validation scores).
+class TrainSummary(TypedDict):
+    """What `train` returns."""
+
+    step: int  # the last optimizer step of the run
+    history: list[dict[str, float]]  # losses and grad norm of the last `history_steps` steps, oldest first
+    val: dict[str, float] | None  # the last validation scores (`evaluate`)
+    config: TrainConfig
+
+
+class MetricsLog:
+    """TensorBoard scalars and `metrics.jsonl` lines of a run folder.
+
+    Without a folder (the ranks other than 0) it records nothing.
+    """
+
+    def __init__(self, out_dir: Path | None, *, purge_step: int | None) -> None:
+        self._writer: SummaryWriter | None = None
+        self._file: Path | None = None
+        if out_dir is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(str(out_dir / "tb"), purge_step=purge_step)
+            self._file = out_dir / "metrics.jsonl"
+
+    def record(self, kind: str, values: dict[str, float], step: int) -> None:
+        """Adds `values` as scalars `kind/key` at `step` and as one metrics.jsonl line."""
+        if self._writer is None or self._file is None:
+            return
+        for key, value in values.items():
+            self._writer.add_scalar(f"{kind}/{key}", value, step)
+        with open(self._file, "a") as f:
+            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
+
+    def close(self) -> None:
+        """Flushes and closes the TensorBoard file."""
+        if self._writer is not None:
+            self._writer.close()
+
+
+def report_changed_options(state: dict[str, Any], config: TrainConfig, log: Log) -> None:
+    """Logs the options that differ from the resumed checkpoint's and change the run's numbers."""
+    # An option the checkpoint predates ran at its default (the behaviour before the option existed).
+    stored = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
+    changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in config.to_dict().items()
+               if k in stored and stored[k] != v and k not in _FREE_ON_RESUME]
+    if changed:
+        log("resuming with changed options (the continuation is not bit-exact): " + "; ".join(changed))
+
+
+def build_loaders(config: TrainConfig, train_set: OccupancyDataset, val_set: OccupancyDataset, info: DistInfo
+                  ) -> tuple[ResumableSampler, DataLoader, DataLoader]:
+    """The data loaders of this rank.
+
+    Returns:
+        The sampler (it positions the training loader on an epoch and step), the training loader over this
+        rank's share of each epoch, and the loader of this rank's share of the first `max_val_samples`
+        validation samples.
+    """
+    from fusionocc_core.data.collate import collate
+
+    pin_memory = info.device.type == "cuda"
+    sampler = ResumableSampler(len(train_set), num_replicas=info.world_size, rank=info.rank, shuffle=True,
+                               seed=config.seed)
+    # Private generators: creating a loader iterator must not consume the global RNG (exact resume).
+    train_loader = DataLoader(SeededDataset(train_set), batch_size=config.batch_size, sampler=sampler,
+                              collate_fn=collate, num_workers=config.num_workers, pin_memory=pin_memory,
+                              persistent_workers=False, generator=torch.Generator())
+    val_count = min(len(val_set), config.max_val_samples or len(val_set))
+    val_loader = DataLoader(Subset(val_set, range(info.rank, val_count, info.world_size)), batch_size=1,
+                            shuffle=False, collate_fn=collate, num_workers=config.num_workers,
+                            pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator())
+    return sampler, train_loader, val_loader
+
+
+def restore_training_state(state: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer,
+                           ema: ModelEMA | None, scaler: torch.amp.GradScaler | None, config: TrainConfig,
+                           info: DistInfo, log: Log) -> tuple[int, dict[str, float] | None]:
+    """Loads a resumed checkpoint into the run's objects and this rank's RNG streams.
+
+    Returns:
+        The checkpoint's step and its last validation scores.
+    """
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    if ema is not None and state["ema"] is not None:
+        ema.load_state_dict(state["ema"])
+    if scaler is not None and state["scaler"] is not None:
+        scaler.load_state_dict(state["scaler"])
+    step = int(state["step"])
+    if state["world_size"] == info.world_size:
+        set_rng_state(state["rng"][info.rank])
+    else:
+        log(f"checkpoint was written by {state['world_size']} ranks, now {info.world_size}: RNG streams "
+            f"are reseeded (the run continues, not bit-exactly)")
+        torch.manual_seed(config.seed + info.rank + 1_000_003 * step)
+    return step, state["val"]
+
+
+def _discard(message: str) -> None:
+    """The log of the ranks other than 0."""
+
+
+def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log: Log = print,
+          model_factory: Callable[[TrainConfig], FusionOcc] = build_model,
+          history_steps: int = HISTORY_STEPS) -> TrainSummary:
+    """Runs (or continues) a training run.
 
     Args:
         config: the run's options; a resume uses them as given and logs those that differ from the
@@ -405,17 +533,16 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
         log: where rank 0 prints its messages.
         model_factory: builds the network from the config (tests pass a cheaper stand-in with the same forward
             contract).
+        history_steps: how many of the last steps' losses the summary returns (metrics.jsonl has the rest).
+
+    Returns:
+        The final step, the recent per-step losses, the last validation scores and the config.
     """
-    log = log if info.is_main else (lambda *_: None)
+    log = log if info.is_main else _discard
     out_dir = Path(config.out_dir)
     state = resolve_resume(resume, out_dir, log)
     if state is not None:
-        # An option the checkpoint predates ran at its default (the behaviour before the option existed).
-        stored = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
-        changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in config.to_dict().items()
-                   if k in stored and stored[k] != v and k not in _FREE_ON_RESUME]
-        if changed:
-            log("resuming with changed options (the continuation is not bit-exact): " + "; ".join(changed))
+        report_changed_options(state, config, log)
     check_info_path(config)  # before the (slow) model build
     torch.manual_seed(config.seed + info.rank)
     device = info.device
@@ -429,136 +556,103 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log=print,
     if class_weights is not None:
         log("occupancy class weights (" + config.class_weights + "): "
             + " ".join(f"{w:.2f}" for w in class_weights.tolist()))
-    loss_model = LossModel(model, build_loss(config, model, class_weights)).to(device)
+    loss_model: nn.Module = LossModel(model, build_loss(config, model, class_weights)).to(device)
     ema = ModelEMA(model, decay=config.ema_decay, ramp=config.ema_ramp) if config.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)
     scaler = torch.amp.GradScaler("cuda") if device.type == "cuda" and config.amp == "fp16" else None
-
-    from fusionocc_core.data.collate import collate
-
-    sampler = ResumableSampler(len(train_set), num_replicas=info.world_size, rank=info.rank, shuffle=True,
-                               seed=config.seed)
-    loader_kw = dict(collate_fn=collate, num_workers=config.num_workers, pin_memory=device.type == "cuda",
-                     persistent_workers=False)
-    # A private generator: creating a loader iterator must not consume the global RNG (exact resume).
-    train_loader = DataLoader(SeededDataset(train_set), batch_size=config.batch_size, sampler=sampler,
-                              generator=torch.Generator(), **loader_kw)
-    val_count = min(len(val_set), config.max_val_samples or len(val_set))
-    val_loader = DataLoader(Subset(val_set, range(info.rank, val_count, info.world_size)), batch_size=1,
-                            shuffle=False, generator=torch.Generator(), **loader_kw)
+    sampler, train_loader, val_loader = build_loaders(config, train_set, val_set, info)
     steps_per_epoch = math.ceil(sampler.per_rank() / config.batch_size)
     total_steps = config.max_iters or config.epochs * steps_per_epoch
 
     step, val = 0, None
     if state is not None:
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        if ema is not None and state["ema"] is not None:
-            ema.load_state_dict(state["ema"])
-        if scaler is not None and state["scaler"] is not None:
-            scaler.load_state_dict(state["scaler"])
-        step, val = int(state["step"]), state["val"]
-        if state["world_size"] == info.world_size:
-            set_rng_state(state["rng"][info.rank])
-        else:
-            log(f"checkpoint was written by {state['world_size']} ranks, now {info.world_size}: RNG streams "
-                f"are reseeded (the run continues, not bit-exactly)")
-            torch.manual_seed(config.seed + info.rank + 1_000_003 * step)
-        del state
+        step, val = restore_training_state(state, model=model, optimizer=optimizer, ema=ema, scaler=scaler,
+                                           config=config, info=info, log=log)
+        state = None  # the checkpoint's tensors are copied: free them
     if info.distributed:
         # Unused parameters exist when a branch is switched off (ablations) or the seg head has no targets.
         device_ids = [device.index] if device.type == "cuda" else None
         unused = config.modality != "fusion" or not config.with_imgseg
         loss_model = DistributedDataParallel(loss_model, device_ids=device_ids, find_unused_parameters=unused)
 
-    writer = None
     if info.is_main:
-        from torch.utils.tensorboard import SummaryWriter
-
         out_dir.mkdir(parents=True, exist_ok=True)
         save_config(config, out_dir / "config.yaml")
-        writer = SummaryWriter(str(out_dir / "tb"), purge_step=step if step else None)
         log(f"training {config.model} ({config.modality}) on {len(train_set)} samples x {info.world_size} "
             f"rank(s) on {device}: {total_steps} steps, {steps_per_epoch} per epoch, "
             f"input {size[0]}x{size[1]}")
-    metrics_file = out_dir / "metrics.jsonl"
-
-    def record(kind: str, values: dict[str, float]) -> None:
-        if writer is None:
-            return
-        for key, value in values.items():
-            writer.add_scalar(f"{kind}/{key}", value, step)
-        with open(metrics_file, "a") as f:
-            f.write(json.dumps({"kind": kind, "step": step, **values}) + "\n")
-
-    def checkpoint() -> None:
-        rng = gather_rng_states(info)  # collective: every rank
-        if info.is_main:
-            save_training_checkpoint(out_dir / checkpoint_name(step), model=model, optimizer=optimizer,
-                                     ema=ema, scaler=scaler, step=step, total_steps=total_steps,
-                                     config=config, rng=rng, val=val)
-            prune_checkpoints(out_dir, config.keep_last)
-
-    def validate() -> dict[str, float]:
-        scores = evaluate(ema.module if ema is not None else model, val_loader, config=config, info=info)
-        record("val", scores)
-        log(f"step {step}: val mIoU {scores['miou_mask']:.2f} (camera mask) / {scores['miou_nomask']:.2f} "
-            f"(no mask), geometry IoU {scores['geo_iou_mask']:.2f} / {scores['geo_iou_nomask']:.2f}")
-        return scores
+    metrics = MetricsLog(out_dir if info.is_main else None, purge_step=step if step else None)
+    evaluated = ema.module if ema is not None else model
 
     from tqdm import tqdm
 
     bar = tqdm(total=total_steps, initial=step, disable=not (info.is_main and config.progress),
                dynamic_ncols=True)
-    history: list[dict[str, float]] = []
+    history: deque[dict[str, float]] = deque(maxlen=history_steps)
     loss_model.train()
     t_last, last_logged = time.perf_counter(), step
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, start * config.batch_size)
         for batch in train_loader:
+            # determine and set the learning rate
             lr = lr_at(step, base_lr=config.lr, total_steps=total_steps, warmup_steps=config.warmup_iters,
                        warmup_ratio=config.warmup_ratio, min_lr_ratio=config.min_lr_ratio)
             set_lr(optimizer, lr)
+
+            # forward backward update
             values = train_step(loss_model, move_batch(batch, device), optimizer, config=config,
                                 device=device, scaler=scaler)
             if ema is not None:
                 ema.update(model)
             step += 1
             history.append(values)
+
+            # timing and logging
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss/total']:.4f}", lr=f"{lr:.2e}")
             if step % config.log_interval == 0 or step == total_steps:
                 mean = all_reduce_mean(values, info)
                 now = time.perf_counter()
                 seconds = (now - t_last) / (step - last_logged)  # includes validation/checkpoint time
-                record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds})
+                metrics.record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds}, step)
                 if not config.progress:  # batch jobs: one line per log interval instead of the bar
                     log(f"step {step}/{total_steps}: loss {mean['loss/total']:.4f} lr {lr:.3g} "
                         f"{seconds:.2f} s/step")
                 t_last, last_logged = now, step
+
+            # evaluate and checkpoint
             if (config.eval_interval and step % config.eval_interval == 0) or step == total_steps:
-                val = validate()
+                val = evaluate(evaluated, val_loader, config=config, info=info)
+                metrics.record("val", val, step)
+                log(f"step {step}: val mIoU {val['miou_mask']:.2f} (camera mask) / {val['miou_nomask']:.2f} "
+                    f"(no mask), geometry IoU {val['geo_iou_mask']:.2f} / {val['geo_iou_nomask']:.2f}")
             if (config.ckpt_interval and step % config.ckpt_interval == 0) or step == total_steps:
-                checkpoint()
+                rng = gather_rng_states(info)  # collective: every rank
+                if info.is_main:
+                    save_training_checkpoint(out_dir / checkpoint_name(step), model=model, optimizer=optimizer,
+                                             ema=ema, scaler=scaler, step=step, total_steps=total_steps,
+                                             config=config, rng=rng, val=val)
+                    prune_checkpoints(out_dir, config.keep_last)
+
+            # termination conditions
             if step >= total_steps:
                 break
     bar.close()
-    if writer is not None:
-        writer.close()
+    metrics.close()
     if info.is_main:
         final = out_dir / "model_final.pth"
-        export_model(final, ema.module if ema is not None else model, step=step, val=val,
-                     class_weights=class_weights)
+        export_model(final, evaluated, step=step, val=val, class_weights=class_weights)
         log(f"{'EMA ' if ema is not None else ''}weights of step {step} exported to {final}")
-    return {"step": step, "history": history, "val": val, "config": config}
+    return {"step": step, "history": list(history), "val": val, "config": config}
 
 
 # -- command line --------------------------------------------------------------------------------------------
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The options of `fusionocc train`; most set the TrainConfig field their help names."""
     parser.add_argument("--config", type=Path, default=None, help="YAML file of TrainConfig options "
                         "(training/configs/*.yaml)")
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
@@ -586,9 +680,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def resume_base_config(resume: str, config_file: Path | None, out_dir: str | None) -> Path | None:
-    """The YAML a command-line resume starts from: --config when given, else the run folder's config.yaml
-    (written when the run started), so `--resume auto --out RUN` needs nothing else. The run folder is
-    --out, or the folder of `--resume PATH`.
+    """The YAML a command-line resume starts from.
+
+    That is --config when given, else the run folder's config.yaml (written when the run started), so
+    `--resume auto --out RUN` needs nothing else. The run folder is --out, or the folder of `--resume PATH`.
 
     Raises:
         ConfigError: `--resume auto` with neither --config nor --out (nowhere to look).
@@ -603,6 +698,7 @@ def resume_base_config(resume: str, config_file: Path | None, out_dir: str | Non
 
 
 def run(args: argparse.Namespace) -> int:
+    """`fusionocc train`: 0 when the run finished, 2 for a bad option or device, 1 when training fails."""
     from fusionocc_core.data.dataset import DatasetError
     from fusionocc_core.data.infos import InfoIndexError
 
@@ -639,6 +735,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """`python -m training.train` (the same as `fusionocc train`)."""
     parser = argparse.ArgumentParser(prog="python -m training.train", description=__doc__.split("\n\n")[0])
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -111,7 +111,7 @@ def test_per_class_refinement_restores_an_under_scored_class_and_leaves_the_rest
     scores = sweep_taus(FixedLogits(), [batch], torch.zeros(occ3d.NUM_CLASSES), [0.0], progress=False,
                         cache=cache)
     assert scores[0].camera_mask.iou[BARRIER] == 0.0
-    cached_logits, cached_labels = cache.tensors()
+    _, cached_labels = cache.tensors()
     assert cached_labels.numel() == int(mask.sum())  # only the camera-visible voxels
     offsets, record = refine_class_offsets(cache, torch.zeros(occ3d.NUM_CLASSES), progress=False)
     assert 1.5 < offsets[BARRIER] < 4.5 and offsets[FREE] == 0.0

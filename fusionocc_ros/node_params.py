@@ -185,6 +185,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         max_value=10.0,
     ),
     ParamSpec("odom.queue_size", 200, "odometry messages kept", min_value=2, max_value=100_000),
+    ParamSpec(
+        "odom.qos_depth",
+        100,
+        "history depth of the odometry subscription: odometry comes at up to ~100 Hz (one pose per image and "
+        "sweep in a converted bag), so the sensors' qos_depth would drop poses during a short executor stall",
+        min_value=1,
+        max_value=10_000,
+    ),
     ParamSpec("temporal.enabled", True, "fuse the previous camera frame and previous lidar keyframes"),
     ParamSpec(
         "temporal.keyframe_interval_s",

@@ -279,24 +279,32 @@ def replay_bag(
                 node.destroy_publisher(publisher)
 
 
+# rmw_fastrtps publishes asynchronously: publish() queues the message for a sender thread, and destroying the
+# writer right after drops what is still queued. Acknowledgements flush what reliable readers receive, but a
+# best-effort reader (the node's default) acknowledges nothing, whatever the writer's reliability: every replay
+# lingers this long before it tears down (without it the last /odom was lost about one run in five).
+LINGER_S = 0.5
+
+
 def _flush(publishers: Sequence[Any], timeout: float) -> None:
-    """Waits (up to `timeout` in all) until every matched reliable reader acknowledged the publishers' data;
-    best-effort publishers return at once."""
+    """Waits (up to `timeout` in all) until every matched reliable reader acknowledged the publishers' data, then
+    at least `LINGER_S` for what best-effort readers are still to be sent."""
     from rclpy.duration import Duration
 
-    deadline = time.monotonic() + timeout
+    start = time.monotonic()
+    deadline = start + timeout
     for publisher in publishers:
         left = deadline - time.monotonic()
         if left <= 0:
-            return
+            break
         publisher.wait_for_all_acked(Duration(nanoseconds=int(left * 1e9)))
+    time.sleep(max(0.0, min(LINGER_S - (time.monotonic() - start), deadline - time.monotonic())))
 
 
 # A writer counts a subscriber as soon as it has matched the reader; the reader matches the writer a moment later
 # (DDS discovery is symmetric, not simultaneous), and a best-effort reader drops what arrives before that: seen as
-# the first image, camera_info and odometry lost between two processes. 0.5 s still lost one odometry message
-# once in CI (a discovery message resent on a busy machine), so 1 s.
-MATCH_GRACE_S = 1.0
+# the first image, camera_info and odometry lost between two processes.
+MATCH_GRACE_S = 0.5
 
 
 def _wait_for(publishers: dict[str, Any], timeout: float, stop_event: threading.Event | None) -> None:
@@ -347,7 +355,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         metavar="S",
-        help="wait up to S seconds until every topic has a subscriber (then 1 s for the subscribers to "
+        help="wait up to S seconds until every topic has a subscriber (then 0.5 s for the subscribers to "
         "match back) [s]",
     )
 

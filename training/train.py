@@ -6,7 +6,8 @@
 AdamW with linear warm-up + cosine decay, grad-norm clipping, EMA of the weights, optional AMP on CUDA,
 TensorBoard scalars and a metrics.jsonl in the run folder, periodic validation mIoU (camera-mask and no-mask
 protocols) and atomic checkpoints for an exact resume (`--resume auto` picks the newest valid one).
-Only rank 0 writes files; the validation confusion matrices are summed over ranks.
+Only rank 0 writes files; the validation confusion matrices are summed over ranks. What is trained (model,
+loss, starting weights) is set up in `training/model_setup.py`, saving and resuming in `training/resume.py`.
 """
 from __future__ import annotations
 
@@ -18,12 +19,10 @@ import time
 from collections import deque
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypedDict
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Subset
@@ -34,18 +33,10 @@ from fusionocc_core.cli_options import (
     add_preset,
     deprecated_alias,
 )
-from fusionocc_core.errors import FusionOccError
 from training.checkpointing import (
-    CHECKPOINT_FORMAT,
-    CHECKPOINT_FORMAT_VERSION,
     TrainingCheckpointError,
-    atomic_save,
     checkpoint_name,
-    find_latest_valid,
     prune_checkpoints,
-    read_checkpoint,
-    rng_state,
-    set_rng_state,
 )
 from training.config import (
     MODALITIES,
@@ -60,11 +51,30 @@ from training.distributed import (
     ResumableSampler,
     SeededDataset,
     all_reduce_mean,
-    broadcast_from_main,
     cleanup_distributed,
     setup_distributed,
 )
 from training.ema import ModelEMA
+from training.errors import TrainError
+from training.model_setup import (
+    MODEL_INPUTS,
+    Log,
+    LossModel,
+    build_loss,
+    build_model,
+    export_model,
+    initialise_weights,
+    input_size,
+    occupancy_class_weights,
+)
+from training.resume import (
+    gather_rng_states,
+    report_changed_options,
+    resolve_resume,
+    restore_training_state,
+    resume_base_config,
+    save_training_checkpoint,
+)
 from training.schedule import lr_at, set_lr
 
 if TYPE_CHECKING:  # annotations only; the functions import these where they use them
@@ -72,103 +82,13 @@ if TYPE_CHECKING:  # annotations only; the functions import these where they use
 
     from fusionocc_core.data.dataset import OccupancyDataset
     from fusionocc_core.model.fusionocc import FusionOcc
-    from fusionocc_core.model.losses import FusionOccLoss
 
-# Batch keys the model's forward takes, in its argument order.
-MODEL_INPUTS = ("images", "intrinsics", "cam_to_key_ego", "post_rots", "post_trans", "bda", "points",
-                "sparse_depth")
 
 # Steps whose losses `train` returns: the tail of the loss curve, bounded for runs of many epochs.
 HISTORY_STEPS = 1000
 
-Log = Callable[[str], None]
 
-# Options that may differ between the sessions of one run without changing its numbers.
-_FREE_ON_RESUME = {"out_dir", "num_workers", "log_interval", "eval_interval", "ckpt_interval", "keep_last",
-                   "progress", "max_val_samples", "init_from", "init_camera_from", "dataroot", "info_path"}
-
-
-class TrainError(FusionOccError, RuntimeError):
-    """A training run cannot start or continue (message names the file/option at fault)."""
-
-
-# -- model, loss, data ---------------------------------------------------------------------------------------
-
-
-def build_model(config: TrainConfig) -> FusionOcc:
-    """The preset's `FusionOcc` with the branches of `config.modality` on (a disabled one is not computed)."""
-    from fusionocc_core.model.fusionocc import FusionOcc
-    from fusionocc_core.model.presets import get_config
-
-    try:
-        preset = get_config(config.model)
-    except KeyError as error:
-        raise TrainError(str(error.args[0])) from None
-    return FusionOcc(replace(preset, camera_enabled=config.modality != "lidar",
-                             lidar_enabled=config.modality != "camera"))
-
-
-def build_loss(config: TrainConfig, model: FusionOcc, class_weights: torch.Tensor | None = None
-               ) -> FusionOccLoss:
-    """FusionOccLoss matching the model's camera feature stride and depth bins."""
-    from fusionocc_core.model.losses import FusionOccLoss
-
-    camera = model.config.camera
-    return FusionOccLoss(downsample=camera.downsample, depth_bins=camera.depth_bins,
-                         use_camera_mask=config.use_mask, class_weights=class_weights,
-                         lovasz_weight=config.lovasz_weight)
-
-
-def occupancy_class_weights(config: TrainConfig, train_set: OccupancyDataset, info: DistInfo, *,
-                            progress: bool) -> torch.Tensor | None:
-    """The occupancy class weights `config.class_weights` asks for; None for the original's plain CE.
-
-    They come from the training split's labels (camera-visible voxels when training with the mask). Rank 0
-    reads the labels and broadcasts the counts: the other ranks read nothing.
-    """
-    if config.class_weights == "none":
-        return None
-    from fusionocc_core.model.losses import enet_class_weights
-    from fusionocc_core.occ3d import NUM_CLASSES
-
-    if info.is_main:
-        counts = torch.as_tensor(train_set.class_counts(use_camera_mask=config.use_mask, progress=progress))
-    else:
-        counts = torch.zeros(NUM_CLASSES, dtype=torch.int64)
-    return enet_class_weights(broadcast_from_main(counts, info))
-
-
-class LossModel(nn.Module):
-    """Model + loss as one module whose forward takes a batch dict and returns the named losses.
-
-    DDP must wrap the module whose forward runs the whole graph (its gradient hooks are armed in forward), and
-    the model's training entry point is `forward_with_aux`, so this wrapper is what DDP sees.
-    """
-
-    def __init__(self, model: FusionOcc, loss: FusionOccLoss) -> None:
-        super().__init__()
-        self.model = model
-        self.loss = loss
-
-    def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
-        """The named losses of a collated batch (`FusionOccLoss`'s terms)."""
-        out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS))
-        has_seg = "imgseg" in batch  # absent when the index has no imgseg maps (with_imgseg off)
-        return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"),
-                         key_depth=out.key_depth, sparse_depth=batch["sparse_depth"],
-                         key_seg_logits=out.key_seg_logits if has_seg else None,
-                         seg_labels=batch.get("imgseg"))
-
-
-def input_size(config: TrainConfig, model: FusionOcc) -> tuple[int, int]:
-    """(H, W) from the config, or the model's own input size when the config leaves it at 0."""
-    if config.input_height and config.input_width:
-        return config.input_height, config.input_width
-    size = getattr(getattr(getattr(model, "config", None), "camera", None), "input_size", None)
-    if size is None:
-        raise TrainError(f"model preset '{config.model}' does not state its input size; set input_height and "
-                         f"input_width in the config")
-    return int(size[0]), int(size[1])
+# -- data ----------------------------------------------------------------------------------------------------
 
 
 def check_info_path(config: TrainConfig) -> None:
@@ -295,126 +215,6 @@ def evaluate(model: nn.Module, loader: DataLoader, *, config: TrainConfig, info:
     return out
 
 
-# -- checkpoints and initialisation --------------------------------------------------------------------------
-
-
-def gather_rng_states(info: DistInfo) -> list[dict[str, Any]]:
-    """Every rank's RNG state (rank order); a collective, so every rank must call it."""
-    state = rng_state()
-    if not info.distributed:
-        return [state]
-    states: list[dict[str, Any]] = [{} for _ in range(info.world_size)]  # filled by the collective
-    dist.all_gather_object(states, state)
-    return states
-
-
-def save_training_checkpoint(path: Path, *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                             ema: ModelEMA | None, scaler: torch.amp.GradScaler | None, step: int,
-                             total_steps: int, config: TrainConfig, rng: list[dict[str, Any]],
-                             val: dict[str, float] | None) -> None:
-    """Writes everything an exact resume needs to `path`, atomically (format "fusionocc-train")."""
-    atomic_save({
-        "format": CHECKPOINT_FORMAT,
-        "format_version": CHECKPOINT_FORMAT_VERSION,
-        "step": step,
-        "total_steps": total_steps,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "ema": ema.state_dict() if ema is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
-        "rng": rng,  # one entry per rank
-        "world_size": len(rng),
-        "config": config.to_dict(),
-        "val": val,
-    }, path)
-
-
-def resolve_resume(resume: str, out_dir: Path, log: Log) -> dict[str, Any] | None:
-    """The checkpoint to resume from: none (""), the newest valid one of out_dir ("auto") or a path.
-
-    Raises:
-        TrainingCheckpointError: an explicit path that cannot be used.
-    """
-    if not resume:
-        return None
-    if resume == "auto":
-        path, data, skipped = find_latest_valid(out_dir)
-        for message in skipped:
-            log(message)
-        if path is None or data is None:
-            log(f"resume auto: no valid checkpoint in {out_dir}, starting from scratch")
-            return None
-        log(f"resuming from {path} (step {data['step']})")
-        return data
-    data = read_checkpoint(resume)
-    log(f"resuming from {resume} (step {data['step']})")
-    return data
-
-
-def initialise_weights(model: FusionOcc, config: TrainConfig, log: Log) -> None:
-    """Loads the starting weights the config names, if any.
-
-    `init_from`: a published FusionOcc .pth or a fusionocc checkpoint (e.g. `fusionocc merge-modalities`),
-    every weight (strict). `init_camera_from`: a BEVDet-Occ .pth, whatever fits (the camera branch), with the
-    load report printed so real mismatches are visible.
-
-    Raises:
-        TrainError: the file cannot be read or (init_from) does not fit the model; the message has the report.
-    """
-    from fusionocc_core.model.checkpoint import (
-        CheckpointError,
-        load_checkpoint,
-        load_original_checkpoint,
-    )
-
-    path, strict = (config.init_from, True) if config.init_from else (config.init_camera_from, False)
-    if not path:
-        return
-    if strict:
-        try:
-            own = load_checkpoint(path)
-        except CheckpointError:
-            own = None  # not ours: the published format below (which names any other problem)
-        if own is not None:
-            try:
-                model.load_state_dict(own.state_dict(), strict=True)
-            except RuntimeError as error:
-                raise TrainError(f"cannot initialise from {path}: it was trained with another preset: "
-                                 f"{str(error).splitlines()[0]}") from None
-            log(f"initialised every weight from {path} (fusionocc checkpoint)")
-            return
-    try:
-        report = load_original_checkpoint(model, path, strict=strict)
-    except CheckpointError as error:
-        raise TrainError(f"cannot initialise from {path}: {error}") from None
-    if strict:
-        log(f"initialised every weight from {path}: {report}")
-        return
-    camera = [k for k in report.loaded if k.startswith("camera.")]
-    log(f"camera branch initialised from {path} (non-strict): {len(camera)} camera tensors loaded\n{report}")
-    if not camera:
-        raise TrainError(f"{path} initialised no camera weight; is it a BEVDet-Occ/FusionOcc checkpoint of "
-                         f"the same image backbone as preset '{config.model}'?\n{report}")
-
-
-def export_model(path: Path, model: nn.Module, *, step: int, val: dict[str, float] | None,
-                 class_weights: torch.Tensor | None = None) -> None:
-    """Writes the (EMA) weights as a deployable `fusionocc-checkpoint` (what `fusionocc eval` and the node load).
-
-    The occupancy class weights of the loss, if any, are stored too: `fusionocc adjust-logits` undoes the
-    prior they taught the model.
-    """
-    from fusionocc_core.model.checkpoint import save_checkpoint
-    from fusionocc_core.model.fusionocc import FusionOcc
-
-    if not isinstance(model, FusionOcc):  # a test stand-in has no config to store
-        return
-    if class_weights is None:
-        save_checkpoint(path, model, step=step, val=val)
-    else:
-        save_checkpoint(path, model, step=step, val=val, class_weights=[float(w) for w in class_weights])
-
-
 # -- the loop ------------------------------------------------------------------------------------------------
 
 
@@ -457,16 +257,6 @@ class MetricsLog:
             self._writer.close()
 
 
-def report_changed_options(state: dict[str, Any], config: TrainConfig, log: Log) -> None:
-    """Logs the options that differ from the resumed checkpoint's and change the run's numbers."""
-    # An option the checkpoint predates ran at its default (the behaviour before the option existed).
-    stored = {**{f.name: f.default for f in fields(TrainConfig)}, **state["config"]}
-    changed = [f"{k} {stored[k]!r} -> {v!r}" for k, v in config.to_dict().items()
-               if k in stored and stored[k] != v and k not in _FREE_ON_RESUME]
-    if changed:
-        log("resuming with changed options (the continuation is not bit-exact): " + "; ".join(changed))
-
-
 def build_loaders(config: TrainConfig, train_set: OccupancyDataset, val_set: OccupancyDataset, info: DistInfo
                   ) -> tuple[ResumableSampler, DataLoader, DataLoader]:
     """The data loaders of this rank.
@@ -490,30 +280,6 @@ def build_loaders(config: TrainConfig, train_set: OccupancyDataset, val_set: Occ
                             shuffle=False, collate_fn=collate, num_workers=config.num_workers,
                             pin_memory=pin_memory, persistent_workers=False, generator=torch.Generator())
     return sampler, train_loader, val_loader
-
-
-def restore_training_state(state: dict[str, Any], *, model: nn.Module, optimizer: torch.optim.Optimizer,
-                           ema: ModelEMA | None, scaler: torch.amp.GradScaler | None, config: TrainConfig,
-                           info: DistInfo, log: Log) -> tuple[int, dict[str, float] | None]:
-    """Loads a resumed checkpoint into the run's objects and this rank's RNG streams.
-
-    Returns:
-        The checkpoint's step and its last validation scores.
-    """
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    if ema is not None and state["ema"] is not None:
-        ema.load_state_dict(state["ema"])
-    if scaler is not None and state["scaler"] is not None:
-        scaler.load_state_dict(state["scaler"])
-    step = int(state["step"])
-    if state["world_size"] == info.world_size:
-        set_rng_state(state["rng"][info.rank])
-    else:
-        log(f"checkpoint was written by {state['world_size']} ranks, now {info.world_size}: RNG streams "
-            f"are reseeded (the run continues, not bit-exactly)")
-        torch.manual_seed(config.seed + info.rank + 1_000_003 * step)
-    return step, state["val"]
 
 
 def _discard(message: str) -> None:
@@ -677,24 +443,6 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default="", metavar="auto|PATH",
                         help="continue a run: 'auto' = newest valid checkpoint of the run folder, or a file")
     add_device(parser, what="training device; under torchrun each rank takes cuda:LOCAL_RANK for cuda")
-
-
-def resume_base_config(resume: str, config_file: Path | None, out_dir: str | None) -> Path | None:
-    """The YAML a command-line resume starts from.
-
-    That is --config when given, else the run folder's config.yaml (written when the run started), so
-    `--resume auto --out RUN` needs nothing else. The run folder is --out, or the folder of `--resume PATH`.
-
-    Raises:
-        ConfigError: `--resume auto` with neither --config nor --out (nowhere to look).
-    """
-    if not resume or config_file is not None:
-        return config_file
-    if out_dir is None and resume == "auto":
-        raise ConfigError("--resume auto needs --out RUN (or --config) to know which run folder to "
-                          "continue")
-    run_dir = Path(out_dir) if out_dir is not None else Path(resume).parent
-    return run_dir / "config.yaml" if (run_dir / "config.yaml").is_file() else None
 
 
 def run(args: argparse.Namespace) -> int:

@@ -17,6 +17,7 @@ from fusionocc_ros.bench.node import suite_node
 from fusionocc_ros.bench.outputs import suite_outputs
 from fusionocc_ros.bench.scatter import suite_scatter
 from fusionocc_ros.bench.sync import suite_sync
+from fusionocc_ros.bench.visibility import suite_visibility
 
 SUITES: dict[str, Callable[[bool], SuiteResult]] = {
     "scatter": suite_scatter,
@@ -27,6 +28,7 @@ SUITES: dict[str, Callable[[bool], SuiteResult]] = {
     "lidar": suite_lidar,
     "contention": suite_contention,
     "convert": suite_convert,
+    "visibility": suite_visibility,
     "gpu": suite_gpu,
 }
 

@@ -23,6 +23,9 @@ def test_quick_benchmark_runs_every_suite(tmp_path, capsys):
             assert row["median_ms"] > 0
     outputs = next(s for s in report["suites"] if s["name"] == "outputs")
     assert any(row["speedup"] and row["speedup"] > 1 for row in outputs["rows"])
+    visibility = next(s for s in report["suites"] if s["name"] == "visibility")
+    for row in visibility["rows"]:  # the fast columns agree with the marched rays, and are faster
+        assert row["extra"]["agreement"] > 0.99 and row["speedup"] > 1, row
 
 
 def test_speedup_is_baseline_over_median():

@@ -368,7 +368,8 @@ class Predictor:
             lag = np.full((xyz.shape[0], 1), stamp - past.stamp_s)
             fused.append(np.concatenate([np.zeros((xyz.shape[0], 1)), xyz, past.points[:, 3:4], lag], 1))
             origins.append(to_current[:3, :3] @ past.origin + to_current[:3, 3])
-        points_tensor = torch.from_numpy(np.concatenate(fused).astype(np.float32)).to(self.device)
+        fused_points = np.concatenate(fused)  # (P, 6) [batch, x, y, z, intensity, lag]
+        points_tensor = torch.from_numpy(fused_points.astype(np.float32)).to(self.device)
 
         prev = previous or current
         frames = (current, prev)
@@ -413,9 +414,8 @@ class Predictor:
             "observed_bev": None,
         }
         if self.observe_bev:
-            info["observed_bev"] = bev_observed(
-                np.concatenate([f[:, 1:4] for f in fused]), np.stack(origins),
-                np.repeat(np.arange(len(fused)), [len(f) for f in fused]))
+            info["observed_bev"] = bev_observed(fused_points[:, 1:4], np.stack(origins),
+                                                np.repeat(np.arange(len(fused)), [len(f) for f in fused]))
             timer.lap("visibility")
         return inputs, info
 

@@ -227,7 +227,7 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "occupancy_grid.unknown_unobserved",
         False,
         "mark bird's-eye cells no lidar ray of the fused sweeps crossed as unknown (-1) instead of free or "
-        "occupied in ~/output/occupancy_grid (the lidar visibility Occ3D's masks use; ~45 ms for 8 fused sweeps "
+        "occupied in ~/output/occupancy_grid (the lidar visibility Occ3D's masks use; ~50 ms for 8 fused sweeps "
         "on 2 cores, fusionocc bench --suite visibility)",
     ),
     ParamSpec(

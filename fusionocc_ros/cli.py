@@ -95,16 +95,16 @@ def subcommand_parser(parser: argparse.ArgumentParser, name: str) -> argparse.Ar
     return action.choices[name]
 
 
-def resolve_subcommand(name: str | None) -> str | None:
+def resolve_subcommand(name: str) -> str:
     """The current name of a subcommand (a deprecated name gives its replacement)."""
-    return DEPRECATED_SUBCOMMANDS.get(name, name) if name is not None else None
+    return DEPRECATED_SUBCOMMANDS.get(name, name)
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     selected = next((a for a in argv if not a.startswith("-")), None)
     known = {sub.name: sub for sub in SUBCOMMANDS}
-    current = resolve_subcommand(selected)
+    current = resolve_subcommand(selected) if selected is not None else None
     if current in known and _load(known[current]) is None:
         print(f"fusionocc {selected}: not implemented yet (module {known[current].module} is missing).",
               file=sys.stderr)
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 0
-    module = _load(known[DEPRECATED_SUBCOMMANDS.get(args.command, args.command)])
+    module = _load(known[resolve_subcommand(args.command)])
     try:
         return int(module.run(args) or 0)
     except KeyboardInterrupt:

@@ -247,17 +247,19 @@ class OccupancyNode(Node):
     def _create_interfaces(self) -> None:
         p = self._params
         reliable = p["qos_reliability"] == "reliable"
-        sensor_qos = QoSProfile(
-            depth=p["qos_depth"], reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
-            history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability,
-        )
+
+        def sensor_qos(depth: int) -> QoSProfile:
+            return QoSProfile(depth=depth,
+                              reliability=ReliabilityPolicy.RELIABLE if reliable else ReliabilityPolicy.BEST_EFFORT,
+                              history=qos_profile_sensor_data.history, durability=qos_profile_sensor_data.durability)
+
         compressed = p["image_transport"] == "compressed"
         self.input_topics: dict[str, str] = {}  # counter key -> resolved topic (start-up log, tools)
 
         def subscribe(kind: type, topic: str, callback: Callable[..., None], key: str,
-                      qos: QoSProfile = sensor_qos) -> None:
+                      depth: int = p["qos_depth"]) -> None:
             subscription = self.create_subscription(
-                kind, topic, callback, qos, event_callbacks=self._transport_events(key)
+                kind, topic, callback, sensor_qos(depth), event_callbacks=self._transport_events(key)
             )
             self.input_topics[key] = subscription.topic_name
 
@@ -268,9 +270,7 @@ class OccupancyNode(Node):
             subscribe(CameraInfo, camera_topic(p["topics.camera_info"], name),
                       lambda msg, name=name: self._on_camera_info(name, msg), f"{name}/camera_info")
         subscribe(PointCloud2, p["topics.pointcloud"], self._on_pointcloud, "pointcloud")
-        odometry_qos = QoSProfile(depth=p["odom.qos_depth"], reliability=sensor_qos.reliability,
-                                  history=sensor_qos.history, durability=sensor_qos.durability)
-        subscribe(Odometry, p["topics.odometry"], self._on_odometry, "odometry", odometry_qos)
+        subscribe(Odometry, p["topics.odometry"], self._on_odometry, "odometry", p["odom.qos_depth"])
 
         out_qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
         self._pub_voxels = self.create_publisher(PointCloud2, "~/output/occupied_voxels", out_qos)

@@ -251,6 +251,9 @@ class Predictor:
         if self.dtype != torch.float32:
             _check_autocast(self.device, self.dtype)
         self.model: Any = model.to(self.device).eval()  # FusionOcc or any module with the same predict()
+        camera: Any = getattr(self.model, "camera", None)
+        if hasattr(camera, "cache_image_features"):  # a frame's backbone pass serves again as the previous frame
+            camera.cache_image_features = True
         self.camera_names = tuple(camera_names)
         self.input_size: tuple[int, int] = (
             (input_size[0], input_size[1]) if input_size is not None else model_input_size(model))
@@ -300,6 +303,9 @@ class Predictor:
     def reset(self, reason: str = "requested") -> None:
         """Clears the temporal history."""
         self._history = _History()
+        camera: Any = getattr(self.model, "camera", None)
+        if hasattr(camera, "clear_image_feature_cache"):
+            camera.clear_image_feature_cache()
         self.resets[reason] += 1
 
     @torch.inference_mode()

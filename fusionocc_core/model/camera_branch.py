@@ -14,6 +14,7 @@ grid
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -28,12 +29,15 @@ from fusionocc_core.model.lift_splat import LiftSplat
 from fusionocc_core.model.resnet import RESNET_LAYOUTS, ResNet
 from fusionocc_core.model.swin import SwinTransformer
 
+IMAGE_FEATURE_CACHE_SIZE = 4  # image batches whose features are kept: the previous frame may be a few calls back
+
 
 @dataclass(frozen=True)
 class CameraBranchConfig:
     """Camera branch hyper-parameters; defaults are the published FusionOcc (Swin-B) configuration."""
 
     backbone: str = "swin"  # "swin" or one of resnet.RESNET_LAYOUTS ("resnet18", "resnet34", "resnet50")
+    resnet_width: int = 64  # a ResNet backbone's stem / layer1 channels (64 = torchvision's; tiny: 32)
     swin_embed_dim: int = 128  # Swin-B
     swin_depths: tuple[int, ...] = (2, 2, 18, 2)
     swin_num_heads: tuple[int, ...] = (4, 8, 16, 32)
@@ -132,7 +136,7 @@ def build_image_backbone(config: CameraBranchConfig) -> tuple[nn.Module, int]:
         )
         return backbone, sum(backbone.out_channels)
     if config.backbone in RESNET_LAYOUTS:
-        backbone = ResNet(config.backbone)
+        backbone = ResNet(config.backbone, width=config.resnet_width)
         return backbone, sum(backbone.out_channels)
     raise ValueError(
         f"Unknown camera backbone '{config.backbone}'; choose 'swin' or one of {sorted(RESNET_LAYOUTS)}."
@@ -176,6 +180,12 @@ class CameraBranch(nn.Module):
             cache_plans=config.cache_plans,
         )
         self.pre_process = ResidualBlock3d(config.feature_channels, config.feature_channels)
+        # Streaming inference sees each camera frame twice: as the key frame, then as the previous frame of a
+        # later call. With `cache_image_features` on (the Predictor turns it on) the backbone + neck features
+        # of the last few image batches are kept and reused when an identical batch comes again (checked
+        # value by value): the previous frame's backbone pass is then free. Only without gradients.
+        self.cache_image_features = False
+        self._image_features: list[tuple[tuple[Any, ...], torch.Tensor, torch.Tensor]] = []
 
     def forward(
         self,
@@ -250,7 +260,7 @@ class CameraBranch(nn.Module):
         """One frame: (B, N, 3, H, W) -> volume (B, C, Z, Y, X), depth (BN, D, h, w), seg logits (BN, K, h,
         w); `camera_mask` (B, N) zeroes the features of missing cameras."""
         b, n = images.shape[:2]
-        image_feat = self.neck(self.backbone(images.flatten(0, 1)))  # (BN, C_neck, h, w)
+        image_feat = self.image_features(images.flatten(0, 1))  # (BN, C_neck, h, w)
         if self.training and self.config.depth_patch_dropout > 0:
             drop = torch.rand(
                 depth_one_hot.shape[0], 1, *depth_one_hot.shape[2:], device=depth_one_hot.device
@@ -273,6 +283,30 @@ class CameraBranch(nn.Module):
             bda,
         )  # (B, C, Z, Y, X)
         return volume, depth, seg_logits
+
+    def image_features(self, images: torch.Tensor) -> torch.Tensor:
+        """Backbone + neck: (BN, 3, H, W) -> (BN, C_neck, h, w); from the cache when it is on and holds the
+        same images (see `cache_image_features`)."""
+        if not self.cache_image_features or torch.is_grad_enabled():
+            return self.neck(self.backbone(images))
+        device = images.device.type
+        autocast = (torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
+        key = (tuple(images.shape), images.dtype, images.device, autocast)
+        for cached_key, cached_images, features in self._image_features:
+            if cached_key == key and torch.equal(cached_images, images):
+                return features
+        features = self.neck(self.backbone(images))
+        self._image_features.append((key, images.clone(), features))
+        del self._image_features[:-IMAGE_FEATURE_CACHE_SIZE]
+        return features
+
+    def clear_image_feature_cache(self) -> None:
+        """Forgets the cached image features (after changing weights while the cache is on)."""
+        self._image_features.clear()
+
+    def train(self, mode: bool = True) -> CameraBranch:
+        self.clear_image_feature_cache()
+        return super().train(mode)
 
     def _check_shapes(
         self,

@@ -30,11 +30,19 @@ def conv_bn_relu(in_channels: int, out_channels: int) -> nn.Sequential:
 
 
 def spatial_gate(mid_channels: int) -> nn.Sequential:
-    """1x1 convs 1 -> mid/2 -> 1, each followed by ReLU: a non-negative per-pixel gate."""
+    """1x1 convs 1 -> mid/2 -> 1, each followed by ReLU: a non-negative per-pixel gate.
+
+    The last conv's bias starts at 1 (gate open) instead of PyTorch's small random value: with the final ReLU a
+    gate whose output starts at zero everywhere never gets a gradient, which silently turned the whole fusion
+    step (gates and mixing conv) into a pass-through for some seeds of narrow presets. Initialisation only;
+    loaded weights are unaffected."""
+    last = nn.Conv2d(mid_channels // 2, 1, 1)
+    assert last.bias is not None
+    nn.init.constant_(last.bias, 1.0)
     return nn.Sequential(
         nn.Conv2d(1, mid_channels // 2, 1),
         nn.ReLU(inplace=True),
-        nn.Conv2d(mid_channels // 2, 1, 1),
+        last,
         nn.ReLU(inplace=True),
     )
 

@@ -49,7 +49,7 @@ def test_tiny_preset_row_equals_the_flops_module() -> None:
     text = (DOCS / "model.md").read_text(encoding="utf-8")
     assert TABLE_HEADER in text
     assert preset_row("tiny") in text.splitlines(), (
-        "docs/model.md's presets table differs from `python -m fusionocc_core.model.flops tiny fast official`"
+        "docs/model.md's presets table differs from `python -m fusionocc_core.model.flops tiny tiny_v1 fast official`"
     )
 
 

@@ -21,7 +21,6 @@ from typing import Self
 import torch
 from torch.utils.flop_counter import FlopCounterMode, conv_flop_count
 
-from fusionocc_core import occ3d
 from fusionocc_core.model.fusionocc import FusionOcc, FusionOccConfig
 
 SOURCE_SIZE = (900, 1600)  # nuScenes image (H, W) [px]
@@ -227,7 +226,7 @@ def count_static_flops(config: FusionOccConfig) -> dict[str, int]:
     images = config.num_frames * len(CAMERA_YAWS_DEG)
     h, w = config.camera.input_size
     fh, fw = config.camera.feature_size
-    z, y, x = occ3d.GRID_SHAPE[::-1]
+    x, y, z = config.volume_grid_shape
     result = {}
     with torch.no_grad():
         counter = FlopCounterMode(display=False)
@@ -279,7 +278,8 @@ def backbone_name(config: FusionOccConfig) -> str:
         if camera.swin_embed_dim == 128 and tuple(camera.swin_depths) == (2, 2, 18, 2):
             return "Swin-B"
         return f"Swin (embed {camera.swin_embed_dim}, depths {'-'.join(map(str, camera.swin_depths))})"
-    return camera.backbone.replace("resnet", "ResNet-")
+    name = camera.backbone.replace("resnet", "ResNet-")
+    return name if camera.resnet_width == 64 else f"{name} (width {camera.resnet_width})"
 
 
 def _gflops(flops: int) -> str:

@@ -7,6 +7,12 @@ Data flow (shapes for the published configuration, B samples):
   3D encoder+FPN  -> (B, 64, 16, 200, 200)
   head            -> logits (B, 200, 200, 16, 18) indexed [b, x, y, z, class]
 
+`volume_stride` s > 1 (the tiny preset, s = 2) runs every volume, the 3D encoder and FPN on a coarse grid of
+(200 / s, 200 / s, 16 / s) voxels of 0.4 s m (camera lift-splat and the lidar encoder's output land there
+directly; the lidar voxels are 0.05 s m so that the encoder's three stride-2 convs reach it), and the head
+predicts the s^3 fine voxels of each coarse one (`OccHead(upsample=s)`): the same 200 x 200 x 16 logits for
+about 1/s^3 of the 3D compute.
+
 `camera_enabled` / `lidar_enabled` (config defaults, also plain attributes that may be switched at run time)
 replace a modality's volume by zeros of the same shape: camera-only and lidar-only ablations of one trained
 network, and sensor dropout during training. A disabled modality is not computed at all (its inputs only need
@@ -43,7 +49,8 @@ class FusionOccConfig:
     lidar_in_channels: int = 5  # x, y, z, intensity, time lag
     lidar_out_channels: int = 32
     lidar_stage_channels: tuple[int, int, int, int] = STAGE_CHANNELS  # fixed in the original
-    lidar_voxel_size: float = LIDAR_VOXEL_SIZE  # [m]; 3 stride-2 convs must land on the 0.4 m grid
+    lidar_voxel_size: float = LIDAR_VOXEL_SIZE  # [m]; 3 stride-2 convs must land on the volumes' grid
+    volume_stride: int = 1  # 3D volumes on a grid 1/s of the Occ3D grid per axis; the head upsamples (1: paper)
     encoder_blocks: tuple[int, ...] = (1, 2, 3)
     encoder_channels: tuple[int, ...] = (64, 128, 256)
     encoder_strides: tuple[int, ...] = (1, 2, 2)
@@ -52,6 +59,13 @@ class FusionOccConfig:
     num_classes: int = occ3d.NUM_CLASSES
     camera_enabled: bool = True
     lidar_enabled: bool = True
+
+    @property
+    def volume_grid_shape(self) -> tuple[int, int, int]:
+        """(X, Y, Z) of the camera / lidar volumes and the 3D encoder's first level."""
+        x, y, z = occ3d.GRID_SHAPE
+        s = self.volume_stride
+        return x // s, y // s, z // s
 
     @property
     def fused_channels(self) -> int:
@@ -108,15 +122,26 @@ class FusionOcc(nn.Module):
 
     def __init__(self, config: FusionOccConfig) -> None:
         super().__init__()
-        if tuple(config.camera.grid_shape) != occ3d.GRID_SHAPE:
+        stride = config.volume_stride
+        if stride < 1 or any(n % stride for n in occ3d.GRID_SHAPE):
+            raise ValueError(f"volume_stride {stride} must be >= 1 and divide the Occ3D grid {occ3d.GRID_SHAPE}")
+        grid = config.volume_grid_shape
+        if tuple(config.camera.grid_shape) != grid:
             raise ValueError(
-                f"camera grid_shape {config.camera.grid_shape} must be the Occ3D grid {occ3d.GRID_SHAPE}"
+                f"camera grid_shape {config.camera.grid_shape} must be the volume grid {grid} (the Occ3D grid "
+                f"{occ3d.GRID_SHAPE} / volume_stride {stride})"
+            )
+        coarse_voxel = occ3d.VOXEL_SIZE * stride
+        if any(abs(v - coarse_voxel) > 1e-6 for v in config.camera.voxel_size):
+            raise ValueError(
+                f"camera voxel_size {config.camera.voxel_size} must be {coarse_voxel:g} m (Occ3D's "
+                f"{occ3d.VOXEL_SIZE} m x volume_stride {stride})"
             )
         sparse_shape = grid_shape_zyx(occ3d.POINT_CLOUD_RANGE, config.lidar_voxel_size)
-        if tuple(s // 8 for s in sparse_shape) != occ3d.GRID_SHAPE[::-1] or any(s % 8 for s in sparse_shape):
+        if tuple(s // 8 for s in sparse_shape) != grid[::-1] or any(s % 8 for s in sparse_shape):
             raise ValueError(
                 f"lidar_voxel_size {config.lidar_voxel_size} gives a sparse grid {sparse_shape}; it must "
-                f"be 8x the occupancy grid {occ3d.GRID_SHAPE[::-1]} (Z, Y, X)"
+                f"be 8x the volume grid {grid[::-1]} (Z, Y, X)"
             )
         self.config = config
         self.camera_enabled = config.camera_enabled
@@ -129,7 +154,7 @@ class FusionOcc(nn.Module):
             config.fused_channels, config.encoder_blocks, config.encoder_channels, config.encoder_strides
         )
         self.occ_fpn = OccFPN3d(sum(config.encoder_channels), config.fpn_channels)
-        self.head = OccHead(config.fpn_channels, config.head_hidden_channels, config.num_classes)
+        self.head = OccHead(config.fpn_channels, config.head_hidden_channels, config.num_classes, upsample=stride)
 
     def forward(
         self,
@@ -179,11 +204,12 @@ class FusionOcc(nn.Module):
         camera_mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Class labels (B, 200, 200, 16) uint8: argmax of the logits (same arguments as `forward`; call
-        `.eval()` first, this does not change the mode)."""
-        logits = self.forward(
+        `.eval()` first, this does not change the mode). The head takes the argmax before it rearranges
+        sub-voxels (`OccHead.labels`), so the full logits volume is never materialised."""
+        volumes = self._volumes(
             images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth, camera_mask
         )
-        return logits.argmax(dim=-1).to(torch.uint8)
+        return self.head.labels(volumes.occ_features)
 
     def forward_with_aux(
         self,
@@ -198,6 +224,25 @@ class FusionOcc(nn.Module):
         camera_mask: torch.Tensor | None = None,
     ) -> FusionOccOutput:
         """`forward` plus the key frame's depth and segmentation (auxiliary losses) and the volumes."""
+        volumes = self._volumes(
+            images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, points, sparse_depth, camera_mask
+        )
+        volumes.logits = self.head(volumes.occ_features)  # (B, 200, 200, 16, classes)
+        return volumes
+
+    def _volumes(
+        self,
+        images: torch.Tensor,
+        intrinsics: torch.Tensor,
+        cam_to_key_ego: torch.Tensor,
+        post_rots: torch.Tensor,
+        post_trans: torch.Tensor,
+        bda: torch.Tensor,
+        points: torch.Tensor,
+        sparse_depth: torch.Tensor,
+        camera_mask: torch.Tensor | None,
+    ) -> FusionOccOutput:
+        """Everything up to the head (`logits` left empty)."""
         batch_size = images.shape[0]
         if self.camera_enabled:
             camera = self.camera(images, intrinsics, cam_to_key_ego, post_rots, post_trans, bda, sparse_depth,
@@ -213,9 +258,8 @@ class FusionOcc(nn.Module):
         else:
             lidar_volume = self._zeros(batch_size, self.config.lidar_out_channels, camera_volumes)
         fused = torch.cat([camera_volumes, lidar_volume], dim=1)  # (B, T*C + C_lidar, Z, Y, X), prev first
-        occ_features = self.occ_fpn(self.occ_encoder(fused))  # (B, C_fpn, Z, Y, X)
-        logits = self.head(occ_features)  # (B, X, Y, Z, classes)
-        return FusionOccOutput(logits, key_depth, key_seg, camera_volumes, lidar_volume, occ_features)
+        occ_features = self.occ_fpn(self.occ_encoder(fused))  # (B, C_fpn, Z, Y, X) on the volume grid
+        return FusionOccOutput(fused.new_empty(0), key_depth, key_seg, camera_volumes, lidar_volume, occ_features)
 
     def encode_lidar(self, points: torch.Tensor, batch_size: int) -> torch.Tensor:
         """(P, 1 + lidar_in_channels) batched points -> (B, C_lidar, Z, Y, X) float32 lidar volume."""
@@ -231,7 +275,6 @@ class FusionOcc(nn.Module):
             )
         return self.lidar_encoder(voxels.features, voxels.coords, batch_size)
 
-    @staticmethod
-    def _zeros(batch_size: int, channels: int, like: torch.Tensor) -> torch.Tensor:
-        z, y, x = occ3d.GRID_SHAPE[::-1]
+    def _zeros(self, batch_size: int, channels: int, like: torch.Tensor) -> torch.Tensor:
+        x, y, z = self.config.volume_grid_shape
         return like.new_zeros(batch_size, channels, z, y, x)

@@ -75,23 +75,28 @@ class ResNet(nn.Module):
     Args:
         depth_name: One of `RESNET_LAYOUTS` ("resnet18", "resnet34", "resnet50").
         in_channels: Image channels.
+        width: channels of the stem and of layer1 (64 in torchvision's ResNets; the later layers double it).
+            A narrower trunk (the tiny preset's 32) has about (width / 64)^2 of the parameters and FLOPs and
+            no ImageNet weights.
     """
 
-    def __init__(self, depth_name: str = "resnet50", in_channels: int = 3) -> None:
+    def __init__(self, depth_name: str = "resnet50", in_channels: int = 3, width: int = 64) -> None:
         super().__init__()
         if depth_name not in RESNET_LAYOUTS:
             raise ValueError(f"Unknown ResNet '{depth_name}'; choose one of {sorted(RESNET_LAYOUTS)}.")
+        if width < 1:
+            raise ValueError(f"ResNet width must be positive, got {width}")
         block, layers = RESNET_LAYOUTS[depth_name]
-        self.conv1 = nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False)
-        self.bn1 = nn.BatchNorm2d(64)
+        self.conv1 = nn.Conv2d(in_channels, width, 7, 2, 3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self._in_channels = 64
-        self.layer1 = self._make_layer(block, 64, layers[0], 1)
-        self.layer2 = self._make_layer(block, 128, layers[1], 2)
-        self.layer3 = self._make_layer(block, 256, layers[2], 2)
-        self.layer4 = self._make_layer(block, 512, layers[3], 2)
-        self.out_channels = (256 * block.expansion, 512 * block.expansion)
+        self._in_channels = width
+        self.layer1 = self._make_layer(block, width, layers[0], 1)
+        self.layer2 = self._make_layer(block, 2 * width, layers[1], 2)
+        self.layer3 = self._make_layer(block, 4 * width, layers[2], 2)
+        self.layer4 = self._make_layer(block, 8 * width, layers[3], 2)
+        self.out_channels = (4 * width * block.expansion, 8 * width * block.expansion)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

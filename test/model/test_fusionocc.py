@@ -56,10 +56,28 @@ def test_config_rejects_unknown_keys():
 def test_forward_predict_and_aux(outputs):
     out, labels = outputs
     assert out.logits.shape == (1, 200, 200, 16, 18)
-    assert out.camera_volumes.shape == (1, 8, 16, 200, 200) and out.lidar_volume.shape == (1, 4, 16, 200, 200)
-    assert out.key_depth.shape == (6, 88, 4, 6) and out.key_seg_logits.shape == (6, 18, 4, 6)
+    # the tiny preset's volumes live on the half-resolution grid (volume_stride 2); the logits do not
+    assert out.camera_volumes.shape == (1, 8, 8, 100, 100) and out.lidar_volume.shape == (1, 4, 8, 100, 100)
+    assert out.key_depth.shape == (6, 44, 4, 6) and out.key_seg_logits.shape == (6, 18, 4, 6)
     assert labels.dtype == torch.uint8 and labels.shape == (1, 200, 200, 16)
     assert torch.equal(labels, out.logits.argmax(-1).to(torch.uint8))
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"volume_stride": 3}, "volume_stride 3 must be >= 1 and divide"),
+    ({"volume_stride": 1}, "camera grid_shape .* must be the volume grid"),
+    ({"lidar_voxel_size": 0.05}, "lidar_voxel_size 0.05 gives .* must be 8x the volume grid"),
+])
+def test_config_rejects_inconsistent_volume_grids(change, message):
+    with pytest.raises(ValueError, match=message):
+        FusionOcc(dataclasses.replace(_micro_config(), **change))
+
+
+def test_camera_voxel_size_must_match_the_volume_grid():
+    config = _micro_config()
+    camera = dataclasses.replace(config.camera, voxel_size=(0.4, 0.4, 0.4))
+    with pytest.raises(ValueError, match="camera voxel_size .* must be 0.8 m"):
+        FusionOcc(dataclasses.replace(config, camera=camera))
 
 
 def test_modality_switches_zero_the_volume(model_and_inputs, outputs):
@@ -86,7 +104,7 @@ def test_no_points_in_range_gives_an_empty_lidar_volume(model_and_inputs):
     model, _ = model_and_inputs
     far = torch.tensor([[0.0, 100.0, 0.0, 0.0, 1.0, 0.0]])
     volume = model.encode_lidar(far, batch_size=2)
-    assert volume.shape == (2, 4, 16, 200, 200) and volume.abs().sum() == 0
+    assert volume.shape == (2, 4, 8, 100, 100) and volume.abs().sum() == 0
     with pytest.raises(ValueError, match=r"points must be \(P, 6\)"):
         model.encode_lidar(torch.zeros(4, 5), batch_size=1)
 
@@ -98,12 +116,6 @@ def test_bfloat16_autocast_on_cpu(model_and_inputs, outputs):
     assert out.lidar_volume.dtype == torch.bfloat16  # cast after the fp32 sparse encoder
     torch.testing.assert_close(out.lidar_volume.float(), outputs[0].lidar_volume, rtol=1e-2, atol=1e-2)
     assert torch.isfinite(out.logits.float()).all()
-
-
-def test_grid_mismatch_is_rejected():
-    config = _micro_config()
-    with pytest.raises(ValueError, match="lidar_voxel_size"):
-        FusionOcc(dataclasses.replace(config, lidar_voxel_size=0.1))
 
 
 def test_camera_mask_removes_a_missing_camera_from_the_camera_volume(model_and_inputs, outputs):

@@ -2,8 +2,9 @@
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from fusionocc_core.model.occ_encoder import BasicBlock3d, OccEncoder3d, OccFPN3d
+from fusionocc_core.model.occ_encoder import BasicBlock3d, OccEncoder3d, OccFPN3d, trilinear_upsample
 from fusionocc_core.model.occ_head import OccHead
 
 
@@ -53,3 +54,67 @@ def test_head_layout_and_gradients():
 def test_block_without_projection_refuses_shape_change():
     with pytest.raises(ValueError, match="project_shortcut"):
         BasicBlock3d(4, 8)
+
+
+@pytest.mark.parametrize(("shape", "size"), [((1, 3, 4, 50, 50), (8, 100, 100)), ((2, 2, 2, 3, 4), (8, 12, 16)),
+                                             ((1, 2, 1, 5, 7), (3, 9, 13)), ((1, 2, 3, 4, 6), (3, 4, 6))])
+def test_trilinear_upsample_equals_interpolate(shape, size):
+    torch.manual_seed(0)
+    x = torch.randn(shape, requires_grad=True)
+    ours = trilinear_upsample(x, size)
+    theirs = F.interpolate(x, size=size, mode="trilinear", align_corners=True)
+    torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-5)
+    grad = torch.randn_like(ours)
+    (ours_grad,) = torch.autograd.grad(ours, x, grad)
+    (theirs_grad,) = torch.autograd.grad(theirs, x, grad)
+    torch.testing.assert_close(ours_grad, theirs_grad, rtol=1e-5, atol=5e-5)  # summation order differs
+
+
+def test_upsampling_head_places_each_sub_voxel():
+    torch.manual_seed(0)
+    head = OccHead(in_channels=4, hidden_channels=8, num_classes=3, upsample=2).eval()
+    x = torch.randn(1, 4, 2, 3, 5)  # (B, C, Z, Y, X) coarse
+    with torch.no_grad():
+        logits = head(x)
+        coarse = head._coarse_logits(x).view(1, 5, 3, 2, 2, 2, 2, 3)  # (B, X, Y, Z, dx, dy, dz, K)
+    assert logits.shape == (1, 10, 6, 4, 3)
+    # fine voxel (2x + dx, 2y + dy, 2z + dz) is coarse voxel (x, y, z)'s sub-voxel (dx, dy, dz)
+    for x_, y_, z_, dx, dy, dz in [(0, 0, 0, 0, 0, 0), (4, 2, 1, 1, 1, 1), (3, 1, 0, 1, 0, 1), (2, 0, 1, 0, 1, 0)]:
+        assert torch.equal(logits[0, 2 * x_ + dx, 2 * y_ + dy, 2 * z_ + dz], coarse[0, x_, y_, z_, dx, dy, dz])
+
+
+@pytest.mark.parametrize("upsample", [1, 2])
+def test_head_labels_equal_the_argmax_of_the_logits(upsample):
+    torch.manual_seed(1)
+    head = OccHead(in_channels=4, hidden_channels=8, num_classes=18, upsample=upsample).eval()
+    x = torch.randn(2, 4, 2, 3, 5)
+    with torch.no_grad():
+        assert torch.equal(head.labels(x), head(x).argmax(-1).to(torch.uint8))
+
+
+def test_class_offsets_shift_every_sub_voxel():
+    torch.manual_seed(2)
+    head = OccHead(in_channels=4, hidden_channels=8, num_classes=3, upsample=2).eval()
+    x = torch.randn(1, 4, 2, 2, 2)
+    offsets = torch.tensor([0.5, -1.0, 2.0])
+    with torch.no_grad():
+        before = head(x)
+        head.add_class_offsets(offsets)
+        torch.testing.assert_close(head(x), before + offsets)
+    with pytest.raises(ValueError, match="class offsets must be"):
+        head.add_class_offsets(torch.zeros(6))
+
+
+def test_fpn_equals_upsample_concatenate_then_project():
+    """The FPN projects each level before upsampling (they commute); the result is the original's order."""
+    torch.manual_seed(0)
+    fpn = OccFPN3d(in_channels=28, out_channels=5).eval()
+    fpn.bn.running_mean.normal_()
+    fpn.bn.running_var.uniform_(0.5, 2.0)
+    levels = [torch.randn(2, 4, 8, 12, 16), torch.randn(2, 8, 4, 6, 8), torch.randn(2, 16, 2, 3, 4)]
+    upsampled = [levels[0]] + [F.interpolate(f, size=(8, 12, 16), mode="trilinear", align_corners=True)
+                               for f in levels[1:]]
+    expected = F.relu(fpn.bn(F.conv3d(torch.cat(upsampled, dim=1), fpn.conv.weight)))
+    torch.testing.assert_close(fpn(levels), expected, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="levels of 28 channels in total"):
+        fpn(levels[:2])

@@ -7,15 +7,15 @@ from fusionocc_core.model.flops import example_inputs
 from fusionocc_core.model.losses import FusionOccLoss
 from fusionocc_core.model.presets import PRESETS, build_model, get_config
 
-EXPECTED_PARAMETERS = {"official": 109_090_524, "fast": 49_257_892, "tiny": 12_293_252}
+EXPECTED_PARAMETERS = {"official": 109_090_524, "fast": 49_257_892, "tiny": 4_306_334, "tiny_v1": 12_293_252}
 
 
-@pytest.mark.parametrize("name", sorted(PRESETS))
+@pytest.mark.parametrize("name", [*sorted(PRESETS), "tiny_v1"])
 def test_every_preset_builds(name):
     with torch.device("meta"):  # no memory, no init cost: structure and sizes only
         model = build_model(name)
     assert sum(p.numel() for p in model.parameters()) == EXPECTED_PARAMETERS[name]
-    assert model.config == PRESETS[name]
+    assert model.config == get_config(name)
 
 
 def test_official_is_the_published_configuration():
@@ -50,7 +50,7 @@ def test_tiny_trains_on_cpu_and_every_parameter_gets_a_gradient():
     out = model.forward_with_aux(*inputs.as_tuple())
     labels = torch.randint(0, 18, out.logits.shape[:-1])
     seg_labels = torch.randint(0, 18, (1, 6, *config.camera.input_size))
-    losses = FusionOccLoss()(
+    losses = FusionOccLoss(depth_bins=config.camera.depth_bins)(
         out.logits,
         labels,
         key_depth=out.key_depth,

@@ -49,3 +49,17 @@ def test_torchvision_key_names() -> None:
 def test_unknown_depth_is_rejected() -> None:
     with pytest.raises(ValueError, match="resnet101"):
         ResNet("resnet101")
+
+
+def test_half_width_halves_every_channel_and_keeps_the_names() -> None:
+    with torch.device("meta"):
+        full, half = ResNet("resnet18").state_dict(), ResNet("resnet18", width=32).state_dict()
+    assert list(full) == list(half)
+    for key, weight in full.items():
+        if weight.dim() == 4:  # conv: (Cout, Cin, k, k); the stem's 3 input channels stay
+            cin = weight.shape[1] if key == "conv1.weight" else weight.shape[1] // 2
+            assert tuple(half[key].shape) == (weight.shape[0] // 2, cin, *weight.shape[2:]), key
+    c3, c4 = ResNet("resnet18", width=32).eval()(torch.randn(1, 3, 64, 96))
+    assert c3.shape == (1, 128, 4, 6) and c4.shape == (1, 256, 2, 3)
+    with pytest.raises(ValueError, match="width must be positive"):
+        ResNet("resnet18", width=0)

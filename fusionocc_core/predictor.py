@@ -309,6 +309,39 @@ class Predictor:
         self.resets[reason] += 1
 
     @torch.inference_mode()
+    def warm_up(self, num_points: int = 20_000, seed: int = 0) -> float:
+        """Runs the model once on made-up inputs of the real shapes and returns the time it took [ms].
+
+        A process's first inference pays one-off costs (oneDNN kernel selection, allocator growth, lazy
+        imports) of up to a few times a normal frame; a node that pays them on its first real frame drops the
+        sweeps that arrive meanwhile. The temporal history is not touched."""
+        height, width = self.input_size
+        n = len(self.camera_names)
+        generator = torch.Generator().manual_seed(seed)
+        intrinsics = torch.tensor([[width, 0.0, width / 2], [0.0, width, height / 2], [0.0, 0.0, 1.0]])
+        camera_to_ego = torch.eye(4)
+        camera_to_ego[:3, :3] = torch.tensor([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])  # looks +x
+        angle = torch.rand(num_points, generator=generator) * 2 * torch.pi
+        distance = 2 + torch.rand(num_points, generator=generator) * 30
+        points = torch.stack([torch.zeros(num_points), distance * torch.cos(angle), distance * torch.sin(angle),
+                              torch.rand(num_points, generator=generator) * 3 - 1,
+                              torch.rand(num_points, generator=generator), torch.zeros(num_points)], dim=1)
+        inputs = ModelInputs(
+            images=torch.zeros(1, 2, n, 3, height, width), intrinsics=intrinsics.expand(1, 2, n, 3, 3),
+            cam_to_key_ego=camera_to_ego.expand(1, 2, n, 4, 4), post_rots=torch.eye(3).expand(1, 2, n, 3, 3),
+            post_trans=torch.zeros(1, 2, n, 3), bda=torch.eye(3).unsqueeze(0), points=points,
+            sparse_depth=torch.zeros(1, n, height, width))
+        kwargs = {k: v.to(self.device).contiguous() for k, v in inputs.as_kwargs().items()}
+        timer = _Timer(self.device)
+        with self._autocast():
+            self.model.predict(**kwargs)
+        timer.lap("inference")
+        camera: Any = getattr(self.model, "camera", None)
+        if hasattr(camera, "clear_image_feature_cache"):
+            camera.clear_image_feature_cache()
+        return timer.timings["inference"]
+
+    @torch.inference_mode()
     def predict(self, frame: SensorFrame) -> PredictionResult:
         """Runs one frame and updates the temporal history.
 

@@ -124,6 +124,8 @@ class OccupancyNode(Node):
             self._calibration = self._load_calibration()
             self._cameras = tuple(self._params["camera_names"])
             self._predictor = predictor if predictor is not None else self._build_predictor()
+            if predictor is None:
+                self._warm_up()
             # also for a given predictor: the visibility is an output option, not part of the model
             self._predictor.observe_bev = self._params["occupancy_grid.unknown_unobserved"]
         except NodeSetupError:
@@ -243,6 +245,15 @@ class OccupancyNode(Node):
             return Predictor.from_preset(p["preset"], seed=p["seed"], **options)
         except Exception as error:  # checkpoint, preset, device and import errors all stop the start-up
             raise NodeSetupError(f"cannot build the model: {type(error).__name__}: {error}") from None
+
+    def _warm_up(self) -> None:
+        """One inference on made-up inputs before any subscription exists: the first call's one-off costs
+        (several normal frames on a CPU) would otherwise make the node drop the first sweeps as worker_busy."""
+        try:
+            elapsed_ms = self._predictor.warm_up()
+        except Exception as error:  # a model that cannot run at all (device, memory) stops the start-up
+            raise NodeSetupError(f"the warm-up inference failed: {type(error).__name__}: {error}") from None
+        self.get_logger().info(f"model warmed up: first inference {elapsed_ms:.0f} ms")
 
     def _create_interfaces(self) -> None:
         p = self._params

@@ -331,6 +331,19 @@ def test_predictor_equals_calling_the_tiny_model_on_the_same_tensors():
     assert result.timings_ms["inference"] > 0
 
 
+def test_warm_up_runs_the_model_once_and_leaves_the_history_alone():
+    presets = pytest.importorskip("fusionocc_core.model.presets")
+    torch.manual_seed(0)
+    model = Recording(presets.build_model("tiny").eval())
+    predictor = Predictor(model, device="cpu")
+    assert predictor.warm_up(num_points=2000) > 0
+    assert len(model.calls) == 1 and model.calls[0][0]["images"].shape[:3] == (1, 2, 6)
+    frame = _frame(10.0, _pose(0.0))
+    result = predictor.predict(frame)
+    assert result.lidar_sweeps == 1 and result.previous_camera_lag_s == 0  # no history came from the warm-up
+    np.testing.assert_array_equal(result.labels, Predictor(model.inner, device="cpu").predict(frame).labels)
+
+
 def test_from_preset_and_from_checkpoint_build_the_same_tiny_model(tmp_path):
     pytest.importorskip("fusionocc_core.model.presets")
     from fusionocc_core.model.checkpoint import save_checkpoint

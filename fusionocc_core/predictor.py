@@ -41,6 +41,7 @@ IMAGE_STD = (58.395, 57.12, 57.375)
 NOMINAL_IMAGE_SIZE = (1600, 900)  # (width, height) of the nuScenes cameras the model was trained on
 PRECISIONS: dict[str, torch.dtype] = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 STAGES: tuple[str, ...] = ("images", "history", "depth", "inference", "total")
+NUM_LIDAR_KEYFRAMES = 7  # previous lidar keyframes fused with the current sweep by default, as in training
 
 
 class PredictorError(FusionOccError, ValueError):
@@ -232,7 +233,7 @@ class Predictor:
         input_size: tuple[int, int] | None = None,
         temporal: bool = True,
         keyframe_interval_s: float = 0.5,
-        num_lidar_keyframes: int = 7,
+        num_lidar_keyframes: int = NUM_LIDAR_KEYFRAMES,
         max_gap_s: float = 2.0,
         max_pose_jump_m: float = 10.0,
         thin_points: bool = True,

@@ -81,9 +81,11 @@ class _ModuleTimer:
         self.totals = dict.fromkeys(self.totals, 0.0)
 
 
-def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFrame, np.ndarray]]
-                 ) -> dict[str, list[float]]:
-    """Per stage of the node's path, its time [ms] in every frame but the first (a warm-up).
+def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFrame, np.ndarray]], warm_up: int
+                 ) -> tuple[dict[str, list[float]], list[int]]:
+    """Per stage of the node's path, its time [ms] in every frame after the first `warm_up` ones (first-call
+    costs, and the frames before the lidar history is full: the lidar branch grows with the fused sweeps), and the
+    number of lidar sweeps each timed frame fused.
 
     The output messages are built from the keyframe's ground-truth occupancy, not from the model's labels: the
     benchmarked models are freshly initialised and label most of the grid occupied, which would time messages
@@ -107,6 +109,7 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
         "model: 3D fusion encoder + FPN + head": [model.occ_encoder, model.occ_fpn, model.head]}
     timer = _ModuleTimer({f"{name}#{i}": m for name, mods in parts.items() for i, m in enumerate(mods)})
     stages: dict[str, list[float]] = {}
+    sweeps: list[int] = []
     for index, (jpegs, frame, truth) in enumerate(frames):
         start = time.perf_counter()
         images = [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
@@ -126,8 +129,9 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
         dense_grid_to_image(labels)
         occupancy_to_occupancy_grid(labels)
         messages_ms = (time.perf_counter() - start) * 1e3
-        if index == 0:
-            continue  # warm-up (first-call allocations, spconv kernels)
+        if index < warm_up:
+            continue
+        sweeps.append(prediction.lidar_sweeps)
         measured = {"decode 6 JPEGs": decode_ms,
                     "preprocess: images (resize, crop, normalise)": prediction.timings_ms["images"],
                     "preprocess: temporal history": prediction.timings_ms["history"],
@@ -139,7 +143,7 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
         measured["output messages (cloud, markers, dense, grid)"] = messages_ms
         for stage, ms in measured.items():
             stages.setdefault(stage, []).append(ms)
-    return stages
+    return stages, sweeps
 
 
 def suite_node(quick: bool) -> SuiteResult:
@@ -148,20 +152,22 @@ def suite_node(quick: bool) -> SuiteResult:
     try:
         from fusionocc_core.model.presets import build_model
         from fusionocc_core.occ3d import FREE_LABEL
-        from fusionocc_core.predictor import Predictor
+        from fusionocc_core.predictor import NUM_LIDAR_KEYFRAMES, Predictor
     except ImportError as error:
         raise SuiteSkipped(f"needs the model and the ROS message wheels: {error}") from error
 
     result = SuiteResult("node")
-    frames = synthetic_frames_with_truth(3 if quick else 6)
+    # steady state: timed frames fuse the current sweep with the full history of previous lidar keyframes
+    warm_up = 1 if quick else 1 + NUM_LIDAR_KEYFRAMES
+    frames = synthetic_frames_with_truth(warm_up + (2 if quick else 5))
     totals: dict[str, float] = {}
     # tiny_v1: the tiny preset before its CPU redesign, the baseline the new one is measured against
     for preset in ("tiny",) if quick else ("tiny", "tiny_v1", "fast"):
         torch.manual_seed(0)
         predictor = Predictor(build_model(preset).eval(), device="cpu")
         height, width = predictor.input_size
-        stages = _stage_times(predictor, frames)
-        total = [sum(values[i] for values in stages.values()) for i in range(len(frames) - 1)]
+        stages, sweeps = _stage_times(predictor, frames, warm_up)
+        total = [sum(values[i] for values in stages.values()) for i in range(len(frames) - warm_up)]
         model_share = [sum(v[i] for k, v in stages.items() if k.startswith("model")) for i in range(len(total))]
         non_model_share = 1 - statistics.median(model_share) / statistics.median(total)
         for stage, values in stages.items():
@@ -175,6 +181,8 @@ def suite_node(quick: bool) -> SuiteResult:
         result.notes.append(f"tiny vs tiny_v1 (median frame): {totals['tiny_v1'] / totals['tiny']:.1f}x faster")
     result.notes.append("output messages built from the ground-truth occupancy of each keyframe "
                         f"({int(np.mean([(t != FREE_LABEL).sum() for _, _, t in frames]))} occupied voxels on average)")
+    result.notes.append(f"{len(frames) - warm_up} frames timed after {warm_up} untimed ones, "
+                        f"{min(sweeps)}-{max(sweeps)} lidar sweeps fused per timed frame")
     result.notes.append("CPU, fp32, temporal mode on (previous camera frame + up to 7 lidar keyframes), "
                         f"{torch.get_num_threads()} torch threads, synthetic 704x396 JPEGs; sync costs a few us "
                         "per message (sync suite)")

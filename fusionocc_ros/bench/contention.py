@@ -10,13 +10,17 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import TypedDict
+from typing import TYPE_CHECKING, TypedDict
 
 import numpy as np
 
 from fusionocc_ros.bench.common import Row, SuiteResult
 
+if TYPE_CHECKING:
+    import torch
+
 CONTENTION_TARGET = 2.5  # frame time under the load / quiet, with the configuration
+SPIN_COUNT = 100_000  # libgomp spin iterations before a waiting thread sleeps (its default: 300,000)
 _HOG_CODE = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 _REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -32,25 +36,20 @@ class ContentionTimings(TypedDict):
     report: str | None  # CpuThreadReport.summary() of the configured setup
 
 
-def _workload(workload: str, backend: str) -> Callable[[], None]:
-    """The timed call: "frame", the whole tiny model on synthetic inputs with a lidar sweep of node-like size;
-    "backbone", the 12 tiny-preset images through ResNet-18 (the stage most hurt by spinning threads)."""
+def _workload(workload: str, backend: str, calls: int) -> Callable[[], None]:
+    """The timed call: "frame", one keyframe through the node's path (`Predictor.predict` of the tiny model:
+    preprocessing, temporal history, model) on the synthetic world, the lidar history already full, a new
+    keyframe at each of the `calls` calls; "backbone", the 12 tiny-preset images through ResNet-18 (the stage
+    most hurt by spinning threads)."""
     import torch
 
-    from fusionocc_core.model.flops import example_inputs
     from fusionocc_core.model.presets import build_model, get_config
 
     torch.manual_seed(0)
     model = build_model("tiny").eval()
     model.lidar_encoder.sparse_backend = backend
     if workload == "frame":
-        inputs = example_inputs(get_config("tiny"), num_points=250_000).as_tuple()
-
-        def frame() -> None:
-            with torch.inference_mode():
-                model.predict(*inputs)
-
-        return frame
+        return _node_frames(model, calls)
     height, width = get_config("tiny").camera.input_size
     images = torch.randn(12, 3, height, width)
 
@@ -61,8 +60,37 @@ def _workload(workload: str, backend: str) -> Callable[[], None]:
     return backbone
 
 
+def _node_frames(model: torch.nn.Module, calls: int) -> Callable[[], None]:
+    """`calls` successive keyframes through a Predictor, after NUM_LIDAR_KEYFRAMES untimed ones (history full).
+    JPEG decoding happens here, untimed: the node decodes on its own thread."""
+    import dataclasses
+    from types import SimpleNamespace
+
+    from fusionocc_core.predictor import NUM_LIDAR_KEYFRAMES, Predictor
+    from fusionocc_ros.bench.node import synthetic_frames
+    from fusionocc_ros.conversions import compressed_image_to_rgb
+
+    predictor = Predictor(model, device="cpu")
+    height, width = predictor.input_size
+    frames = []
+    for jpegs, frame in synthetic_frames(NUM_LIDAR_KEYFRAMES + calls):
+        images = [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
+                  for j in jpegs]
+        intrinsics = frame.intrinsics.copy()
+        intrinsics[:, :2] *= images[0].shape[1] / 704  # draft decoding may shrink the images
+        frames.append(dataclasses.replace(frame, images=np.stack(images), intrinsics=intrinsics))
+    stream = iter(frames)
+    for _ in range(NUM_LIDAR_KEYFRAMES):
+        predictor.predict(next(stream))
+
+    def next_frame() -> None:
+        predictor.predict(next(stream))
+
+    return next_frame
+
+
 def contention_child(configured: bool, workload: str, repeats: int, hogs: int, hog_limit_s: float,
-                     backend: str = "auto") -> ContentionTimings:
+                     backend: str = "auto", passive_wait: bool = True) -> ContentionTimings:
     """Runs in a fresh process (the wait policy is fixed when torch loads): times `workload` quietly, then
     with `hogs` busy-looping processes beside it. Returns the timings and the threading actually in force.
 
@@ -72,12 +100,12 @@ def contention_child(configured: bool, workload: str, repeats: int, hogs: int, h
     if configured:
         from fusionocc_core.cpu_threads import configure_cpu_inference
 
-        report = configure_cpu_inference()  # before torch is imported, as a node would call it
+        report = configure_cpu_inference(passive_wait=passive_wait)  # before torch loads, as the node
     import torch
 
     from fusionocc_core.cpu_threads import wait_policy_in_force
 
-    run = _workload(workload, backend)
+    run = _workload(workload, backend, calls=1 + 2 * repeats)
 
     def measure() -> list[float]:
         times = []
@@ -102,12 +130,17 @@ def contention_child(configured: bool, workload: str, repeats: int, hogs: int, h
             "report": report.summary() if report else None}
 
 
-def _run_contention_child(configured: bool, workload: str, repeats: int, hogs: int,
-                          backend: str) -> ContentionTimings:
+def _run_contention_child(configured: bool, workload: str, repeats: int, hogs: int, backend: str,
+                          spin_count: int | None = None) -> ContentionTimings:
+    """One setup in a fresh process. `spin_count`: configured threads with libgomp's bounded spin
+    (GOMP_SPINCOUNT) instead of the passive wait."""
     env = dict(os.environ)
     for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         env.pop(name, None)  # "default" means the runtime's defaults; "configured" sets its own
-    call = f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r})"
+    if spin_count is not None:
+        env["GOMP_SPINCOUNT"] = str(spin_count)
+    call = (f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r}, "
+            f"passive_wait={spin_count is None})")
     code = ("import json; from fusionocc_ros.bench.contention import contention_child; "
             f"print('CONTENTION ' + json.dumps({call}))")
     completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -124,16 +157,19 @@ def suite_contention(quick: bool) -> SuiteResult:
     # spconv Native, then default threading with the torch sparse path, then configured.
     workload = "backbone" if quick else "frame"
     repeats, hogs = (3, 2) if quick else (5, 2)
-    setups = [("default", "auto"), ("configured", "auto")] if quick else [
-        ("default", "spconv"), ("default", "auto"), ("configured", "auto")]
+    setups: list[tuple[str, str, int | None]] = [("default", "auto", None), ("configured", "auto", None)]
+    if not quick:  # also spconv Native, and a bounded spin in place of the passive wait
+        setups = [("default", "spconv", None), *setups, (f"configured, GOMP_SPINCOUNT={SPIN_COUNT}", "auto",
+                                                          SPIN_COUNT)]
     quiet_first = None
-    for name, backend in setups:
-        child = _run_contention_child(name == "configured", workload, repeats, hogs, backend)
+    for name, backend, spin_count in setups:
+        child = _run_contention_child(name.startswith("configured"), workload, repeats, hogs, backend,
+                                      spin_count)
         quiet, loaded = statistics.median(child["quiet_ms"]), statistics.median(child["loaded_ms"])
         quiet_first = quiet_first if quiet_first is not None else quiet
         label = f"{name}{', spconv Native' if backend == 'spconv' else ''}: {workload}"
         setting = (f"{child['threads']} threads, inter-op {child['interop_threads']}, "
-                   f"wait {child['wait_policy'] or 'default'}")
+                   f"wait {child['wait_policy'] or ('spin ' + str(spin_count) if spin_count else 'default')}")
         result.rows.append(Row(f"{label} quiet ({setting})", quiet,
                                float(np.percentile(child["quiet_ms"], 95)), baseline_ms=quiet_first,
                                extra={"threads": child["threads"], "backend": backend}))
@@ -146,6 +182,6 @@ def suite_contention(quick: bool) -> SuiteResult:
                                if child["report"] else ""))
     result.notes.append("each setup in a fresh process (the OpenMP wait policy is read when torch loads); "
                         "ratio column = quiet / this row (below 1: slower), quiet rows against the first "
-                        "setup's quiet figure. 'frame': the tiny model on synthetic inputs (250k lidar points, ~88k "
-                        "voxels); 'backbone': ResNet-18 on the 12 tiny-preset images")
+                        "setup's quiet figure. 'frame': one keyframe through the node's path (Predictor, tiny preset, "
+                        "synthetic world, 8 lidar sweeps fused); 'backbone': ResNet-18 on the 12 tiny-preset images")
     return result

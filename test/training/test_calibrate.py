@@ -35,6 +35,11 @@ class FixedLogits(nn.Module):
         return inputs[0]
 
 
+def class_bias(model: nn.Module) -> torch.Tensor:
+    """The head's last bias as (sub-voxels, classes): an upsampling head has one bias per class and sub-voxel."""
+    return model.head.predicter[-1].bias.view(-1, occ3d.NUM_CLASSES)
+
+
 def _batch(logits: torch.Tensor, gt: torch.Tensor) -> dict[str, torch.Tensor]:
     batch = {key: torch.zeros(1) for key in MODEL_INPUTS}
     batch["images"] = logits
@@ -198,9 +203,8 @@ def test_cli_writes_a_calibrated_checkpoint(infos: Path, tmp_path: Path, capsys:
     record = extra["logit_adjustment"]
     assert record["tau"] in (0.0, 0.5, 1.0) and [s["tau"] for s in record["sweep"]] == [0.0, 0.5, 1.0]
     assert extra["step"] == 7 and "val" not in extra  # the old scores described the uncalibrated model
-    bias = calibrated.head.predicter[-1].bias
-    expected = model.head.predicter[-1].bias - record["tau"] * torch.log(weights)
-    torch.testing.assert_close(bias, expected)
+    expected = class_bias(model) - record["tau"] * torch.log(weights)
+    torch.testing.assert_close(class_bias(calibrated), expected)
     assert (tmp_path / "sweep.json").is_file() and record["per_class"] is None
     # Calibrating twice would subtract the prior twice; writing over the input would lose the original.
     again = [*args[:2], str(out), *args[3:6], str(tmp_path / "twice.pth"), *args[7:]]
@@ -247,8 +251,7 @@ def test_cli_per_class_folds_the_refined_offsets(infos: Path, tmp_path: Path, ca
     for accepted in record["per_class"]["accepted"]:
         shifts[accepted["class"]] += accepted["shift"]
     torch.testing.assert_close(torch.tensor(record["offsets"]), tau_only + shifts)
-    torch.testing.assert_close(calibrated.head.predicter[-1].bias,
-                               model.head.predicter[-1].bias + tau_only + shifts)
+    torch.testing.assert_close(class_bias(calibrated), class_bias(model) + tau_only + shifts)
 
 
 def test_cli_guard_unobserved(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]):

@@ -32,7 +32,9 @@ def first_step_grads(config, info, batch_size: int) -> dict[str, torch.Tensor]:
     model = MicroOcc(patch_dropout=0.0)  # no per-rank randomness in the model
     # Occupancy CE only: its mean over a batch is the mean of per-sample means, as DDP averages. The depth and
     # seg terms normalise by per-rank counts (as in the original, batch 1 per GPU), so they differ by design.
-    loss_model = T.LossModel(model, FusionOccLoss(depth_weight=0.0, seg_weight=0.0))
+    camera = model.config.camera
+    loss_model = T.LossModel(model, FusionOccLoss(depth_weight=0.0, seg_weight=0.0, downsample=camera.downsample,
+                                                  depth_bins=camera.depth_bins))
     if info.distributed:
         loss_model = DistributedDataParallel(loss_model)
     train_set, _ = T.build_datasets(config, (config.input_height, config.input_width))

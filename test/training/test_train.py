@@ -43,7 +43,7 @@ class MicroOcc(nn.Module):
     def __init__(self, config: TrainConfig | None = None, *, patch_dropout: float = 0.3) -> None:
         super().__init__()
         self.patch_dropout = patch_dropout
-        tiny = get_config("tiny")
+        tiny = get_config("tiny_v1")  # shapes only; pinned so the loss scales the tests were tuned on stay put
         self.config = replace(tiny, camera=replace(tiny.camera, input_size=INPUT_SIZE))
         classes = occ3d.NUM_CLASSES
         self.image = nn.Conv2d(3, 8, kernel_size=1)

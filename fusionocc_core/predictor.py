@@ -304,10 +304,13 @@ class Predictor:
     def reset(self, reason: str = "requested") -> None:
         """Clears the temporal history."""
         self._history = _History()
+        self._clear_image_feature_cache()
+        self.resets[reason] += 1
+
+    def _clear_image_feature_cache(self) -> None:
         camera: Any = getattr(self.model, "camera", None)
         if hasattr(camera, "clear_image_feature_cache"):
             camera.clear_image_feature_cache()
-        self.resets[reason] += 1
 
     @torch.inference_mode()
     def warm_up(self, num_points: int = 20_000, seed: int = 0) -> float:
@@ -337,9 +340,7 @@ class Predictor:
         with self._autocast():
             self.model.predict(**kwargs)
         timer.lap("inference")
-        camera: Any = getattr(self.model, "camera", None)
-        if hasattr(camera, "clear_image_feature_cache"):
-            camera.clear_image_feature_cache()
+        self._clear_image_feature_cache()  # the made-up images must not serve as a real previous frame
         return timer.timings["inference"]
 
     @torch.inference_mode()

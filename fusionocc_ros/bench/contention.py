@@ -63,22 +63,12 @@ def _workload(workload: str, backend: str, calls: int) -> Callable[[], None]:
 def _node_frames(model: torch.nn.Module, calls: int) -> Callable[[], None]:
     """`calls` successive keyframes through a Predictor, after NUM_LIDAR_KEYFRAMES untimed ones (history full).
     JPEG decoding happens here, untimed: the node decodes on its own thread."""
-    import dataclasses
-    from types import SimpleNamespace
-
     from fusionocc_core.predictor import NUM_LIDAR_KEYFRAMES, Predictor
-    from fusionocc_ros.bench.node import synthetic_frames
-    from fusionocc_ros.conversions import compressed_image_to_rgb
+    from fusionocc_ros.bench.node import decode_jpegs, synthetic_frames, with_images
 
     predictor = Predictor(model, device="cpu")
-    height, width = predictor.input_size
-    frames = []
-    for jpegs, frame in synthetic_frames(NUM_LIDAR_KEYFRAMES + calls):
-        images = [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
-                  for j in jpegs]
-        intrinsics = frame.intrinsics.copy()
-        intrinsics[:, :2] *= images[0].shape[1] / 704  # draft decoding may shrink the images
-        frames.append(dataclasses.replace(frame, images=np.stack(images), intrinsics=intrinsics))
+    frames = [with_images(frame, decode_jpegs(jpegs, predictor.input_size))
+              for jpegs, frame in synthetic_frames(NUM_LIDAR_KEYFRAMES + calls)]
     stream = iter(frames)
     for _ in range(NUM_LIDAR_KEYFRAMES):
         predictor.predict(next(stream))

@@ -62,6 +62,23 @@ def synthetic_frames_with_truth(count: int) -> list[tuple[list[bytes], SensorFra
     return frames
 
 
+def decode_jpegs(jpegs: list[bytes], input_size: tuple[int, int]) -> list[np.ndarray]:
+    """The six JPEGs decoded as the node decodes them (reduced-size DCT decode, at least `input_size` (H, W))."""
+    from fusionocc_ros.conversions import compressed_image_to_rgb
+
+    height, width = input_size
+    return [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
+            for j in jpegs]
+
+
+def with_images(frame: SensorFrame, images: list[np.ndarray]) -> SensorFrame:
+    """`frame` with the decoded 704 x 396 synthetic images; draft decoding may have shrunk them, so the
+    intrinsics are scaled to their width."""
+    intrinsics = frame.intrinsics.copy()
+    intrinsics[:, :2] *= images[0].shape[1] / 704
+    return dataclasses.replace(frame, images=np.stack(images), intrinsics=intrinsics)
+
+
 class _ModuleTimer:
     """Wall time per named submodule (summed over its calls in one forward) through forward hooks."""
 
@@ -92,7 +109,6 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
     of 10x the voxels a trained model publishes (their cost grows with the occupied voxels)."""
     from fusionocc_core.occ3d import FREE_LABEL
     from fusionocc_ros.conversions import (
-        compressed_image_to_rgb,
         dense_grid_to_image,
         occupancy_to_occupancy_grid,
         occupancy_to_pointcloud2,
@@ -112,13 +128,9 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
     sweeps: list[int] = []
     for index, (jpegs, frame, truth) in enumerate(frames):
         start = time.perf_counter()
-        images = [compressed_image_to_rgb(SimpleNamespace(data=j, format="jpeg"), min_size=(width, height))
-                  for j in jpegs]
+        images = decode_jpegs(jpegs, (height, width))
         decode_ms = (time.perf_counter() - start) * 1e3
-        scale = images[0].shape[1] / 704  # draft decoding may shrink the images: scale the intrinsics
-        intrinsics = frame.intrinsics.copy()
-        intrinsics[:, :2] *= scale
-        sensor = dataclasses.replace(frame, images=np.stack(images), intrinsics=intrinsics)
+        sensor = with_images(frame, images)
         timer.reset()
         prediction = predictor.predict(sensor)
         start = time.perf_counter()

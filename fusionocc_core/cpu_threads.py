@@ -16,6 +16,16 @@ default threading with the torch sparse path 2.75x, this configuration 1.95x (1.
 One thread instead of two was no better overall (1.5x-3.1x slower under that load in exploratory runs)
 and gives up the second core whenever it is free.
 
+A purely passive wait has its own cost on an idle machine: every parallel region then starts by waking the
+sleeping workers (a futex wake-up, tens of microseconds on a VM), and a frame runs thousands of small regions,
+most of them in the lidar encoder's gathers and GEMM chunks. On the node's path that made a quiet frame ~1.5x
+slower than the spinning default. libgomp's GOMP_SPINCOUNT bounds the spin before a waiting thread sleeps
+(GOMP_SPINCOUNT wins over the policy's default spin count, 0 for PASSIVE); about 100,000 spins take a
+millisecond, so `SPIN_COUNT` (2,000, ~20 us) bridges the gap between back-to-back kernels of a frame but sleeps
+long before a descheduled sibling returns. Exploratory runs (2-core VM, node path, beside 2 busy processes):
+spin 0 (pure passive) 570-700 ms quiet / 1,165-1,226 loaded, spin 1,000-3,000 360-530 / 950-1,100, spin 5,000+
+worse under load (1,450-1,950); `fusionocc bench --suite contention` compares the configured setup with spin 0.
+
 libgomp reads OMP_WAIT_POLICY once, when the library is loaded, i.e. during `import torch`, so the variable
 must be in the environment *before* that import: call `prepare_openmp_environment()` (or
 `configure_cpu_inference()`, which calls it) first thing in the process, before anything imports torch. Once
@@ -33,7 +43,9 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-WAIT_POLICY_VARIABLES: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE", "KMP_BLOCKTIME": "0"}
+SPIN_COUNT = 2000  # libgomp spins before a waiting thread sleeps (~20 us; its spinning default is 300,000)
+WAIT_POLICY_VARIABLES: dict[str, str] = {"OMP_WAIT_POLICY": "PASSIVE", "GOMP_SPINCOUNT": str(SPIN_COUNT),
+                                         "KMP_BLOCKTIME": "0"}
 _OPENMP_LIBRARIES = ("libgomp", "libiomp5", "libomp.so", "libomp-")  # GNU, Intel, LLVM runtimes
 # What prepare_openmp_environment had in place before any OpenMP runtime loaded (i.e. what the runtime read).
 _prepared_before_load: dict[str, str] = {}
@@ -111,15 +123,28 @@ def _initial_environment(path: str | Path = "/proc/self/environ") -> dict[str, s
     return {key.decode(errors="replace"): value.decode(errors="replace") for key, value in pairs}
 
 
-def wait_policy_in_force() -> str | None:
-    """OMP_WAIT_POLICY as the loaded OpenMP runtime read it: set by `prepare_openmp_environment` before the
-    runtime loaded, or exported to the process at start; None if neither (the runtime's spinning default) or
-    if it cannot be told."""
-    if "OMP_WAIT_POLICY" in _prepared_before_load:
-        return _prepared_before_load["OMP_WAIT_POLICY"]
+def _read_at_load(name: str) -> str | None:
+    """Environment variable `name` as the loaded OpenMP runtime read it: set by `prepare_openmp_environment`
+    before the runtime loaded, or exported to the process at start; None if neither or if it cannot be told."""
+    if name in _prepared_before_load:
+        return _prepared_before_load[name]
     if not loaded_openmp_runtimes():  # nothing loaded yet: whatever is set now is what will be read
-        return os.environ.get("OMP_WAIT_POLICY")
-    return _initial_environment().get("OMP_WAIT_POLICY")
+        return os.environ.get(name)
+    return _initial_environment().get(name)
+
+
+def wait_policy_in_force() -> str | None:
+    """OMP_WAIT_POLICY as the loaded OpenMP runtime read it (None: unset, the runtime's spinning default)."""
+    return _read_at_load("OMP_WAIT_POLICY")
+
+
+def spin_count_in_force() -> int | None:
+    """GOMP_SPINCOUNT as libgomp read it (None: unset or unreadable, the wait policy's default count)."""
+    value = _read_at_load("GOMP_SPINCOUNT")
+    try:
+        return None if value is None else int(value)
+    except ValueError:
+        return None
 
 
 @dataclass(frozen=True)
@@ -133,6 +158,8 @@ class CpuThreadReport:
         wait_policy: OMP_WAIT_POLICY as the OpenMP runtime read it at load (`wait_policy_in_force`; None:
             unset, the runtime's default, which spins).
         wait_policy_applied: True when the passive policy is the one in force.
+        spin_count: GOMP_SPINCOUNT as libgomp read it (`spin_count_in_force`; None: the policy's default,
+            0 for PASSIVE).
         openmp_runtimes: the OpenMP libraries loaded now (e.g. ["libgomp.so.1"] or a hashed wheel name).
         notes: what did not go as asked, one line each (empty when everything applied).
     """
@@ -142,12 +169,15 @@ class CpuThreadReport:
     available_cpus: int
     wait_policy: str | None
     wait_policy_applied: bool
+    spin_count: int | None = None
     openmp_runtimes: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     def summary(self) -> str:
         """One line for a log."""
         policy = self.wait_policy or "default (spins)"
+        if self.spin_count is not None:
+            policy += f", spin {self.spin_count} before sleeping"
         text = (f"torch CPU threads {self.threads} (of {self.available_cpus} available), inter-op "
                 f"{self.interop_threads}, OpenMP wait policy {policy}")
         return text + "".join(f"; {note}" for note in self.notes)
@@ -167,7 +197,8 @@ def configure_cpu_inference(num_threads: int | None = None, *, interop_threads: 
             cores only add waiting.
         interop_threads: inter-op pool size (1: inference runs one graph; the pool's extra threads would only
             compete for the same cores). torch accepts this once per process, before any inter-op work.
-        passive_wait: put OMP_WAIT_POLICY=PASSIVE (and KMP_BLOCKTIME=0) into the environment first.
+        passive_wait: put OMP_WAIT_POLICY=PASSIVE with a short spin (GOMP_SPINCOUNT=`SPIN_COUNT`), and
+            KMP_BLOCKTIME=0 for Intel's runtime, into the environment first.
 
     Returns:
         A `CpuThreadReport`; its `notes` say what could not be applied.
@@ -197,6 +228,6 @@ def configure_cpu_inference(num_threads: int | None = None, *, interop_threads: 
             notes.append(f"inter-op threads stay {torch.get_num_interop_threads()}: {str(error).strip()}")
     return CpuThreadReport(
         threads=torch.get_num_threads(), interop_threads=torch.get_num_interop_threads(), available_cpus=cpus,
-        wait_policy=policy, wait_policy_applied=applied,
+        wait_policy=policy, wait_policy_applied=applied, spin_count=spin_count_in_force(),
         openmp_runtimes=loaded_openmp_runtimes(), notes=notes,
     )

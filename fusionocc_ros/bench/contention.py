@@ -20,7 +20,6 @@ if TYPE_CHECKING:
     import torch
 
 CONTENTION_TARGET = 2.5  # frame time under the load / quiet, with the configuration
-SPIN_COUNT = 100_000  # libgomp spin iterations before a waiting thread sleeps (its default: 300,000)
 _HOG_CODE = "import sys, time\nend = time.time() + float(sys.argv[1])\nwhile time.time() < end:\n    pass\n"
 _REPOSITORY = Path(__file__).resolve().parents[2]
 
@@ -33,6 +32,7 @@ class ContentionTimings(TypedDict):
     threads: int
     interop_threads: int
     wait_policy: str | None
+    spin_count: int | None
     report: str | None  # CpuThreadReport.summary() of the configured setup
 
 
@@ -80,7 +80,7 @@ def _node_frames(model: torch.nn.Module, calls: int) -> Callable[[], None]:
 
 
 def contention_child(configured: bool, workload: str, repeats: int, hogs: int, hog_limit_s: float,
-                     backend: str = "auto", passive_wait: bool = True) -> ContentionTimings:
+                     backend: str = "auto") -> ContentionTimings:
     """Runs in a fresh process (the wait policy is fixed when torch loads): times `workload` quietly, then
     with `hogs` busy-looping processes beside it. Returns the timings and the threading actually in force.
 
@@ -90,10 +90,10 @@ def contention_child(configured: bool, workload: str, repeats: int, hogs: int, h
     if configured:
         from fusionocc_core.cpu_threads import configure_cpu_inference
 
-        report = configure_cpu_inference(passive_wait=passive_wait)  # before torch loads, as the node
+        report = configure_cpu_inference()  # before torch loads, as the node
     import torch
 
-    from fusionocc_core.cpu_threads import wait_policy_in_force
+    from fusionocc_core.cpu_threads import spin_count_in_force, wait_policy_in_force
 
     run = _workload(workload, backend, calls=1 + 2 * repeats)
 
@@ -117,20 +117,20 @@ def contention_child(configured: bool, workload: str, repeats: int, hogs: int, h
             process.wait()
     return {"quiet_ms": quiet, "loaded_ms": loaded, "threads": torch.get_num_threads(),
             "interop_threads": torch.get_num_interop_threads(), "wait_policy": wait_policy_in_force(),
+            "spin_count": spin_count_in_force(),
             "report": report.summary() if report else None}
 
 
 def _run_contention_child(configured: bool, workload: str, repeats: int, hogs: int, backend: str,
                           spin_count: int | None = None) -> ContentionTimings:
-    """One setup in a fresh process. `spin_count`: configured threads with libgomp's bounded spin
-    (GOMP_SPINCOUNT) instead of the passive wait."""
+    """One setup in a fresh process. `spin_count`: GOMP_SPINCOUNT exported to it (for a configured setup:
+    in place of `cpu_threads.SPIN_COUNT`; 0 is the purely passive wait)."""
     env = dict(os.environ)
     for name in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"):
         env.pop(name, None)  # "default" means the runtime's defaults; "configured" sets its own
     if spin_count is not None:
         env["GOMP_SPINCOUNT"] = str(spin_count)
-    call = (f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r}, "
-            f"passive_wait={spin_count is None})")
+    call = f"contention_child({configured}, {workload!r}, {repeats}, {hogs}, 600.0, {backend!r})"
     code = ("import json; from fusionocc_ros.bench.contention import contention_child; "
             f"print('CONTENTION ' + json.dumps({call}))")
     completed = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
@@ -148,9 +148,8 @@ def suite_contention(quick: bool) -> SuiteResult:
     workload = "backbone" if quick else "frame"
     repeats, hogs = (3, 2) if quick else (5, 2)
     setups: list[tuple[str, str, int | None]] = [("default", "auto", None), ("configured", "auto", None)]
-    if not quick:  # also spconv Native, and a bounded spin in place of the passive wait
-        setups = [("default", "spconv", None), *setups, (f"configured, GOMP_SPINCOUNT={SPIN_COUNT}", "auto",
-                                                          SPIN_COUNT)]
+    if not quick:  # also spconv Native, and the purely passive wait (no spin before sleeping)
+        setups = [("default", "spconv", None), *setups, ("configured, GOMP_SPINCOUNT=0", "auto", 0)]
     quiet_first = None
     for name, backend, spin_count in setups:
         child = _run_contention_child(name.startswith("configured"), workload, repeats, hogs, backend,
@@ -159,7 +158,8 @@ def suite_contention(quick: bool) -> SuiteResult:
         quiet_first = quiet_first if quiet_first is not None else quiet
         label = f"{name}{', spconv Native' if backend == 'spconv' else ''}: {workload}"
         setting = (f"{child['threads']} threads, inter-op {child['interop_threads']}, "
-                   f"wait {child['wait_policy'] or ('spin ' + str(spin_count) if spin_count else 'default')}")
+                   f"wait {child['wait_policy'] or 'default'}"
+                   + (f", spin {child['spin_count']}" if child["spin_count"] is not None else ""))
         result.rows.append(Row(f"{label} quiet ({setting})", quiet,
                                float(np.percentile(child["quiet_ms"], 95)), baseline_ms=quiet_first,
                                extra={"threads": child["threads"], "backend": backend}))

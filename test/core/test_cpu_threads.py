@@ -17,7 +17,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _fresh_python(code: str, env_extra: dict[str, str] | None = None) -> dict:
-    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME")}
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_WAIT_POLICY", "KMP_BLOCKTIME", "GOMP_SPINCOUNT")}
     env.update(env_extra or {})
     completed = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
                                cwd=ROOT, timeout=300, check=True)
@@ -31,6 +31,7 @@ def test_configured_before_torch_is_passive_with_one_interop_thread():
     report = _fresh_python("from fusionocc_core.cpu_threads import configure_cpu_inference\n"
                            "report = configure_cpu_inference()\n" + REPORT)
     assert report["wait_policy"] == "PASSIVE" and report["wait_policy_applied"]
+    assert report["spin_count"] == cpu_threads.SPIN_COUNT  # a short spin before sleeping (module docstring)
     assert report["interop_threads"] == 1
     assert report["threads"] == available_cpus()
     assert any("gomp" in name or "omp" in name for name in report["openmp_runtimes"])
@@ -52,11 +53,13 @@ def test_policy_exported_at_process_start_counts_as_in_force():
 
 def test_an_explicit_user_policy_is_kept(monkeypatch):
     monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setenv("GOMP_SPINCOUNT", "0")
     monkeypatch.delenv("KMP_BLOCKTIME", raising=False)
     monkeypatch.setattr(cpu_threads, "loaded_openmp_runtimes", lambda: [])
     monkeypatch.setattr(cpu_threads, "_prepared_before_load", {})
     assert cpu_threads.prepare_openmp_environment() is True
     assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE" and os.environ["KMP_BLOCKTIME"] == "0"
+    assert cpu_threads.spin_count_in_force() == 0  # the user's spin count, not ours
     monkeypatch.setattr(cpu_threads, "loaded_openmp_runtimes", lambda: ["libgomp.so.1"])
     assert cpu_threads.prepare_openmp_environment() is False  # a runtime is loaded: too late
 

@@ -409,11 +409,13 @@ class OccupancyNode(Node):
         if len(groups) > 1:
             self._count("dropped:worker_busy", len(groups) - 1)
         with self._mailbox_cv:
+            # a reset in a dropped group (this batch's or the one waiting in the mailbox) still clears the history
+            reset = any(g.reset for g in groups)
             if self._mailbox is not None:
                 self._count("dropped:worker_busy")
-            reset = any(g.reset for g in groups)
+                reset = reset or self._mailbox.reset
             newest = groups[-1]
-            if reset and not newest.reset:  # a reset in a dropped group still clears the history
+            if reset and not newest.reset:
                 newest = SyncGroup(newest.stamp_ns, newest.lidar, newest.camera_stamps_ns, newest.cameras, reset=True)
             self._mailbox = newest
             self._mailbox_cv.notify()

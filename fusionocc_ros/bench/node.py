@@ -121,8 +121,10 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
         "model: image backbone + neck": [model.camera.backbone, model.camera.neck],
         "model: cross-modal fusion + depth/seg net": [model.camera.fusion, model.camera.depth_net],
         "model: lift-splat + 3D pre-process": [model.camera.lift_splat, model.camera.pre_process],
-        "model: lidar voxelization + sparse encoder": [model.lidar_encoder],
-        "model: 3D fusion encoder + FPN + head": [model.occ_encoder, model.occ_fpn, model.head]}
+        "model: sparse lidar encoder": [model.lidar_encoder],
+        # the head's layers, not the head: `predict` calls `OccHead.labels`, which no forward hook of the head sees
+        "model: 3D fusion encoder + FPN + head": [model.occ_encoder, model.occ_fpn, model.head.final_conv,
+                                                  model.head.predicter]}
     timer = _ModuleTimer({f"{name}#{i}": m for name, mods in parts.items() for i, m in enumerate(mods)})
     stages: dict[str, list[float]] = {}
     sweeps: list[int] = []
@@ -150,7 +152,7 @@ def _stage_times(predictor: Predictor, frames: list[tuple[list[bytes], SensorFra
                     "preprocess: sparse depth": prediction.timings_ms["depth"]}
         for name, modules in parts.items():
             measured[name] = sum(timer.totals[f"{name}#{i}"] for i in range(len(modules)))
-        measured["model: other (argmax, glue)"] = prediction.timings_ms["inference"] - sum(
+        measured["model: other (voxelization, argmax, glue)"] = prediction.timings_ms["inference"] - sum(
             measured[name] for name in parts)
         measured["output messages (cloud, markers, dense, grid)"] = messages_ms
         for stage, ms in measured.items():

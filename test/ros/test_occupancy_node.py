@@ -571,6 +571,31 @@ def _runtime_node(world, offset: int):
     return context, node
 
 
+def test_a_reset_survives_when_its_group_is_dropped_from_the_mailbox(world):
+    """A time reset (bag loop) flags one group; when the worker is busy and a newer group replaces it in the
+    mailbox, the newer one must carry the reset, or the model fuses history from before the jump."""
+    from fusionocc_ros.sync import SyncGroup
+
+    context, node = _runtime_node(world, 117)
+
+    def group(stamp_ns: int, reset: bool) -> SyncGroup:
+        return SyncGroup(stamp_ns, None, (None,) * 6, (None,) * 6, reset=reset)
+
+    try:
+        # Holding the mailbox's (re-entrant) lock keeps the worker from taking a group between the offers.
+        with node._mailbox_cv:
+            node._offer(lambda: [group(1, reset=True)])
+            node._offer(lambda: [group(2, reset=False)])
+            assert node._mailbox is not None and node._mailbox.stamp_ns == 2 and node._mailbox.reset
+            node._offer(lambda: [group(3, reset=False)])
+            assert node._mailbox.stamp_ns == 3 and node._mailbox.reset  # carried over again, not lost
+            node._mailbox = None  # the stand-in groups are never processed
+        assert node._counters["dropped:worker_busy"] == 2
+    finally:
+        node.destroy_node()
+        context.try_shutdown()
+
+
 def test_runtime_parameters_are_validated_and_read_only_ones_refused(world):
     from rclpy.parameter import Parameter
 

@@ -316,3 +316,17 @@ def test_files_of_neither_format_say_what_they_are(tmp_path):
             load_checkpoint(tmp_path / name)
         message = str(error.value)
         assert "neither a fusionocc-checkpoint" in message and what in message and "\n" not in message, message
+
+
+@pytest.mark.parametrize(("asset", "preset", "max_mb"), [("tiny_synth.pt", "tiny_v1", 26.0),
+                                                          ("tiny_synth_v2.pt", "tiny", 10.0)])
+def test_shipped_checkpoints_load_as_their_preset_in_float16_within_their_size(asset, preset, max_mb):
+    """The demo's default checkpoint is a tiny_v1 model; the redesigned tiny's checkpoint ships beside it
+    (issue 19: at most 10 MB). Both are read with weights_only=True and fit their preset strictly."""
+    from fusionocc_core.model.presets import get_config
+
+    path = Path(__file__).parents[2] / "fusionocc_core" / "assets" / asset
+    assert path.stat().st_size <= max_mb * 1e6
+    assert load_checkpoint(path).config == get_config(preset)
+    state = torch.load(path, weights_only=True)["state_dict"]
+    assert {t.dtype for t in state.values() if t.is_floating_point()} == {torch.float16}

@@ -25,7 +25,7 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import FrameType
 from typing import Any
 
@@ -416,7 +416,7 @@ class OccupancyNode(Node):
                 reset = reset or self._mailbox.reset
             newest = groups[-1]
             if reset and not newest.reset:
-                newest = SyncGroup(newest.stamp_ns, newest.lidar, newest.camera_stamps_ns, newest.cameras, reset=True)
+                newest = replace(newest, reset=True)
             self._mailbox = newest
             self._mailbox_cv.notify()
 

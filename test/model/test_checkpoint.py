@@ -323,8 +323,6 @@ def test_files_of_neither_format_say_what_they_are(tmp_path):
 def test_shipped_checkpoints_load_as_their_preset_in_float16_within_their_size(asset, preset, max_mb):
     """The demo's default checkpoint is a tiny_v1 model; the redesigned tiny's checkpoint ships beside it
     (issue 19: at most 10 MB). Both are read with weights_only=True and fit their preset strictly."""
-    from fusionocc_core.model.presets import get_config
-
     path = Path(__file__).parents[2] / "fusionocc_core" / "assets" / asset
     assert path.stat().st_size <= max_mb * 1e6
     assert load_checkpoint(path).config == get_config(preset)

@@ -52,6 +52,7 @@ class TrainConfig:
     use_mask: bool = False  # weight the occupancy loss by the camera-visibility mask (the original: off)
     class_weights: str = "none"  # none (the original's plain CE) | enet: 1/ln(1.02 + p) of the train labels
     lovasz_weight: float = 0.0  # factor of an added Lovasz-softmax occupancy loss (0: none, the original)
+    visible_weight: float = 0.0  # the occupancy (+ Lovasz) loss once more over camera-visible voxels, x this
     # -- optimisation (the original FusionOcc schedule)
     batch_size: int = 1  # per rank
     epochs: int = 24
@@ -104,6 +105,11 @@ class TrainConfig:
                               f"min_lr_ratio={self.min_lr_ratio}")
         if self.lovasz_weight < 0:
             raise ConfigError(f"lovasz_weight must be >= 0, got {self.lovasz_weight}")
+        if self.visible_weight < 0:
+            raise ConfigError(f"visible_weight must be >= 0, got {self.visible_weight}")
+        if self.visible_weight > 0 and self.use_mask:
+            raise ConfigError("visible_weight adds a camera-visible term to the all-voxel loss; with use_mask "
+                              "true the loss already sees only the visible voxels (set one of them)")
         if not 0 <= self.ema_decay < 1:
             raise ConfigError(f"ema_decay must be in [0, 1), got {self.ema_decay}")
         if self.init_from and self.init_camera_from:

@@ -48,7 +48,7 @@ def build_loss(config: TrainConfig, model: FusionOcc, class_weights: torch.Tenso
     camera = model.config.camera
     return FusionOccLoss(downsample=camera.downsample, depth_bins=camera.depth_bins,
                          use_camera_mask=config.use_mask, class_weights=class_weights,
-                         lovasz_weight=config.lovasz_weight)
+                         lovasz_weight=config.lovasz_weight, visible_weight=config.visible_weight)
 
 
 def occupancy_class_weights(config: TrainConfig, train_set: OccupancyDataset, info: DistInfo, *,

@@ -11,6 +11,10 @@ image seg   cross-entropy of the key-frame image-seg logits against the labels s
 lovasz      optional (not in the original, off by default): the Lovasz-softmax loss of the occupancy
             probabilities, a convex surrogate of 1 - IoU per class (Berman et al., CVPR 2018), the term
             occupancy networks such as TPVFormer and OccFormer add to the cross-entropy for rare classes
+visible     optional (off by default): the occupancy and Lovasz terms once more over the camera-visible
+            voxels only, x visible_weight, next to the all-voxel terms. Trained over all voxels, a building's
+            interior outweighs its visible surface a hundredfold and the surface blurs; this keeps both the
+            no-mask and the camera-mask protocol in the objective
 """
 
 from __future__ import annotations
@@ -216,6 +220,8 @@ class FusionOccLoss(nn.Module):
         class_weights: optional (num_classes,) occupancy class weights (None: the original's plain CE).
         lovasz_weight: factor of an added Lovasz-softmax occupancy term (0: none, the original); it sees the
             camera-visible voxels when `use_camera_mask`, all voxels otherwise.
+        visible_weight: factor of the occupancy (and Lovasz) terms repeated over the camera-visible voxels
+            only, next to the all-voxel terms (0: none); needs `use_camera_mask` off (it would repeat them).
     """
 
     class_weights: torch.Tensor | None  # (num_classes,) buffer, or None for unweighted
@@ -229,11 +235,18 @@ class FusionOccLoss(nn.Module):
         seg_weight: float = 0.1,
         class_weights: torch.Tensor | None = None,
         lovasz_weight: float = 0.0,
+        visible_weight: float = 0.0,
     ) -> None:
         super().__init__()
         if lovasz_weight < 0:
             raise ValueError(f"lovasz_weight must be >= 0, got {lovasz_weight}")
+        if visible_weight < 0:
+            raise ValueError(f"visible_weight must be >= 0, got {visible_weight}")
+        if visible_weight > 0 and use_camera_mask:
+            raise ValueError("visible_weight repeats the loss over the camera-visible voxels next to the "
+                             "all-voxel loss; with use_camera_mask there is no all-voxel loss to add it to")
         self.lovasz_weight = lovasz_weight
+        self.visible_weight = visible_weight
         # not persistent: a run's weights live in its config/run folder, not in model checkpoints
         self.register_buffer("class_weights", None if class_weights is None
                              else torch.as_tensor(class_weights, dtype=torch.float32), persistent=False)
@@ -265,17 +278,23 @@ class FusionOccLoss(nn.Module):
             seg_labels: image-seg labels (see `image_seg_loss`), required with `key_seg_logits`.
 
         Returns:
-            {"loss_occ": ..., "loss_lovasz": ... (x lovasz_weight, only when > 0), "loss_depth": ...
-            (x depth_weight), "loss_seg": ... (x seg_weight)}; auxiliary entries are present only when their
-            inputs are given.
+            {"loss_occ": ..., "loss_lovasz": ... (x lovasz_weight, only when > 0), "loss_occ_visible" and
+            "loss_lovasz_visible" (x visible_weight, only when > 0), "loss_depth": ... (x depth_weight),
+            "loss_seg": ... (x seg_weight)}; auxiliary entries are present only when their inputs are given.
         """
-        if self.use_camera_mask and camera_mask is None:
-            raise ValueError("FusionOccLoss(use_camera_mask=True) needs camera_mask")
+        if (self.use_camera_mask or self.visible_weight > 0) and camera_mask is None:
+            raise ValueError("FusionOccLoss(use_camera_mask=True or visible_weight > 0) needs camera_mask")
         losses = {"loss_occ": occupancy_loss(logits, labels, camera_mask if self.use_camera_mask else None,
                                              self.class_weights)}
         if self.lovasz_weight > 0:
             losses["loss_lovasz"] = self.lovasz_weight * lovasz_softmax_loss(
                 logits, labels, camera_mask if self.use_camera_mask else None)
+        if self.visible_weight > 0:
+            losses["loss_occ_visible"] = self.visible_weight * occupancy_loss(
+                logits, labels, camera_mask, self.class_weights)
+            if self.lovasz_weight > 0:
+                losses["loss_lovasz_visible"] = self.visible_weight * self.lovasz_weight * lovasz_softmax_loss(
+                    logits, labels, camera_mask)
         if key_depth is not None:
             if sparse_depth is None:
                 raise ValueError("the depth loss needs sparse_depth next to key_depth")

@@ -201,6 +201,40 @@ def test_fusion_occ_loss_adds_the_weighted_lovasz_term_on_the_masked_voxels():
         FusionOccLoss(lovasz_weight=-1.0)
 
 
+def test_fusion_occ_loss_visible_terms_repeat_the_loss_over_camera_visible_voxels():
+    torch.manual_seed(7)
+    logits = torch.randn(1, 4, 3, 2, 18)
+    labels = torch.randint(0, 18, (1, 4, 3, 2))
+    mask = (torch.rand(labels.shape) < 0.3).float()
+    weights = torch.rand(18) + 0.5
+    losses = FusionOccLoss(class_weights=weights, lovasz_weight=0.5, visible_weight=2.0)(logits, labels, mask)
+    # the all-voxel terms are those of the loss without the option
+    assert losses["loss_occ"].item() == pytest.approx(occupancy_loss(logits, labels, None, weights).item())
+    assert losses["loss_lovasz"].item() == pytest.approx(0.5 * lovasz_softmax_loss(logits, labels).item())
+    assert losses["loss_occ_visible"].item() == pytest.approx(
+        2.0 * occupancy_loss(logits, labels, mask, weights).item())
+    assert losses["loss_lovasz_visible"].item() == pytest.approx(
+        2.0 * 0.5 * lovasz_softmax_loss(logits, labels, mask).item())
+    assert losses["loss_occ_visible"].item() != pytest.approx(2.0 * losses["loss_occ"].item())
+    # a voxel outside the mask gets its gradient only from the all-voxel terms
+    outside = int((mask.reshape(-1) == 0).nonzero()[0])
+    for visible_weight in (0.0, 3.0):
+        leaf = logits.clone().requires_grad_(True)
+        terms = FusionOccLoss(visible_weight=visible_weight)(leaf, labels, mask)
+        sum(terms.values()).backward()
+        grad = leaf.grad.reshape(-1, 18)[outside]
+        if visible_weight == 0.0:
+            reference = grad
+    assert torch.allclose(grad, reference)
+    assert set(FusionOccLoss(visible_weight=1.0)(logits, labels, mask)) == {"loss_occ", "loss_occ_visible"}
+    with pytest.raises(ValueError, match="needs camera_mask"):
+        FusionOccLoss(visible_weight=1.0)(logits, labels)
+    with pytest.raises(ValueError, match="with use_camera_mask there is no all-voxel loss"):
+        FusionOccLoss(use_camera_mask=True, visible_weight=1.0)
+    with pytest.raises(ValueError, match="visible_weight must be >= 0"):
+        FusionOccLoss(visible_weight=-0.5)
+
+
 def test_lovasz_softmax_equals_the_per_class_form_in_value_and_gradient():
     """The loss sorts every present class's errors in one batched sort; Berman et al.'s reference code loops over
     the classes. Same value and gradient on a grid big enough for ties and absent classes."""

@@ -35,6 +35,7 @@ PUBLISHED_RECIPE = {
     "use_mask": False,  # the published 56.62 mIoU (no-mask protocol) model trains without the camera mask
     "class_weights": "none",  # plain occupancy CE
     "lovasz_weight": 0.0,
+    "visible_weight": 0.0,
     # -- optimisation
     "batch_size": 1,
     "epochs": 24,
@@ -102,3 +103,7 @@ def test_config_yaml_and_overrides(tmp_path):
         load_config(None, {"epochs": "two"})
     with pytest.raises(ConfigError, match="modality must be one of"):
         load_config(None, {"modality": "radar"})
+    with pytest.raises(ConfigError, match="visible_weight must be >= 0"):
+        load_config(None, {"visible_weight": "-1"})
+    with pytest.raises(ConfigError, match="with use_mask true the loss already sees only the visible"):
+        load_config(None, {"visible_weight": "2", "use_mask": "true"})

@@ -80,6 +80,9 @@ def occupancy_loss(
             f"camera_mask {tuple(camera_mask.shape)} does not match labels {tuple(labels.shape)}"
         )
     weights = camera_mask.reshape(-1).float()
+    # Voxels of weight 0 add nothing: the cross-entropy of the others only (the visible voxels are a small share).
+    keep = weights > 0
+    flat_logits, flat_labels, weights = flat_logits[keep], flat_labels[keep], weights[keep]
     if class_weights is not None:
         weights = weights * class_weights.to(flat_logits)[flat_labels]
     per_voxel = F.cross_entropy(flat_logits, flat_labels, reduction="none")
@@ -125,14 +128,15 @@ def lovasz_softmax_loss(
     """
     if logits.shape[:-1] != labels.shape:
         raise ValueError(f"occupancy logits {tuple(logits.shape)} do not match labels {tuple(labels.shape)}")
-    probs = logits.reshape(-1, logits.shape[-1]).float().softmax(dim=-1)  # (V, C)
+    flat_logits = logits.reshape(-1, logits.shape[-1])  # (V, C)
     flat_labels = labels.reshape(-1).long()
     if camera_mask is not None:
         if camera_mask.shape != labels.shape:
             raise ValueError(f"camera_mask {tuple(camera_mask.shape)} does not match labels "
                              f"{tuple(labels.shape)}")
-        keep = camera_mask.reshape(-1) > 0
-        probs, flat_labels = probs[keep], flat_labels[keep]
+        keep = camera_mask.reshape(-1) > 0  # softmax is per voxel: select first, normalise only what is kept
+        flat_logits, flat_labels = flat_logits[keep], flat_labels[keep]
+    probs = flat_logits.float().softmax(dim=-1)
     if flat_labels.numel() == 0:
         return logits.sum() * 0.0
     # All present classes at once, one row each: a loop over classes selected probs[:, c] per class, and each

@@ -17,7 +17,6 @@ from typing import TYPE_CHECKING, TypeAlias, cast
 import numpy as np
 
 from fusionocc_core.data.files import DataFileError, fix_for, points_problem, read_occ
-from fusionocc_core.occ3d import FREE_LABEL, POINT_CLOUD_RANGE, VOXEL_SIZE
 from fusionocc_ros import bag_layout as layout
 from fusionocc_ros.errors import SourceError
 
@@ -142,17 +141,11 @@ def lidar_payload(points: np.ndarray) -> np.ndarray:
 
 
 def occ_payload(semantics: np.ndarray) -> np.ndarray:
-    """Non-free voxels of a (200, 200, 16) label grid in the /occ_gt layout (voxel centres in base_link)."""
-    from fusionocc_ros.conversions import packed_rgb_floats
+    """Non-free voxels of a (200, 200, 16) label grid in the /occ_gt layout (voxel centres in base_link), the
+    same records as the node's /occupancy."""
+    from fusionocc_ros.conversions import occupancy_cloud_records
 
-    indices = np.argwhere(semantics != FREE_LABEL)  # (M, 3) [x, y, z], C order
-    values = semantics[indices[:, 0], indices[:, 1], indices[:, 2]]
-    centres = (np.asarray(POINT_CLOUD_RANGE[:3]) + VOXEL_SIZE * (indices + 0.5)).astype(np.float32)
-    payload = np.zeros(indices.shape[0], dtype=OCC_RECORD)
-    payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
-    payload["rgb"] = packed_rgb_floats(values)
-    payload["label"] = values
-    return payload
+    return occupancy_cloud_records(np.asarray(semantics)).astype(OCC_RECORD, copy=False)
 
 
 def scale_intrinsics(intrinsics: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int],

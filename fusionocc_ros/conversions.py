@@ -151,16 +151,23 @@ _OCC_CLOUD_RECORD = np.dtype(
 )
 
 
-def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Header | None = None) -> PointCloud2:
-    """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
-    docstring), in [x, y, z] index order."""
-    labels = _check_labels(labels)
+def occupancy_cloud_records(labels: np.ndarray) -> np.ndarray:
+    """The occupied (non-free) voxels of a (200, 200, 16) label grid as (M,) 20-byte records x, y, z, rgb,
+    label (voxel centres in the ego frame, [x, y, z] index order): the PointCloud2 payload of /occupancy
+    and of the bags' /occ_gt."""
     indices, values = occupied_voxels(labels)  # (M, 3), C order
     centres = _voxel_centres(indices)
     payload = np.zeros(indices.shape[0], dtype=_OCC_CLOUD_RECORD)
     payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
     payload["rgb"] = packed_rgb_floats(values)
     payload["label"] = values
+    return payload
+
+
+def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Header | None = None) -> PointCloud2:
+    """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
+    docstring), in [x, y, z] index order."""
+    payload = occupancy_cloud_records(_check_labels(labels))
     return build_pointcloud2(
         [
             ("x", 0, POINTFIELD_FLOAT32),

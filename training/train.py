@@ -358,6 +358,7 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log: Log = p
     history: deque[dict[str, float]] = deque(maxlen=history_steps)
     loss_model.train()
     t_last, last_logged = time.perf_counter(), step
+    interval: dict[str, list[float]] = {}  # each value of the steps since the last log line
     while step < total_steps:
         epoch, start = divmod(step, steps_per_epoch)
         sampler.set_epoch(epoch, start * config.batch_size)
@@ -374,12 +375,16 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log: Log = p
                 ema.update(model)
             step += 1
             history.append(values)
+            for key, value in values.items():
+                interval.setdefault(key, []).append(value)
 
             # timing and logging
             bar.update(1)
             bar.set_postfix(loss=f"{values['loss/total']:.4f}", lr=f"{lr:.2e}")
             if step % config.log_interval == 0 or step == total_steps:
-                mean = all_reduce_mean(values, info)
+                # the log line and scalars are the interval's mean, not its last (noisy, batch-1) step
+                mean = all_reduce_mean({key: sum(v) / len(v) for key, v in interval.items()}, info)
+                interval = {}
                 now = time.perf_counter()
                 seconds = (now - t_last) / (step - last_logged)  # includes validation/checkpoint time
                 metrics.record("train", {**mean, "lr": lr, "epoch": epoch, "sec_per_step": seconds}, step)

@@ -156,6 +156,19 @@ def test_the_summary_keeps_the_losses_of_the_last_steps_only(infos, tmp_path):
     assert [h["loss/total"] for h in summary["history"]] == logged[-2:]
 
 
+def test_each_log_line_is_the_mean_of_its_interval(infos, tmp_path):
+    # With batch 1 a single step's loss is noise; the logged value averages every step since the last line.
+    config = micro_config(infos, tmp_path, max_iters=5, ema=False, log_interval=2)
+    summary = T.train(config, CPU, model_factory=MicroOcc, log=lambda *_: None, history_steps=5)
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    logged = [(r["step"], r["loss/total"]) for r in records if r["kind"] == "train"]
+    steps = [h["loss/total"] for h in summary["history"]]
+    assert [s for s, _ in logged] == [2, 4, 5]  # the last step always logs
+    expected = [sum(steps[0:2]) / 2, sum(steps[2:4]) / 2, steps[4]]
+    assert [value for _, value in logged] == pytest.approx(expected, rel=1e-6)
+    assert logged[0][1] != pytest.approx(steps[1], rel=1e-6)  # not the interval's last step
+
+
 def test_enet_class_weights_come_from_the_training_labels(infos, tmp_path):
     from fusionocc_core.data.dataset import DatasetConfig, OccupancyDataset
     from fusionocc_core.model.losses import enet_class_weights

@@ -299,7 +299,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log: Log = p
         log: where rank 0 prints its messages.
         model_factory: builds the network from the config (tests pass a cheaper stand-in with the same forward
             contract).
-        history_steps: how many of the last steps' losses the summary returns (metrics.jsonl has the rest).
+        history_steps: how many of the last steps' losses the summary returns (metrics.jsonl has the means of
+            every log interval).
 
     Returns:
         The final step, the recent per-step losses, the last validation scores and the config.

@@ -147,7 +147,7 @@ def test_overfit_one_sample_drives_the_loss_down(infos, tmp_path):
 
 
 def test_the_summary_keeps_the_losses_of_the_last_steps_only(infos, tmp_path):
-    # A 24-epoch nuScenes run has ~0.7M steps: the returned history is bounded, metrics.jsonl has every step.
+    # A 24-epoch nuScenes run has ~0.7M steps: the returned history is bounded, metrics.jsonl has every log line.
     config = micro_config(infos, tmp_path, max_iters=4, ema=False)
     summary = T.train(config, CPU, model_factory=MicroOcc, log=lambda *_: None, history_steps=2)
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

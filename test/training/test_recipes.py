@@ -55,3 +55,27 @@ def test_unknown_modality_stops(tmp_path: Path) -> None:
     result = _dry_run("radar", str(tmp_path))
     assert result.returncode == 2 and "unknown modality 'radar'" in result.stderr
     assert result.stdout == ""
+
+
+def _stage_options(words: list[str], defaults: dict) -> tuple[str, float, float, int]:
+    sets = _set_options(words)
+    return (_option(words, "--max-iters"), float(sets.get("visible_weight", defaults.get("visible_weight", 0))),
+            float(sets.get("lr", defaults["lr"])), int(sets.get("warmup_iters", defaults["warmup_iters"])))
+
+
+def test_the_documented_commands_are_the_scripts_stages(tmp_path: Path) -> None:
+    # docs/training.md keeps the hand-run commands the shipped checkpoint was made with; they and the script's
+    # stage table must stay one recipe.
+    import yaml
+
+    defaults = yaml.safe_load((REPO / "training" / "configs" / "tiny_synth_fusion.yaml").read_text())
+    doc = (REPO / "docs" / "training.md").read_text()
+    block = doc[doc.index("The checkpoint\n`fusionocc_core/assets/tiny_synth_v2.pt` was made with:"):]
+    block = block[block.index("```\n") + 4:]
+    block = block[:block.index("```")]
+    joined = block.replace("\\\n", " ")
+    documented = [shlex.split(line.split("#")[0])[1:] for line in joined.splitlines() if line.startswith("$T ")]
+    scripted = [c for c in (shlex.split(line) for line in _dry_run("fusion", str(tmp_path)).stdout.splitlines())
+                if c[1] == "train"]
+    assert len(documented) == len(scripted) == 5
+    assert [_stage_options(c, defaults) for c in documented] == [_stage_options(c, defaults) for c in scripted]

@@ -59,14 +59,6 @@ LIDAR_RECORD = np.dtype(
     }
 )
 LIDAR_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4))
-OCC_RECORD = np.dtype(
-    {
-        "names": ["x", "y", "z", "rgb", "label"],
-        "formats": ["<f4", "<f4", "<f4", "<f4", "u1"],
-        "offsets": [0, 4, 8, 12, 16],
-        "itemsize": layout.OCC_POINT_STEP,
-    }
-)
 OCC_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 12, 7), ("label", 16, 2))
 
 
@@ -145,7 +137,7 @@ def occ_payload(semantics: np.ndarray) -> np.ndarray:
     same records as the node's /occupancy."""
     from fusionocc_ros.conversions import occupancy_cloud_records
 
-    return occupancy_cloud_records(np.asarray(semantics)).astype(OCC_RECORD, copy=False)
+    return occupancy_cloud_records(np.asarray(semantics))
 
 
 def scale_intrinsics(intrinsics: np.ndarray | Sequence[Sequence[float]], size: tuple[int, int],

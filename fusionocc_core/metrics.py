@@ -218,16 +218,30 @@ class OccupancyMetric:
         )
 
 
-def format_table(*scores: OccupancyScores) -> str:
+# What saw a voxel, from Occ3D's two masks; the three regions partition the grid.
+VISIBILITY_REGIONS = ("camera-visible", "lidar only", "unobserved")
+
+
+def visibility_regions(mask_camera: ArrayLike, mask_lidar: ArrayLike) -> dict[str, ArrayLike]:
+    """Boolean masks of `VISIBILITY_REGIONS`: camera-visible (mask_camera), seen by the lidar but no camera
+    (mask_lidar and not mask_camera), and unobserved (neither). Numpy arrays or torch tensors, same shape."""
+    camera, lidar = mask_camera != 0, mask_lidar != 0
+    return dict(zip(VISIBILITY_REGIONS, (camera, lidar & ~camera, ~(lidar | camera)), strict=True))
+
+
+def format_table(*scores: OccupancyScores, headers: tuple[str, ...] | None = None) -> str:
     """Per-class IoU table [%] with one column per protocol, then mIoU and geometry IoU rows.
 
     Args:
         scores: one or more score sets (typically camera mask and no mask over the same split).
+        headers: column titles (default: each score set's protocol).
     """
     if not scores:
         raise ValueError("format_table needs at least one OccupancyScores")
+    if headers is not None and len(headers) != len(scores):
+        raise ValueError(f"format_table got {len(headers)} headers for {len(scores)} score sets")
     width = max(len(n) for n in CLASS_NAMES) + 2
-    cols = [s.protocol for s in scores]
+    cols = list(headers) if headers is not None else [s.protocol for s in scores]
     colw = max(12, *(len(c) + 2 for c in cols))
 
     def cell(value: float) -> str:

@@ -4,6 +4,8 @@ Both protocols are always computed and reported (per-class table, mIoU, geometry
 (Occ3D standard) and the no-mask one (where every voxel counts, the protocol of FusionOcc's published 56.62).
 --no-camera-mask only makes the no-mask score the headline. Predictions come from a model checkpoint run over
 the split (--checkpoint) or from a folder of `<sample_token>.npz` files holding `semantics` (--pred-dir).
+--by-visibility adds the no-mask scores over each region of `VISIBILITY_REGIONS` (what saw the voxel, from the
+Occ3D masks): where a model gains or loses against another, e.g. fusion against lidar-only.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ from fusionocc_core.data.dataset import DatasetError
 from fusionocc_core.data.files import DataFileError, read_occ
 from fusionocc_core.data.infos import InfoIndexError, load_infos
 from fusionocc_core.errors import FusionOccError
-from fusionocc_core.metrics import OccupancyMetric, OccupancyScores, format_table
+from fusionocc_core.metrics import (
+    VISIBILITY_REGIONS,
+    ArrayLike,
+    OccupancyMetric,
+    OccupancyScores,
+    format_table,
+    visibility_regions,
+)
 from fusionocc_core.occ3d import GRID_SHAPE
 
 if TYPE_CHECKING:  # annotations only; the functions import the model where they use it
@@ -66,6 +75,7 @@ class EvaluationResult:
     split: str | None
     source: str  # checkpoint path or prediction folder
     primary: str  # "camera mask" or "no mask": the headline protocol
+    regions: dict[str, OccupancyScores] | None = None  # no-mask scores per visibility region (--by-visibility)
 
     @property
     def headline(self) -> OccupancyScores:
@@ -81,6 +91,10 @@ class EvaluationResult:
             "miou": self.headline.to_dict()["miou"],
             "camera_mask": self.camera_mask.to_dict(),
             "no_mask": self.no_mask.to_dict(),
+            **({} if self.regions is None else {"visibility_regions": {
+                name: {**scores.to_dict(), "protocol": f"no mask, {name} voxels",
+                       "voxels": int(scores.confusion.sum())}
+                for name, scores in self.regions.items()}}),
         }
 
     def format(self) -> str:
@@ -90,22 +104,57 @@ class EvaluationResult:
             f"{format_table(self.camera_mask, self.no_mask)}\n\n"
             f"mIoU ({self.primary}, {head.num_samples} samples of split {self.split}): "
             f"{100 * head.miou:.2f}  [IoU in %; '-' = class absent from GT and prediction]"
+            + ("" if self.regions is None else "\n\n" + self.format_regions())
         )
 
+    def format_regions(self) -> str:
+        """The no-mask table split by what saw each voxel, with each region's share of the voxels."""
+        assert self.regions is not None
+        counts = {name: int(s.confusion.sum()) for name, s in self.regions.items()}
+        total = max(sum(counts.values()), 1)
+        shares = ", ".join(f"{name} {100 * n / total:.1f} %" for name, n in counts.items())
+        return (f"no mask by what saw each voxel (Occ3D masks; share of the voxels: {shares})\n"
+                + format_table(*self.regions.values(), headers=tuple(self.regions)))
 
-def _metrics() -> tuple[OccupancyMetric, OccupancyMetric]:
-    return OccupancyMetric(use_camera_mask=True), OccupancyMetric(use_camera_mask=False)
+
+class _Scores:
+    """The metrics of one evaluation: both protocols, and the visibility regions when asked for."""
+
+    def __init__(self, by_visibility: bool) -> None:
+        self.with_mask, self.without = OccupancyMetric(use_camera_mask=True), OccupancyMetric(use_camera_mask=False)
+        # A region's metric uses the masked protocol with the region as its mask.
+        self.regions = ({name: OccupancyMetric(use_camera_mask=True) for name in VISIBILITY_REGIONS}
+                        if by_visibility else None)
+
+    def update(self, pred: ArrayLike, gt: ArrayLike, mask_camera: ArrayLike,
+               mask_lidar: ArrayLike | None = None) -> None:
+        self.with_mask.update(pred, gt, mask_camera)
+        self.without.update(pred, gt)
+        if self.regions is not None:
+            if mask_lidar is None:
+                raise EvaluationError("scoring by visibility needs mask_lidar with every sample")
+            for name, region in visibility_regions(mask_camera, mask_lidar).items():
+                self.regions[name].update(pred, gt, region)
+
+    def result(self, split: str | None, source: str, primary: str,
+               device: torch.device | str | None = None) -> EvaluationResult:
+        """The scores; with `device`, first summed over torch.distributed ranks."""
+        metrics = [self.with_mask, self.without, *(self.regions or {}).values()]
+        if device is not None:
+            for metric in metrics:
+                metric.all_reduce(device)
+        regions = None if self.regions is None else {n: m.compute() for n, m in self.regions.items()}
+        return EvaluationResult(self.with_mask.compute(), self.without.compute(), split, source, primary, regions)
 
 
-def _load_gt(dataroot: Path, info: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def _load_gt(dataroot: Path, info: dict[str, Any]) -> dict[str, np.ndarray]:
     path = dataroot / info["occ_path"]
     if not path.is_file():
         raise EvaluationError(f"ground truth {path} is missing; run `fusionocc check-data {dataroot}`")
     try:
-        gt = read_occ(path, ("semantics", "mask_camera"))
+        return read_occ(path, ("semantics", "mask_camera", "mask_lidar"))
     except DataFileError as error:
         raise EvaluationError(str(error)) from None
-    return gt["semantics"], gt["mask_camera"]
 
 
 def _load_prediction(pred_dir: Path, token: str) -> np.ndarray:
@@ -140,8 +189,10 @@ def evaluate_predictions(
     split: str | None = "val",
     primary: str = "camera mask",
     progress: bool = True,
+    by_visibility: bool = False,
 ) -> EvaluationResult:
-    """Scores a folder of saved predictions (`<sample_token>.npz` with `semantics`) against the index's gts.
+    """Scores a folder of saved predictions (`<sample_token>.npz` with `semantics`) against the index's gts
+    (with `by_visibility` also per visibility region).
 
     Raises:
         EvaluationError: the folder lacks predictions of the split (all missing ones are counted) or a file is
@@ -157,13 +208,12 @@ def evaluate_predictions(
             f"--infos INFOS --save-pred {pred_dir}`"
         )
     dataroot = Path(index["dataroot"])
-    with_mask, without = _metrics()
+    scores = _Scores(by_visibility)
     for info in tqdm(samples, desc=f"eval {split}", unit="sample", disable=not progress):
-        gt, mask = _load_gt(dataroot, info)
+        gt = _load_gt(dataroot, info)
         pred = _load_prediction(pred_dir, info["token"])
-        with_mask.update(pred, gt, mask)
-        without.update(pred, gt)
-    return EvaluationResult(with_mask.compute(), without.compute(), split, str(pred_dir), primary)
+        scores.update(pred, gt["semantics"], gt["mask_camera"], gt["mask_lidar"])
+    return scores.result(split, str(pred_dir), primary)
 
 
 def evaluate_model(
@@ -177,6 +227,7 @@ def evaluate_model(
     save_dir: str | Path | None = None,
     total: int | None = None,
     progress: bool = True,
+    by_visibility: bool = False,
 ) -> EvaluationResult:
     """Runs `predict(**inputs) -> (B, 200, 200, 16)` labels over collated batches and scores them.
 
@@ -188,24 +239,22 @@ def evaluate_model(
         save_dir: also write every prediction as `<token>.npz` (`semantics`), for --pred-dir and render.
         total: number of batches, for the progress bar.
         progress: tqdm bar.
+        by_visibility: also score each visibility region (needs `mask_lidar` in the batches).
     """
-    with_mask, without = _metrics()
+    scores = _Scores(by_visibility)
     if save_dir is not None:
         Path(save_dir).mkdir(parents=True, exist_ok=True)
     for batch in tqdm(batches, desc=f"eval {split}", unit="batch", total=total, disable=not progress):
         inputs = {key: batch[key].to(device, non_blocking=True) for key in MODEL_INPUTS}
         with torch.no_grad():
             pred = predict(**inputs)
-        gt = batch["voxel_semantics"].to(pred.device)
-        mask = batch["mask_camera"].to(pred.device)
-        with_mask.update(pred, gt, mask)
-        without.update(pred, gt)
+        mask_lidar = batch["mask_lidar"].to(pred.device) if by_visibility else None
+        scores.update(pred, batch["voxel_semantics"].to(pred.device), batch["mask_camera"].to(pred.device),
+                      mask_lidar)
         if save_dir is not None:
             for token, labels in zip(batch["token"], pred.cpu().numpy().astype(np.uint8), strict=True):
                 np.savez_compressed(Path(save_dir) / f"{token}.npz", semantics=labels)
-    for metric in (with_mask, without):
-        metric.all_reduce(device)
-    return EvaluationResult(with_mask.compute(), without.compute(), split, source, primary)
+    return scores.result(split, source, primary, device)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -254,6 +303,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="with --checkpoint: sensor-dropout study, the split scored once with every sensor, once per "
         "missing camera (its features zeroed, as the node's degraded mode) and once without the lidar "
         "(lidar volume and sparse depth zeroed: what a camera-only fallback would give)",
+    )
+    parser.add_argument(
+        "--by-visibility",
+        action="store_true",
+        help="also score the no-mask protocol separately over camera-visible voxels, voxels only the lidar saw "
+        "and unobserved ones (Occ3D's masks): where one model gains on another",
     )
     add_no_progress(parser, deprecated=("--quiet",))
 
@@ -369,6 +424,7 @@ def _run_checkpoint(
         save_dir=args.save_pred,
         total=len(loader),
         progress=not args.no_progress,
+        by_visibility=args.by_visibility,
     )
 
 
@@ -380,13 +436,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         if args.dropout and args.pred_dir is not None:
             raise EvaluationError("--dropout runs a model: use it with --checkpoint, not --pred-dir")
+        if args.dropout and args.by_visibility:
+            raise EvaluationError("--by-visibility scores one prediction set; run it without --dropout")
         if args.pred_dir is not None:
             index = load_infos(args.infos, dataroot=args.dataroot)
             if args.limit is not None:
                 index["samples"] = _split_samples(index, split)[: args.limit]
-            result = evaluate_predictions(
-                index, args.pred_dir, split=split, primary=primary, progress=not args.no_progress
-            )
+            result = evaluate_predictions(index, args.pred_dir, split=split, primary=primary,
+                                          progress=not args.no_progress, by_visibility=args.by_visibility)
         else:
             result = _run_checkpoint(args, args.infos, split, primary)
     except (EvaluationError, InfoIndexError, DatasetError, DeviceError) as error:

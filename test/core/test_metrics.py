@@ -9,7 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from fusionocc_core.metrics import OccupancyMetric, format_table, scores_from_confusion
+from fusionocc_core.metrics import (
+    VISIBILITY_REGIONS,
+    OccupancyMetric,
+    format_table,
+    scores_from_confusion,
+    visibility_regions,
+)
 
 # 7 voxels: car hit twice, car missed (free), free seen as car, free right, road right, others -> road.
 GT = np.array([4, 4, 4, 17, 17, 11, 0], dtype=np.uint8)
@@ -101,3 +107,23 @@ def test_empty_and_json_and_table() -> None:
     table = format_table(scores, empty)
     assert "no mask" in table and "camera mask" in table
     assert "33.33" in table and "(not in mIoU)" in table
+
+
+def test_visibility_regions_partition_the_grid() -> None:
+    rng = np.random.default_rng(0)
+    camera, lidar = rng.random((6, 5, 4)) < 0.3, rng.random((6, 5, 4)) < 0.5
+    for as_type in (np.asarray, torch.as_tensor):
+        regions = visibility_regions(as_type(camera.astype(np.uint8)), as_type(lidar.astype(np.uint8)))
+        assert tuple(regions) == VISIBILITY_REGIONS
+        stacked = np.stack([np.asarray(r) for r in regions.values()]).astype(int)
+        np.testing.assert_array_equal(stacked.sum(0), 1)  # every voxel in exactly one region
+        np.testing.assert_array_equal(np.asarray(regions["camera-visible"]), camera)
+        np.testing.assert_array_equal(np.asarray(regions["lidar only"]), lidar & ~camera)
+
+
+def test_table_headers() -> None:
+    scores = scores_from_confusion(np.eye(18, dtype=np.int64), use_camera_mask=False)
+    table = format_table(scores, scores, headers=("seen", "unseen"))
+    assert table.splitlines()[0].split()[1:] == ["seen", "unseen"]
+    with pytest.raises(ValueError, match="1 headers for 2 score sets"):
+        format_table(scores, scores, headers=("seen",))

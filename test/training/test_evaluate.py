@@ -61,6 +61,38 @@ def test_pred_dir_perfect_and_shifted(
     assert shifted.to_dict()["miou"] == pytest.approx(100 * shifted.no_mask.miou, abs=1e-3)
 
 
+def test_by_visibility_splits_the_no_mask_matrix(
+    infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Predictions right wherever a sensor saw the voxel and 'free' elsewhere: the observed regions score 100,
+    the unobserved one does not, and the three regions' matrices add up to the no-mask one."""
+    index = load_infos(infos)
+    val = [i for i in index["samples"] if i["split"] == "val"]
+    for info in val:
+        gt = _gt(index, info)
+        seen = (gt["mask_camera"] != 0) | (gt["mask_lidar"] != 0)
+        np.savez(tmp_path / f"{info['token']}.npz", semantics=np.where(seen, gt["semantics"], 17).astype(np.uint8))
+    out = tmp_path / "scores.json"
+    assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--by-visibility", "--out",
+                     str(out), "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    assert "no mask by what saw each voxel" in printed and "lidar only" in printed
+    scores = json.loads(out.read_text())
+    regions = scores["visibility_regions"]
+    assert list(regions) == ["camera-visible", "lidar only", "unobserved"]
+    assert regions["camera-visible"]["miou"] == pytest.approx(100.0)
+    assert regions["lidar only"]["miou"] == pytest.approx(100.0)
+    assert regions["unobserved"]["miou"] < 50.0 and scores["no_mask"]["miou"] < 100.0
+    total = sum(np.array(r["confusion_matrix"]) for r in regions.values())
+    np.testing.assert_array_equal(total, scores["no_mask"]["confusion_matrix"])
+    assert sum(r["voxels"] for r in regions.values()) == len(val) * 200 * 200 * 16
+    unobserved = sum(int(((_gt(index, i)["mask_camera"] == 0) & (_gt(index, i)["mask_lidar"] == 0)).sum())
+                     for i in val)
+    assert regions["unobserved"]["voxels"] == unobserved
+    plain = evaluate_predictions(index, tmp_path, split="val", progress=False)
+    assert plain.regions is None and "visibility_regions" not in plain.to_dict()
+
+
 def test_pred_dir_errors(infos: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--no-progress"]) == 2
     err = capsys.readouterr().err
@@ -88,7 +120,8 @@ def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path)
         assert inputs["points"].shape[1] == 6 and inputs["images"].shape[:3] == (2, 2, 6)
         return torch.full((inputs["images"].shape[0], 200, 200, 16), 4, dtype=torch.uint8)
 
-    result = evaluate_model(predict_all_car, loader, split="val", save_dir=tmp_path, progress=False)
+    result = evaluate_model(predict_all_car, loader, split="val", save_dir=tmp_path, progress=False,
+                            by_visibility=True)
     assert len(calls) == 2 and "sparse_depth" in calls[0] and "voxel_semantics" not in calls[0]
     index = load_infos(infos)
     gts = [_gt(index, i) for i in index["samples"] if i["split"] == "val"]
@@ -100,8 +133,12 @@ def test_model_path_with_stub_and_saved_predictions(infos: Path, tmp_path: Path)
     assert result.no_mask.geometry_iou == pytest.approx(
         np.mean([(g["semantics"] != 17).mean() for g in gts]), rel=1e-6
     )
-    again = evaluate_predictions(index, tmp_path, split="val", progress=False)
+    again = evaluate_predictions(index, tmp_path, split="val", progress=False, by_visibility=True)
     np.testing.assert_array_equal(again.camera_mask.confusion, result.camera_mask.confusion)
+    assert again.regions is not None and result.regions is not None
+    for name, scores in result.regions.items():  # the model path and the saved predictions agree per region
+        np.testing.assert_array_equal(again.regions[name].confusion, scores.confusion)
+    np.testing.assert_array_equal(result.regions["camera-visible"].confusion, result.camera_mask.confusion)
 
 
 @pytest.mark.slow
@@ -201,3 +238,6 @@ def test_dropout_study_through_the_cli(infos: Path, tmp_path: Path, capsys: pyte
     scores = json.loads(out.read_text())
     assert len(scores) == 8 and all(s["camera_mask"]["num_samples"] == 1 for s in scores.values())
     assert cli_main(["eval", "--pred-dir", str(tmp_path), "--infos", str(infos), "--dropout"]) == 2
+    assert cli_main(["eval", "--checkpoint", str(tmp_path / "tiny.pt"), "--infos", str(infos), "--dropout",
+                     "--by-visibility"]) == 2
+    assert "without --dropout" in capsys.readouterr().err

@@ -41,8 +41,6 @@ from fusionocc_core.cli_options import add_no_progress, add_version
 from fusionocc_core.occ3d import LIDAR_NAME
 from fusionocc_ros import bag_layout as layout
 from fusionocc_ros.bag_messages import (
-    LIDAR_FIELDS,
-    OCC_FIELDS,
     MessageBuilder,
     lidar_payload,
     occ_payload,
@@ -71,6 +69,7 @@ from fusionocc_ros.bag_plan import (
     sensor_records,
     write_complete_record,
 )
+from fusionocc_ros.cloud_layouts import LIDAR_FIELDS, LIDAR_POINT_STEP, OCC_FIELDS, OCC_POINT_STEP
 from fusionocc_ros.errors import ConvertError
 
 if TYPE_CHECKING:
@@ -388,12 +387,12 @@ def _lidar_messages(frame: Frame, plan: ScenePlan, msgs: MessageBuilder) -> Iter
     """The sweep's point cloud, then the keyframe's Occ3D ground truth when planned."""
     stamp = frame.stamp_us
     points = read_points(frame.path)  # this module's name: tests patch `bag_converter.read_points` to interrupt
-    cloud = msgs.cloud(stamp, frame.channel, LIDAR_FIELDS, lidar_payload(points), layout.LIDAR_POINT_STEP)
+    cloud = msgs.cloud(stamp, frame.channel, LIDAR_FIELDS, lidar_payload(points), LIDAR_POINT_STEP)
     yield _Output(layout.LIDAR_TOPIC, stamp, cloud, frame.path.stat().st_size)
     if frame.sample_token in plan.gts and frame.is_key_frame:
         gt_path = plan.gts[frame.sample_token]
         semantics = read_gt(gt_path)
-        labels = msgs.cloud(stamp, layout.EGO_FRAME, OCC_FIELDS, occ_payload(semantics), layout.OCC_POINT_STEP)
+        labels = msgs.cloud(stamp, layout.EGO_FRAME, OCC_FIELDS, occ_payload(semantics), OCC_POINT_STEP)
         yield _Output(layout.OCC_GT_TOPIC, stamp, labels, gt_path.stat().st_size)
 
 

@@ -17,6 +17,7 @@ the messages are standard ROS 2 types, so `ros2 bag play` replays them.
 Durability is volatile except for /tf_static. `<CAM>` is each of `fusionocc_core.occ3d.CAMERA_NAMES`.
 Sensor messages carry their sensor's name as `header.frame_id`; `/tf_static` holds `base_link -> <sensor>`
 for the six cameras and LIDAR_TOP (calibrated_sensor), `/tf` and `/odom` hold `map -> base_link` (ego_pose).
+The PointCloud2 layouts of /LIDAR_TOP and /occ_gt are `fusionocc_ros.cloud_layouts`.
 """
 
 from __future__ import annotations
@@ -45,12 +46,6 @@ SENSOR_DEPTH = 10
 POSE_DEPTH = 100
 STATIC_DEPTH = 1
 
-# LIDAR_TOP PointCloud2 layout (little endian, height 1): x, y, z, intensity FLOAT32 at 0, 4, 8, 12 and ring
-# UINT16 at 16 (the .pcd.bin's fifth column, laser index 0..31); point_step 20. Same layout as
-# `fusionocc_ros.conversions.xyzir_to_pointcloud2`.
-LIDAR_POINT_STEP = 20
-# /occ_gt layout = the node's voxel output: x, y, z, rgb FLOAT32 at 0, 4, 8, 12, label UINT8 at 16; step 20.
-OCC_POINT_STEP = 20
 
 
 def image_topic(camera: str) -> str:

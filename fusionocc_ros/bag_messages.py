@@ -18,6 +18,7 @@ import numpy as np
 
 from fusionocc_core.data.files import DataFileError, fix_for, points_problem, read_occ
 from fusionocc_ros import bag_layout as layout
+from fusionocc_ros.cloud_layouts import LIDAR_RECORD
 from fusionocc_ros.errors import SourceError
 
 if TYPE_CHECKING:
@@ -48,18 +49,6 @@ if TYPE_CHECKING:
     BagMessage: TypeAlias = TFMessage | Odometry | PointCloud2 | CompressedImage | CameraInfo
 
 PCD_COLUMNS = 5  # x, y, z, intensity, ring (float32 each) in a nuScenes `.pcd.bin`
-
-# PointCloud2 record layouts (see bag_layout) and their fields as (name, offset, PointField datatype).
-LIDAR_RECORD = np.dtype(
-    {
-        "names": ["x", "y", "z", "intensity", "ring"],
-        "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
-        "offsets": [0, 4, 8, 12, 16],
-        "itemsize": layout.LIDAR_POINT_STEP,
-    }
-)
-LIDAR_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4))
-OCC_FIELDS = (("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("rgb", 12, 7), ("label", 16, 2))
 
 
 # ----------------------------------------------------------------------------------------------------------
@@ -327,7 +316,7 @@ class MessageBuilder:
         """A dense little-endian sensor_msgs/PointCloud2 (height 1) of a structured `payload`.
 
         Args:
-            fields: (name, offset, PointField datatype) of each field, e.g. `LIDAR_FIELDS`.
+            fields: (name, offset, PointField datatype) of each field, e.g. `cloud_layouts.LIDAR_FIELDS`.
             payload: (N,) records of `point_step` bytes each, e.g. from `lidar_payload`.
         """
         count = int(payload.shape[0])

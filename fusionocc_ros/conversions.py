@@ -28,10 +28,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fusionocc_core.occ3d import CLASS_COLORS, CLASS_NAMES, FREE_LABEL, GRID_SHAPE, POINT_CLOUD_RANGE, VOXEL_SIZE
+from fusionocc_ros.cloud_layouts import OCC_FIELDS, OCC_POINT_STEP, OCC_RECORD
 from fusionocc_ros.sensor_messages import (  # the sensor side, re-exported: one import point for the node
     MAX_COMPRESSED_PIXELS,
-    POINTFIELD_FLOAT32,
-    POINTFIELD_UINT8,
     SUPPORTED_IMAGE_ENCODINGS,
     CameraModel,
     ConversionError,
@@ -141,15 +140,6 @@ def packed_rgb_floats(labels: np.ndarray) -> np.ndarray:
     return ((colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]).view(np.float32)
 
 
-_OCC_CLOUD_RECORD = np.dtype(
-    {
-        "names": ["x", "y", "z", "rgb", "label"],
-        "formats": ["<f4", "<f4", "<f4", "<f4", "u1"],
-        "offsets": [0, 4, 8, 12, 16],
-        "itemsize": 20,
-    }
-)
-
 
 def occupancy_cloud_records(labels: np.ndarray) -> np.ndarray:
     """The occupied (non-free) voxels of a (200, 200, 16) label grid as (M,) 20-byte records x, y, z, rgb,
@@ -157,7 +147,7 @@ def occupancy_cloud_records(labels: np.ndarray) -> np.ndarray:
     and of the bags' /occ_gt."""
     indices, values = occupied_voxels(labels)  # (M, 3), C order
     centres = _voxel_centres(indices)
-    payload = np.zeros(indices.shape[0], dtype=_OCC_CLOUD_RECORD)
+    payload = np.zeros(indices.shape[0], dtype=OCC_RECORD)
     payload["x"], payload["y"], payload["z"] = centres[:, 0], centres[:, 1], centres[:, 2]
     payload["rgb"] = packed_rgb_floats(values)
     payload["label"] = values
@@ -168,18 +158,7 @@ def occupancy_to_pointcloud2(labels: np.ndarray, *, header: Header | None = None
     """Occupied (non-free) voxels of a (200, 200, 16) uint8 label grid as a PointCloud2 (layout in the module
     docstring), in [x, y, z] index order."""
     payload = occupancy_cloud_records(_check_labels(labels))
-    return build_pointcloud2(
-        [
-            ("x", 0, POINTFIELD_FLOAT32),
-            ("y", 4, POINTFIELD_FLOAT32),
-            ("z", 8, POINTFIELD_FLOAT32),
-            ("rgb", 12, POINTFIELD_FLOAT32),
-            ("label", 16, POINTFIELD_UINT8),
-        ],
-        payload,
-        header=header,
-        point_step=20,
-    )
+    return build_pointcloud2(OCC_FIELDS, payload, header=header, point_step=OCC_POINT_STEP)
 
 
 def pointcloud2_to_occupancy(msg: PointCloud2) -> np.ndarray:

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from fusionocc_core.errors import FusionOccError
+from fusionocc_ros.cloud_layouts import LIDAR_FIELDS, LIDAR_POINT_STEP, LIDAR_RECORD, POINTFIELD_DTYPES
 
 if TYPE_CHECKING:  # annotations only: the module must import without the ROS message packages
     from nav_msgs.msg import Odometry
@@ -30,10 +31,6 @@ if TYPE_CHECKING:  # annotations only: the module must import without the ROS me
     from std_msgs.msg import Header
 
 
-# sensor_msgs/PointField datatype constants -> numpy base type.
-_POINTFIELD_DTYPES: dict[int, str] = {1: "i1", 2: "u1", 3: "i2", 4: "u2", 5: "i4", 6: "u4", 7: "f4", 8: "f8"}
-POINTFIELD_FLOAT32 = 7
-POINTFIELD_UINT8 = 2
 
 # Image encodings -> (channels, bytes per channel, order of R, G, B in the channels; None = mono).
 _IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
@@ -351,11 +348,11 @@ def field_dtypes(msg: PointCloud2) -> dict[str, tuple[np.dtype, int]]:
             int(field.offset),
             int(field.count),
         )
-        if datatype not in _POINTFIELD_DTYPES:
+        if datatype not in POINTFIELD_DTYPES:
             raise ConversionError(
                 f"PointCloud2 field {name!r} has unknown datatype {datatype}", reason="fields"
             )
-        dtype = np.dtype(byte_order + _POINTFIELD_DTYPES[datatype])
+        dtype = np.dtype(byte_order + POINTFIELD_DTYPES[datatype])
         if offset < 0 or offset + dtype.itemsize * max(count, 1) > point_step:
             raise ConversionError(
                 f"PointCloud2 field {name!r} (offset {offset}, {max(count, 1)} x "
@@ -434,7 +431,7 @@ def pointcloud2_to_xyzir(
 
 
 def build_pointcloud2(
-    fields: list[tuple[str, int, int]], payload: np.ndarray, *, header: Header | None, point_step: int
+    fields: Sequence[tuple[str, int, int]], payload: np.ndarray, *, header: Header | None, point_step: int
 ) -> PointCloud2:
     from sensor_msgs.msg import PointCloud2, PointField
 
@@ -457,25 +454,12 @@ def xyzir_to_pointcloud2(points: np.ndarray, *, header: Header | None = None) ->
     points = np.asarray(points)
     if points.ndim != 2 or points.shape[1] not in (4, 5):
         raise ConversionError(f"expected (N, 4) or (N, 5) points, got {points.shape}")
-    record = np.dtype(
-        {
-            "names": ["x", "y", "z", "intensity", "ring"],
-            "formats": ["<f4", "<f4", "<f4", "<f4", "<u2"],
-            "offsets": [0, 4, 8, 12, 16],
-            "itemsize": 20,
-        }
-    )
-    payload = np.zeros(points.shape[0], dtype=record)
+    payload = np.zeros(points.shape[0], dtype=LIDAR_RECORD)
     for column, name in enumerate(("x", "y", "z", "intensity")):
         payload[name] = points[:, column]
     if points.shape[1] == 5:
         payload["ring"] = points[:, 4]
-    return build_pointcloud2(
-        [("x", 0, 7), ("y", 4, 7), ("z", 8, 7), ("intensity", 12, 7), ("ring", 16, 4)],
-        payload,
-        header=header,
-        point_step=20,
-    )
+    return build_pointcloud2(LIDAR_FIELDS, payload, header=header, point_step=LIDAR_POINT_STEP)
 
 
 # ----------------------------------------------------------------------------------------------------------

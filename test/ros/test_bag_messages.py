@@ -14,8 +14,6 @@ from rosbags.interfaces import QosDurability
 from fusionocc_core.occ3d import FREE_LABEL, GRID_SHAPE, POINT_CLOUD_RANGE, VOXEL_SIZE
 from fusionocc_ros import bag_layout as layout
 from fusionocc_ros.bag_messages import (
-    LIDAR_FIELDS,
-    OCC_FIELDS,
     MessageBuilder,
     lidar_payload,
     occ_payload,
@@ -27,6 +25,7 @@ from fusionocc_ros.bag_messages import (
     typestore,
     velocities,
 )
+from fusionocc_ros.cloud_layouts import LIDAR_FIELDS, LIDAR_POINT_STEP, OCC_FIELDS, OCC_POINT_STEP
 from fusionocc_ros.conversions import pointcloud2_to_occupancy, pointcloud2_to_xyzir
 from fusionocc_ros.errors import SourceError
 
@@ -43,8 +42,8 @@ def builder(request: pytest.FixtureRequest) -> MessageBuilder:
 def test_lidar_payload_packs_the_pointcloud2_record_and_rounds_the_ring():
     points = np.array([[1.5, -2.0, 0.25, 7.0, 3.6], [0, 0, 0, 0, -2.0], [1e3, 2e3, -3e3, 255, 7e4]], np.float32)
     payload = lidar_payload(points)
-    assert payload.dtype.itemsize == layout.LIDAR_POINT_STEP
-    raw = np.frombuffer(payload.tobytes(), np.uint8).reshape(3, layout.LIDAR_POINT_STEP)
+    assert payload.dtype.itemsize == LIDAR_POINT_STEP
+    raw = np.frombuffer(payload.tobytes(), np.uint8).reshape(3, LIDAR_POINT_STEP)
     np.testing.assert_array_equal(raw[:, :16].copy().view("<f4"), points[:, :4])
     np.testing.assert_array_equal(raw[:, 16:18].copy().view("<u2")[:, 0], [4, 0, 65535])  # rounded, clipped
     assert not raw[:, 18:].any()  # padding is zero
@@ -54,9 +53,9 @@ def test_lidar_cloud_round_trips_through_cdr_and_the_nodes_decoder(builder):
     rng = np.random.default_rng(0)
     points = np.concatenate([rng.normal(size=(50, 4)), rng.integers(0, 32, (50, 1))], axis=1).astype(np.float32)
     cloud = builder.cloud(1_700_000_000_250_000, "LIDAR_TOP", LIDAR_FIELDS, lidar_payload(points),
-                          layout.LIDAR_POINT_STEP)
+                          LIDAR_POINT_STEP)
     read = _round_trip(builder, cloud, layout.POINTCLOUD2_TYPE)
-    assert (read.height, read.width, read.row_step, read.is_dense) == (1, 50, 50 * layout.LIDAR_POINT_STEP, True)
+    assert (read.height, read.width, read.row_step, read.is_dense) == (1, 50, 50 * LIDAR_POINT_STEP, True)
     assert [(f.name, f.offset, f.datatype) for f in read.fields] == list(LIDAR_FIELDS)
     decoded = pointcloud2_to_xyzir(read)
     np.testing.assert_array_equal(decoded.points, points)
@@ -69,7 +68,7 @@ def test_occ_payload_round_trips_to_the_label_grid(builder):
     assert payload.shape == (3,)
     np.testing.assert_allclose([payload["x"][0], payload["y"][0], payload["z"][0]],
                                np.asarray(POINT_CLOUD_RANGE[:3]) + VOXEL_SIZE / 2, rtol=1e-6)
-    cloud = builder.cloud(1, layout.EGO_FRAME, OCC_FIELDS, payload, layout.OCC_POINT_STEP)
+    cloud = builder.cloud(1, layout.EGO_FRAME, OCC_FIELDS, payload, OCC_POINT_STEP)
     np.testing.assert_array_equal(pointcloud2_to_occupancy(_round_trip(builder, cloud, layout.POINTCLOUD2_TYPE)),
                                   grid)
 

@@ -28,7 +28,9 @@ Log = Callable[[str], None]
 
 
 def build_model(config: TrainConfig) -> FusionOcc:
-    """The preset's `FusionOcc` with the branches of `config.modality` on (a disabled one is not computed)."""
+    """The preset's `FusionOcc` with the branches of `config.modality` on (a disabled one is not computed), at
+    the config's input size when it sets one: the saved checkpoints then state the size the model was trained
+    at, which is the size `eval`, the predictor and the node feed it (the weights do not depend on it)."""
     from fusionocc_core.model.fusionocc import FusionOcc
     from fusionocc_core.model.presets import get_config
 
@@ -36,6 +38,8 @@ def build_model(config: TrainConfig) -> FusionOcc:
         preset = get_config(config.model)
     except KeyError as error:
         raise TrainError(str(error.args[0])) from None
+    if config.input_height and config.input_width:
+        preset = replace(preset, camera=replace(preset.camera, input_size=(config.input_height, config.input_width)))
     return FusionOcc(replace(preset, camera_enabled=config.modality != "lidar",
                              lidar_enabled=config.modality != "camera"))
 

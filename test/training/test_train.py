@@ -247,3 +247,17 @@ def test_export_stores_the_class_weights_for_calibration(tmp_path):
     assert load_checkpoint_with_extra(tmp_path / "weighted.pth")[1]["class_weights"] == pytest.approx(
         weights.tolist())
     assert "class_weights" not in load_checkpoint_with_extra(tmp_path / "plain.pth")[1]
+
+
+def test_the_model_is_built_at_the_configs_input_size():
+    """An input size set in the config is the model's (and so its checkpoint's) input size; weights fit both."""
+    from training.model_setup import build_model as build_for_config
+
+    resized = build_for_config(load_config(None, {"model": "tiny", "input_height": 128, "input_width": 352}))
+    preset = build_for_config(load_config(None, {"model": "tiny"}))
+    assert resized.config.camera.input_size == (128, 352)
+    assert preset.config.camera.input_size == get_config("tiny").camera.input_size
+    resized.load_state_dict(preset.state_dict())  # strict: no parameter depends on the input size
+    lidar = build_for_config(load_config(None, {"model": "tiny", "modality": "lidar", "input_height": 128,
+                                                "input_width": 352}))
+    assert not lidar.camera_enabled and lidar.config.camera.input_size == (128, 352)

@@ -53,6 +53,9 @@ class TrainConfig:
     class_weights: str = "none"  # none (the original's plain CE) | enet: 1/ln(1.02 + p) of the train labels
     lovasz_weight: float = 0.0  # factor of an added Lovasz-softmax occupancy loss (0: none, the original)
     visible_weight: float = 0.0  # the occupancy (+ Lovasz) loss once more over camera-visible voxels, x this
+    # fusion only: chance that a sample's whole camera rig is dropped (features zeroed before lift-splat, as in
+    # the node's degraded mode; depth and seg losses unaffected), so the lidar path alone must carry occupancy
+    camera_dropout: float = 0.0
     # -- optimisation (the original FusionOcc schedule)
     batch_size: int = 1  # per rank
     epochs: int = 24
@@ -86,6 +89,11 @@ class TrainConfig:
         """Raises ConfigError naming the first invalid option."""
         if self.modality not in MODALITIES:
             raise ConfigError(f"modality must be one of {MODALITIES}, got '{self.modality}'")
+        if not 0.0 <= self.camera_dropout < 1.0:
+            raise ConfigError(f"camera_dropout must be in [0, 1), got {self.camera_dropout}")
+        if self.camera_dropout and self.modality != "fusion":
+            raise ConfigError(f"camera_dropout drops the cameras of a fusion model; modality '{self.modality}' "
+                              f"has nothing to fall back on or no camera to drop: set it to 0")
         if self.class_weights not in CLASS_WEIGHTINGS:
             raise ConfigError(f"class_weights must be one of {CLASS_WEIGHTINGS}, got '{self.class_weights}'")
         if self.amp not in AMP_MODES:

@@ -81,14 +81,26 @@ class LossModel(nn.Module):
     the model's training entry point is `forward_with_aux`, so this wrapper is what DDP sees.
     """
 
-    def __init__(self, model: FusionOcc, loss: FusionOccLoss) -> None:
+    def __init__(self, model: FusionOcc, loss: FusionOccLoss, *, camera_dropout: float = 0.0) -> None:
         super().__init__()
         self.model = model
         self.loss = loss
+        self.camera_dropout = camera_dropout
+
+    def dropped_cameras(self, images: torch.Tensor) -> torch.Tensor | None:
+        """`camera_mask` (B, T, N) for a training step: each sample's whole rig (both frames) zero with chance
+        `camera_dropout`; None when nothing is dropped (evaluation mode, or no dropout)."""
+        if not (self.training and self.camera_dropout > 0):
+            return None
+        b, t, n = images.shape[:3]
+        keep = torch.rand(b, 1, 1, device=images.device) >= self.camera_dropout
+        return keep.to(images.dtype).expand(b, t, n)
 
     def forward(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
         """The named losses of a collated batch (`FusionOccLoss`'s terms)."""
-        out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS))
+        dropped = self.dropped_cameras(batch["images"])
+        out = self.model.forward_with_aux(*(batch[k] for k in MODEL_INPUTS),
+                                          **({} if dropped is None else {"camera_mask": dropped}))
         has_seg = "imgseg" in batch  # absent when the index has no imgseg maps (with_imgseg off)
         return self.loss(out.logits, batch["voxel_semantics"], batch.get("mask_camera"),
                          key_depth=out.key_depth, sparse_depth=batch["sparse_depth"],

@@ -323,7 +323,8 @@ def train(config: TrainConfig, info: DistInfo, *, resume: str = "", log: Log = p
     if class_weights is not None:
         log("occupancy class weights (" + config.class_weights + "): "
             + " ".join(f"{w:.2f}" for w in class_weights.tolist()))
-    loss_model: nn.Module = LossModel(model, build_loss(config, model, class_weights)).to(device)
+    loss_model: nn.Module = LossModel(model, build_loss(config, model, class_weights),
+                                      camera_dropout=config.camera_dropout).to(device)
     ema = ModelEMA(model, decay=config.ema_decay, ramp=config.ema_ramp) if config.ema else None
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.lr, betas=(config.beta1, config.beta2),
                                   weight_decay=config.weight_decay)

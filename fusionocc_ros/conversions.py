@@ -140,7 +140,6 @@ def packed_rgb_floats(labels: np.ndarray) -> np.ndarray:
     return ((colors[..., 0] << 16) | (colors[..., 1] << 8) | colors[..., 2]).view(np.float32)
 
 
-
 def occupancy_cloud_records(labels: np.ndarray) -> np.ndarray:
     """The occupied (non-free) voxels of a (200, 200, 16) label grid as (M,) 20-byte records x, y, z, rgb,
     label (voxel centres in the ego frame, [x, y, z] index order): the PointCloud2 payload of /occupancy

@@ -31,7 +31,6 @@ if TYPE_CHECKING:  # annotations only: the module must import without the ROS me
     from std_msgs.msg import Header
 
 
-
 # Image encodings -> (channels, bytes per channel, order of R, G, B in the channels; None = mono).
 _IMAGE_ENCODINGS: dict[str, tuple[int, int, tuple[int, int, int] | None]] = {
     "rgb8": (3, 1, (0, 1, 2)),

@@ -36,6 +36,7 @@ PUBLISHED_RECIPE = {
     "class_weights": "none",  # plain occupancy CE
     "lovasz_weight": 0.0,
     "visible_weight": 0.0,
+    "camera_dropout": 0.0,
     # -- optimisation
     "batch_size": 1,
     "epochs": 24,

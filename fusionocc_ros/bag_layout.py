@@ -47,7 +47,6 @@ POSE_DEPTH = 100
 STATIC_DEPTH = 1
 
 
-
 def image_topic(camera: str) -> str:
     """`/<camera>/image_rect/compressed`: image_transport's naming (base topic + `/compressed`), so RViz's Image
     display and image_transport subscribers find it; nuscenes2mcap's `image_rect_compressed` is not one."""

@@ -147,12 +147,13 @@ class _Scores:
         return EvaluationResult(self.with_mask.compute(), self.without.compute(), split, source, primary, regions)
 
 
-def _load_gt(dataroot: Path, info: dict[str, Any]) -> dict[str, np.ndarray]:
+def _load_gt(dataroot: Path, info: dict[str, Any], *, with_mask_lidar: bool) -> dict[str, np.ndarray]:
     path = dataroot / info["occ_path"]
     if not path.is_file():
         raise EvaluationError(f"ground truth {path} is missing; run `fusionocc check-data {dataroot}`")
     try:
-        return read_occ(path, ("semantics", "mask_camera", "mask_lidar"))
+        return read_occ(path, ("semantics", "mask_camera", "mask_lidar") if with_mask_lidar
+                        else ("semantics", "mask_camera"))
     except DataFileError as error:
         raise EvaluationError(str(error)) from None
 
@@ -210,9 +211,9 @@ def evaluate_predictions(
     dataroot = Path(index["dataroot"])
     scores = _Scores(by_visibility)
     for info in tqdm(samples, desc=f"eval {split}", unit="sample", disable=not progress):
-        gt = _load_gt(dataroot, info)
+        gt = _load_gt(dataroot, info, with_mask_lidar=by_visibility)
         pred = _load_prediction(pred_dir, info["token"])
-        scores.update(pred, gt["semantics"], gt["mask_camera"], gt["mask_lidar"])
+        scores.update(pred, gt["semantics"], gt["mask_camera"], gt.get("mask_lidar"))
     return scores.result(split, str(pred_dir), primary)
 
 
